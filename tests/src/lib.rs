@@ -1,0 +1,259 @@
+//! Fixtures for the privileged integration tests: throw-away cgroups, pinned
+//! workloads in them, and the kernel's own figures to compare against.
+//!
+//! Workloads are this test binary re-executed in "worker" mode (see
+//! [`run_worker_if_requested`]), so that each one is a single-threaded process
+//! whose pid is its only thread id, placed in its cgroup and pinned to its CPU
+//! before it reports ready.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use tracer::cgroup::CpuHierarchy;
+
+const WORKER_ENV: &str = "TRACER_TEST_WORKER";
+
+/// Why the privileged tests cannot run here, if they cannot.
+pub fn missing_privilege() -> Option<String> {
+    if let Some(reason) = tracer::privilege::check() {
+        return Some(reason);
+    }
+    if !Path::new(tracer::btf::VMLINUX).exists() {
+        return Some(format!("no kernel BTF at {}", tracer::btf::VMLINUX));
+    }
+    None
+}
+
+/// Online CPUs, in order.
+pub fn online_cpus() -> Vec<usize> {
+    aya::util::online_cpus()
+        .map(|c| c.into_iter().map(|c| c as usize).collect())
+        .unwrap_or_default()
+}
+
+/// A cgroup in the cpu controller's hierarchy, removed on drop.
+pub struct TestCgroup {
+    /// Path from the hierarchy's root, as the tracer reports it.
+    pub path: String,
+    pub dir: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn create(name: &str) -> anyhow::Result<Self> {
+        let hierarchy = CpuHierarchy::detect()?;
+        let path = format!("/tracer-test-{}-{name}", std::process::id());
+        let dir = hierarchy.dir_of(&path);
+        if dir.exists() {
+            // Left by an earlier run of this pid that was killed: start clean.
+            let _ = std::fs::remove_dir(&dir);
+        }
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self { path, dir })
+    }
+
+    /// The id the kernel (and so the tracer) uses for it.
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&self.dir).map(|m| m.ino()).unwrap_or(0)
+    }
+
+    fn procs_file(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Killed workers leave the cgroup asynchronously; retry for a while.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && self.dir.exists() {
+            if Instant::now() > deadline {
+                eprintln!("could not remove test cgroup {}", self.dir.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What a worker does.
+#[derive(Clone, Copy, Debug)]
+pub enum Load {
+    /// Burns CPU without ever sleeping.
+    Spin,
+    /// Sleeps 20 ms, then runs for about 100 µs, again and again.
+    MostlySleep,
+}
+
+/// A workload process in a test cgroup, pinned to one CPU; killed on drop.
+pub struct Worker {
+    child: Child,
+    pub pid: u32,
+}
+
+impl Worker {
+    pub fn start(load: Load, cgroup: &TestCgroup, cpu: usize) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let kind = match load {
+            Load::Spin => "spin",
+            Load::MostlySleep => "sleep",
+        };
+        let mut child = Command::new(exe)
+            .env(
+                WORKER_ENV,
+                format!("{kind} {cpu} {}", cgroup.procs_file().display()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a worker")?;
+        let pid = child.id();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no worker stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let worker = Self { child, pid };
+        ensure!(
+            line.trim() == "ready",
+            "worker {pid} did not start: {line:?}"
+        );
+        Ok(worker)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// In worker mode (the environment says so), runs the workload and never returns.
+/// Call first thing in the test binary's `main`.
+pub fn run_worker_if_requested() {
+    let Ok(spec) = std::env::var(WORKER_ENV) else {
+        return;
+    };
+    if let Err(e) = worker(&spec) {
+        eprintln!("worker failed: {e:#}");
+        std::process::exit(1);
+    }
+    unreachable!("workers run until killed");
+}
+
+fn worker(spec: &str) -> anyhow::Result<()> {
+    let mut parts = spec.splitn(3, ' ');
+    let (kind, cpu, procs) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default().parse::<usize>()?,
+        parts.next().unwrap_or_default(),
+    );
+    // Die with the test process, even if it is killed.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    std::fs::write(procs, std::process::id().to_string())
+        .with_context(|| format!("joining {procs}"))?;
+    pin_to_cpu(cpu)?;
+    println!("ready");
+    match kind {
+        "spin" => loop {
+            std::hint::black_box(spin_for(Duration::from_millis(100)));
+        },
+        "sleep" => loop {
+            std::thread::sleep(Duration::from_millis(20));
+            std::hint::black_box(spin_for(Duration::from_micros(100)));
+        },
+        other => bail!("unknown worker kind {other}"),
+    }
+}
+
+fn spin_for(d: Duration) -> u64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < d {
+        n = n.wrapping_add(1);
+    }
+    n
+}
+
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!(
+                "sched_setaffinity to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `/proc/<pid>/schedstat` run delay: nanoseconds spent runnable on a run queue.
+pub fn run_delay_ns(pid: u32) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
+    text.split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow!("short schedstat: {text:?}"))?
+        .parse()
+        .context("schedstat run delay")
+}
+
+/// The tracer's programs currently loaded in the kernel, by name (the kernel
+/// keeps 15 characters of a program name).
+pub fn loaded_tracer_programs() -> usize {
+    const NAMES: [&str; 4] = [
+        "sched_switch",
+        "sched_wakeup",
+        "sched_wakeup_ne",
+        "sched_process_e",
+    ];
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| NAMES.contains(&n)))
+        .count()
+}
+
+/// Waits (up to 5 s) until at most `limit` tracer programs are loaded and
+/// returns how many are. The kernel frees a program only after an RCU grace
+/// period once its last file descriptor is closed, so a count taken right
+/// after a tracer exits can still include its programs.
+pub fn settle_tracer_programs(limit: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = loaded_tracer_programs();
+        if n <= limit || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `tracer` binary: `TRACER_BIN`, or the one next to this test's directory.
+pub fn tracer_bin() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("TRACER_BIN") {
+        return Some(PathBuf::from(bin));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.parent()?.join("tracer");
+    candidate.exists().then_some(candidate)
+}
+
+/// Runs `tracer` with `args`, as `uid` if given.
+pub fn tracer_command(bin: &Path, args: &[&str], uid: Option<u32>) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    cmd
+}

@@ -1,0 +1,21 @@
+//! Types and pure functions shared by the tracer's eBPF programs and its userspace.
+//!
+//! Everything here is `no_std`, `repr(C)` with explicit padding, and free of
+//! panics on the paths the kernel side uses.
+#![no_std]
+
+pub mod hist;
+pub mod layout;
+pub mod maps;
+
+#[cfg(feature = "user")]
+mod user {
+    use crate::{hist::LatencyHist, layout::KernelLayout, maps};
+
+    // SAFETY: all of these are repr(C), Copy, and have no implicit padding.
+    unsafe impl aya::Pod for KernelLayout {}
+    unsafe impl aya::Pod for LatencyHist {}
+    unsafe impl aya::Pod for maps::CgroupStats {}
+    unsafe impl aya::Pod for maps::TaskWait {}
+    unsafe impl aya::Pod for maps::NewCgroupRecord {}
+}

@@ -1,0 +1,169 @@
+//! Command-line interface.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Where did my runnable threads wait? Per-cgroup run-queue wait, from the scheduler's tracepoints."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace until the duration ends or Ctrl-C, then report per cgroup (needs root).
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// How long to trace (e.g. 10s, 500ms, 2m); until Ctrl-C if not given.
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Report only this cgroup and its descendants (path in the cpu controller's
+    /// hierarchy, e.g. /kubepods/pod1); repeatable.
+    #[arg(short, long = "cgroup", value_name = "PATH", value_parser = parse_cgroup_path)]
+    pub cgroups: Vec<String>,
+
+    /// Also report this process (all its threads) or thread on its own; repeatable.
+    #[arg(short, long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+
+    /// Write everything measured to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Rows of the per-cgroup table.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+
+    /// Capacity of the kernel's per-cgroup map; waits of cgroups beyond it are
+    /// counted as lost.
+    #[arg(long, default_value_t = tracer_common::maps::DEFAULT_MAX_CGROUPS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_cgroups: u32,
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, `1.5s`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: use e.g. 10s, 500ms or 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    if !(seconds > 0.0 && seconds.is_finite() && seconds < 365.0 * 86400.0) {
+        return Err(format!(
+            "duration {text:?} must be positive and under a year"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_cgroup_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!(
+            "cgroup {text:?} must be a path from the cpu controller's root, starting with / \
+             (e.g. /system.slice/cron.service)"
+        ));
+    }
+    let trimmed = text.trim_end_matches('/');
+    Ok(if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn record(args: &[&str]) -> Result<RecordArgs, clap::Error> {
+        let mut argv = vec!["tracer", "record"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Record(r) => r,
+        })
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["", "s", "0", "-1s", "3 parsecs", "1e9h", "abc"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn record_flags() {
+        let r = record(&[
+            "--duration",
+            "3s",
+            "--cgroup",
+            "/a/",
+            "-c",
+            "/b",
+            "--pid",
+            "42",
+            "-p",
+            "7",
+            "--json",
+            "out.json",
+        ])
+        .unwrap();
+        assert_eq!(r.duration, Some(Duration::from_secs(3)));
+        assert_eq!(r.cgroups, ["/a", "/b"]);
+        assert_eq!(r.pids, [42, 7]);
+        assert_eq!(r.json.as_deref(), Some(std::path::Path::new("out.json")));
+        assert_eq!(r.top, 20);
+
+        let r = record(&[]).unwrap();
+        assert_eq!(r.duration, None);
+        assert!(r.cgroups.is_empty() && r.pids.is_empty() && r.json.is_none());
+    }
+
+    #[test]
+    fn bad_flags_say_what_is_wrong() {
+        let msg = |args: &[&str]| record(args).unwrap_err().to_string();
+        assert!(msg(&["--duration", "soon"]).contains("use e.g. 10s"));
+        assert!(msg(&["--cgroup", "kubepods"]).contains("starting with /"));
+        assert!(msg(&["--pid", "0"]).contains("0"));
+        assert!(msg(&["--pid", "abc"]).contains("abc"));
+        assert!(msg(&["--frobnicate"]).contains("--frobnicate"));
+        assert_eq!(record(&["--cgroup", "/"]).unwrap().cgroups, ["/"]);
+    }
+}

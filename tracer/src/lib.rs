@@ -1,0 +1,19 @@
+//! The tracer's userspace: loads the eBPF programs, reads what they aggregate in
+//! the kernel and reports it.
+//!
+//! Everything that can be tested without root (BTF parsing, cgroup resolution,
+//! histogram math, rendering, CLI parsing) lives in modules that do not touch the
+//! kernel; [`session`] and [`programs`] are the privileged part.
+
+pub mod btf;
+pub mod cgroup;
+pub mod cli;
+pub mod histogram;
+pub mod layout;
+pub mod privilege;
+pub mod process;
+pub mod programs;
+pub mod record;
+pub mod recording;
+pub mod report;
+pub mod session;

@@ -1,0 +1,174 @@
+//! Loading the embedded eBPF object and attaching its programs.
+//!
+//! Which programs exist, where they attach and whether the tracer can work
+//! without them is data ([`PROBES`]), so that the report can say exactly what
+//! ran.
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, ProgramError},
+};
+use serde::Serialize;
+use tracer_common::{
+    layout::KernelLayout,
+    maps::{GLOBAL_FILTER_PIDS, GLOBAL_LAYOUT, MAP_CGROUP_STATS},
+};
+
+/// The object built from `tracer-ebpf` by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// One program of the object and the hook it needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    /// Program (function) name in the object.
+    pub program: &'static str,
+    /// BTF-enabled tracepoint it attaches to.
+    pub tracepoint: &'static str,
+    /// Without a required probe the measurement would be wrong, so the tracer stops.
+    pub required: bool,
+    /// What it is for, in the words of an error message.
+    pub role: &'static str,
+}
+
+pub const PROBES: &[Probe] = &[
+    Probe {
+        program: "sched_switch",
+        tracepoint: "sched_switch",
+        required: true,
+        role: "ends waits at switch-in and starts them when a runnable task is switched out",
+    },
+    Probe {
+        program: "sched_wakeup",
+        tracepoint: "sched_wakeup",
+        required: true,
+        role: "starts a wait when a sleeping task is woken",
+    },
+    Probe {
+        program: "sched_wakeup_new",
+        tracepoint: "sched_wakeup_new",
+        required: true,
+        role: "starts a wait when a new task is first queued",
+    },
+    Probe {
+        program: "sched_process_exit",
+        tracepoint: "sched_process_exit",
+        required: false,
+        role: "frees per-task state when a task exits (the kernel frees it later otherwise)",
+    },
+];
+
+/// What happened to one probe, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeStatus {
+    pub name: String,
+    pub kind: String,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Options the programs are built with.
+pub struct LoadOptions {
+    pub layout: KernelLayout,
+    pub max_cgroups: u32,
+    pub filter_pids: bool,
+}
+
+/// The last lines of a verifier log, which hold the reason.
+fn verifier_tail(err: &ProgramError) -> String {
+    match err {
+        ProgramError::LoadError { verifier_log, .. } => {
+            let text = verifier_log.to_string();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = &lines[lines.len().saturating_sub(6)..];
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!("\nverifier log (last lines):\n  {}", tail.join("\n  "))
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// Loads the object with the kernel layout filled in and attaches every probe.
+/// Fails on the first required probe the kernel refuses, naming it.
+pub fn load_and_attach(options: &LoadOptions) -> anyhow::Result<(Ebpf, Vec<ProbeStatus>)> {
+    let btf = aya::Btf::from_sys_fs().context(
+        "cannot read the kernel's BTF at /sys/kernel/btf/vmlinux; \
+         the tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+    )?;
+    let filter_pids = u32::from(options.filter_pids);
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        // Task storage has no userspace API in aya; only the programs use it.
+        .allow_unsupported_maps()
+        .override_global(GLOBAL_LAYOUT, &options.layout, true)
+        .override_global(GLOBAL_FILTER_PIDS, &filter_pids, true)
+        .map_max_entries(MAP_CGROUP_STATS, options.max_cgroups)
+        .load(OBJECT)
+        .map_err(|e| {
+            anyhow!(
+                "the kernel refused the tracer's maps: {e}\n\
+                 (task local storage for tracing programs needs Linux 5.12 or later)"
+            )
+        })?;
+
+    let mut statuses = Vec::new();
+    for probe in PROBES {
+        let result = attach_one(&mut ebpf, probe, &btf);
+        let error = match result {
+            Ok(()) => None,
+            Err(e) if probe.required => {
+                return Err(e.context(format!(
+                    "the tracer cannot work without tp_btf/{} ({})",
+                    probe.tracepoint, probe.role
+                )));
+            }
+            Err(e) => Some(format!("{e:#}")),
+        };
+        statuses.push(ProbeStatus {
+            name: probe.tracepoint.to_owned(),
+            kind: "tp_btf".to_owned(),
+            attached: error.is_none(),
+            error,
+        });
+    }
+    Ok((ebpf, statuses))
+}
+
+fn attach_one(ebpf: &mut Ebpf, probe: &Probe, btf: &aya::Btf) -> anyhow::Result<()> {
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(probe.program)
+        .ok_or_else(|| anyhow!("program {} missing from the eBPF object", probe.program))?
+        .try_into()?;
+    program.load(probe.tracepoint, btf).map_err(|e| {
+        let tail = verifier_tail(&e);
+        anyhow!(
+            "the kernel refused program {} (tp_btf/{}): {e}{tail}",
+            probe.program,
+            probe.tracepoint
+        )
+    })?;
+    program.attach().map_err(|e| {
+        anyhow!(
+            "attaching {} to tp_btf/{} failed: {e}",
+            probe.program,
+            probe.tracepoint
+        )
+    })?;
+    Ok(())
+}
+
+/// Detaches and unloads every program; the maps stay readable.
+pub fn detach_all(ebpf: &mut Ebpf) {
+    for probe in PROBES {
+        if let Some(program) = ebpf.program_mut(probe.program)
+            && let Ok(tp) = <&mut BtfTracePoint>::try_from(program)
+        {
+            // An unloaded (never attached) program reports an error here; nothing to do.
+            let _ = tp.unload();
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! `cargo xtask bench`: what tracing adds to each context switch.
+//!
+//! A context-switch ping-pong (`perf bench sched pipe`: two tasks, pinned to one
+//! CPU, passing a token through pipes, so every round trip is two switches) runs
+//! with nothing attached, with `tracer record` attached and with libbpf-tools'
+//! `runqlat` attached. The three alternate round by round, in rotating order, so
+//! that drift of the machine hits all of them alike; the medians are compared.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::Args;
+
+use crate::{cmd, run::build_release, setup};
+
+#[derive(Args)]
+pub struct Options {
+    /// Rounds per variant.
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Round trips per run of the ping-pong.
+    #[arg(long, default_value_t = 200_000)]
+    loops: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    Baseline,
+    Tracer,
+    Runqlat,
+}
+
+impl Variant {
+    const ALL: [Variant; 3] = [Variant::Baseline, Variant::Tracer, Variant::Runqlat];
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Baseline => "nothing attached",
+            Variant::Tracer => "tracer record",
+            Variant::Runqlat => "runqlat (libbpf-tools)",
+        }
+    }
+}
+
+/// A tracer running in the background; interrupted and reaped on drop.
+struct Attached(Option<Child>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            // SIGINT, as Ctrl-C: both tracers then detach and print their report.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `cmd` and waits until it prints a line containing `ready` on the
+/// stream `from_stderr` selects, i.e. until its programs are attached.
+fn start(mut cmd: Command, ready: &str, from_stderr: bool) -> anyhow::Result<Attached> {
+    let what = cmd::describe(&cmd);
+    if from_stderr {
+        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    let stream: Box<dyn std::io::Read + Send> = if from_stderr {
+        Box::new(child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?)
+    } else {
+        Box::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?)
+    };
+    let attached = Attached(Some(child));
+    // Read on a thread so that a tracer that never gets ready cannot hang the bench.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_owned();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let mut signalled = false;
+        // Keep draining after the ready line so that the child never blocks on a
+        // full pipe.
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if !signalled && line.contains(&ready) {
+                signalled = true;
+                let _ = tx.send(());
+            }
+            line.clear();
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .map_err(|_| anyhow!("{what} did not report being attached within 60 s"))?;
+    Ok(attached)
+}
+
+fn attach(variant: Variant, tracer: &Path) -> anyhow::Result<Attached> {
+    match variant {
+        Variant::Baseline => Ok(Attached(None)),
+        Variant::Tracer => {
+            let mut cmd = Command::new(tracer);
+            cmd.arg("record");
+            start(cmd, "Tracing", true)
+        }
+        Variant::Runqlat => {
+            // runqlat's stdout is a pipe here, so make it line-buffered to see
+            // its "Tracing ..." line as soon as it is attached.
+            let mut cmd = Command::new("stdbuf");
+            cmd.args(["-oL", "runqlat"]);
+            start(cmd, "Tracing", false)
+        }
+    }
+}
+
+/// One ping-pong run pinned to `cpu`: nanoseconds per context switch.
+fn ping_pong(cpu: u32, loops: u64) -> anyhow::Result<f64> {
+    let out = cmd::output(Command::new("taskset").args([
+        "-c",
+        &cpu.to_string(),
+        "perf",
+        "bench",
+        "sched",
+        "pipe",
+        "-l",
+        &loops.to_string(),
+    ]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "perf bench sched pipe failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let usecs_per_op: f64 = text
+        .lines()
+        .find(|l| l.contains("usecs/op"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no usecs/op in perf's output: {text}"))?;
+    // One op is a round trip: two context switches.
+    Ok(usecs_per_op * 1000.0 / 2.0)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn last_cpu() -> anyhow::Result<u32> {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
+    online
+        .trim()
+        .rsplit([',', '-'])
+        .next()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("cannot parse online CPUs {online:?}"))
+}
+
+pub fn run(options: Options) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!("the benchmark attaches tracers: run it as root");
+    }
+    setup::ensure()?;
+    setup::apt_packages(
+        &["linux-perf", "libbpf-tools"],
+        "for the benchmark (perf bench, runqlat)",
+    )?;
+    let tracer: PathBuf = build_release()?;
+    let cpu = last_cpu()?;
+    println!(
+        "bench: perf bench sched pipe -l {} pinned to CPU {cpu}, {} rounds per variant, interleaved",
+        options.loops, options.rounds
+    );
+    // Warm caches and frequency before the first measured run.
+    ping_pong(cpu, options.loops / 4)?;
+
+    let mut results: Vec<(Variant, Vec<f64>)> =
+        Variant::ALL.iter().map(|&v| (v, Vec::new())).collect();
+    for round in 0..options.rounds {
+        for i in 0..Variant::ALL.len() {
+            let variant = Variant::ALL[(i + round) % Variant::ALL.len()];
+            let attached = attach(variant, &tracer)?;
+            let ns = ping_pong(cpu, options.loops)?;
+            drop(attached);
+            if let Some((_, v)) = results.iter_mut().find(|(v, _)| *v == variant) {
+                v.push(ns);
+            }
+            println!(
+                "  round {}: {:<24} {ns:8.1} ns/switch",
+                round + 1,
+                variant.label()
+            );
+        }
+    }
+
+    let base = median(&results[0].1);
+    println!();
+    println!(
+        "{:<24} {:>12} {:>10} {:>10} {:>14}",
+        "variant", "median ns", "min", "max", "added ns"
+    );
+    for (variant, values) in &results {
+        let m = median(values);
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        println!(
+            "{:<24} {m:>12.1} {min:>10.1} {max:>10.1} {:>+14.1}",
+            variant.label(),
+            m - base
+        );
+    }
+    let tracer_added = median(&results[1].1) - base;
+    let runqlat_added = median(&results[2].1) - base;
+    println!();
+    println!(
+        "per context switch: tracer adds {tracer_added:.0} ns, runqlat adds {runqlat_added:.0} ns ({})",
+        if tracer_added < runqlat_added {
+            "tracer is cheaper"
+        } else {
+            "tracer is NOT cheaper"
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! Project tasks: `cargo xtask setup | run | test | bench`.
+
+mod bench;
+mod cmd;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Set-up, run, test and benchmark the tracer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building the eBPF programs needs (idempotent).
+    Setup,
+    /// Set up if needed, build in release and run the tracer with the given arguments.
+    Run(run::Options),
+    /// Run every test: unit tests and the privileged integration tests.
+    Test(test::Options),
+    /// Measure the tracer's cost per context switch against no tracing and runqlat.
+    Bench(bench::Options),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Run(options) => run::run(options),
+        Task::Test(options) => test::run(options),
+        Task::Bench(options) => bench::run(options),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
