@@ -78,17 +78,18 @@ pub struct LoadOptions {
 /// The last lines of a verifier log, which hold the reason.
 fn verifier_tail(err: &ProgramError) -> String {
     match err {
-        ProgramError::LoadError { verifier_log, .. } => {
-            let text = verifier_log.to_string();
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = &lines[lines.len().saturating_sub(6)..];
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!("\nverifier log (last lines):\n  {}", tail.join("\n  "))
-            }
-        }
+        ProgramError::LoadError { verifier_log, .. } => log_tail(&verifier_log.to_string()),
         _ => String::new(),
+    }
+}
+
+fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(6)..];
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("\nverifier log (last lines):\n  {}", tail.join("\n  "))
     }
 }
 
@@ -110,8 +111,8 @@ pub fn load_and_attach(options: &LoadOptions) -> anyhow::Result<(Ebpf, Vec<Probe
         .load(OBJECT)
         .map_err(|e| {
             anyhow!(
-                "the kernel refused the tracer's maps: {e}\n\
-                 (task local storage for tracing programs needs Linux 5.12 or later)"
+                "the kernel refused the tracer's eBPF object: {e} (the tracer needs Linux 5.12 \
+                 or later, for task local storage in tracing programs)"
             )
         })?;
 
@@ -170,5 +171,23 @@ pub fn detach_all(ebpf: &mut Ebpf) {
             // An unloaded (never attached) program reports an error here; nothing to do.
             let _ = tp.unload();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_log_tail() {
+        assert_eq!(log_tail(""), "");
+        let log: String = (1..=10).map(|i| format!("line {i}\n\n")).collect();
+        let tail = log_tail(&log);
+        assert!(
+            tail.starts_with("\nverifier log (last lines):\n  line 5\n"),
+            "{tail}"
+        );
+        assert!(tail.ends_with("line 10"));
+        assert!(!tail.contains("line 4\n"));
     }
 }
