@@ -45,9 +45,18 @@ pub struct TestCgroup {
 }
 
 impl TestCgroup {
+    /// A cgroup below the hierarchy's root.
     pub fn create(name: &str) -> anyhow::Result<Self> {
+        Self::at(format!("/tracer-test-{}-{name}", std::process::id()))
+    }
+
+    /// A cgroup below this one. Drop it before its parent.
+    pub fn child(&self, name: &str) -> anyhow::Result<Self> {
+        Self::at(format!("{}/{name}", self.path))
+    }
+
+    fn at(path: String) -> anyhow::Result<Self> {
         let hierarchy = CpuHierarchy::detect()?;
-        let path = format!("/tracer-test-{}-{name}", std::process::id());
         let dir = hierarchy.dir_of(&path);
         if dir.exists() {
             // Left by an earlier run of this pid that was killed: start clean.
@@ -65,6 +74,25 @@ impl TestCgroup {
 
     fn procs_file(&self) -> PathBuf {
         self.dir.join("cgroup.procs")
+    }
+
+    /// Sets a CFS quota: `quota_us` of CPU time every `period_us` (cgroup v1 or
+    /// v2 files, whichever the hierarchy has).
+    pub fn set_quota(&self, quota_us: u64, period_us: u64) -> anyhow::Result<()> {
+        let v2 = self.dir.join("cpu.max");
+        if v2.exists() {
+            std::fs::write(&v2, format!("{quota_us} {period_us}"))?;
+        } else {
+            std::fs::write(self.dir.join("cpu.cfs_period_us"), period_us.to_string())?;
+            std::fs::write(self.dir.join("cpu.cfs_quota_us"), quota_us.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The kernel's counters for it now.
+    pub fn cpu_stat(&self) -> anyhow::Result<tracer::cpustat::CpuStat> {
+        tracer::cpustat::read_cpu_stat(&self.dir)
+            .ok_or_else(|| anyhow!("no CFS bandwidth counters in {}", self.dir.display()))
     }
 }
 
@@ -89,6 +117,8 @@ pub enum Load {
     Spin,
     /// Sleeps 20 ms, then runs for about 100 µs, again and again.
     MostlySleep,
+    /// Every `every` ms, burns CPU for `spin` ms, then sleeps until the next one.
+    Burst { every: u64, spin: u64 },
 }
 
 /// A workload process in a test cgroup, pinned to one CPU; killed on drop.
@@ -98,11 +128,22 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker pinned to `cpu`.
     pub fn start(load: Load, cgroup: &TestCgroup, cpu: usize) -> anyhow::Result<Self> {
+        Self::spawn(load, cgroup, &cpu.to_string())
+    }
+
+    /// A worker the scheduler may move between CPUs.
+    pub fn start_anywhere(load: Load, cgroup: &TestCgroup) -> anyhow::Result<Self> {
+        Self::spawn(load, cgroup, "any")
+    }
+
+    fn spawn(load: Load, cgroup: &TestCgroup, cpu: &str) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let kind = match load {
-            Load::Spin => "spin",
-            Load::MostlySleep => "sleep",
+            Load::Spin => "spin".to_owned(),
+            Load::MostlySleep => "sleep".to_owned(),
+            Load::Burst { every, spin } => format!("burst:{every}:{spin}"),
         };
         let mut child = Command::new(exe)
             .env(
@@ -130,10 +171,21 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
+impl Worker {
+    /// Kills the worker and waits until it is gone.
+    pub fn stop(mut self) {
+        self.reap();
+    }
+
+    fn reap(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.reap();
     }
 }
 
@@ -154,16 +206,19 @@ fn worker(spec: &str) -> anyhow::Result<()> {
     let mut parts = spec.splitn(3, ' ');
     let (kind, cpu, procs) = (
         parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default().parse::<usize>()?,
+        parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
     // Die with the test process, even if it is killed.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     std::fs::write(procs, std::process::id().to_string())
         .with_context(|| format!("joining {procs}"))?;
-    pin_to_cpu(cpu)?;
+    if cpu != "any" {
+        pin_to_cpu(cpu.parse()?)?;
+    }
     println!("ready");
-    match kind {
+    let mut kind = kind.split(':');
+    match kind.next().unwrap_or_default() {
         "spin" => loop {
             std::hint::black_box(spin_for(Duration::from_millis(100)));
         },
@@ -171,8 +226,32 @@ fn worker(spec: &str) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(20));
             std::hint::black_box(spin_for(Duration::from_micros(100)));
         },
+        "burst" => {
+            let every = Duration::from_millis(kind.next().unwrap_or_default().parse()?);
+            let spin = Duration::from_millis(kind.next().unwrap_or_default().parse()?);
+            let mut next = Instant::now();
+            loop {
+                // CPU time, not wall time: a throttled burst still does its work.
+                let start = cpu_time();
+                while cpu_time() - start < spin {
+                    std::hint::black_box(spin_for(Duration::from_micros(50)));
+                }
+                next += every;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        }
         other => bail!("unknown worker kind {other}"),
     }
+}
+
+/// CPU time this thread has used.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn spin_for(d: Duration) -> u64 {

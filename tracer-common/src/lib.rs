@@ -4,6 +4,7 @@
 //! panics on the paths the kernel side uses.
 #![no_std]
 
+pub mod account;
 pub mod hist;
 pub mod layout;
 pub mod maps;
@@ -17,5 +18,9 @@ mod user {
     unsafe impl aya::Pod for LatencyHist {}
     unsafe impl aya::Pod for maps::CgroupStats {}
     unsafe impl aya::Pod for maps::TaskWait {}
+    unsafe impl aya::Pod for maps::CpuState {}
+    unsafe impl aya::Pod for maps::BlameKey {}
+    unsafe impl aya::Pod for maps::BlameValue {}
     unsafe impl aya::Pod for maps::NewCgroupRecord {}
+    unsafe impl aya::Pod for maps::EpisodeRecord {}
 }

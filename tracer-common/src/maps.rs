@@ -3,64 +3,222 @@
 
 use crate::hist::LatencyHist;
 
-/// Per-cgroup histograms, per CPU: `u64` cgroup id -> [`CgroupStats`].
+/// Per-cgroup statistics, per CPU: `u64` cgroup id -> [`CgroupStats`].
 pub const MAP_CGROUP_STATS: &str = "CGROUP_STATS";
-/// Per-process (or per-thread) histograms for `--pid`: `u32` id -> [`CgroupStats`].
-pub const MAP_PID_STATS: &str = "PID_STATS";
-/// Which ids `--pid` selected: `u32` id -> [`PidSelector`] bits.
-pub const MAP_PID_FILTER: &str = "PID_FILTER";
-/// Per-CPU event counters indexed by [`Counter`].
-pub const MAP_COUNTERS: &str = "COUNTERS";
-/// Rare records for userspace (see [`NewCgroupRecord`]).
+/// Per-selection statistics (`--pid`, `--threads`), per CPU: `u32` selection -> [`CgroupStats`].
+pub const MAP_SELECTION_STATS: &str = "SELECTION_STATS";
+/// Processes selected by `--pid`: `u32` tgid -> `u32` selection.
+pub const MAP_SELECT_PROCESS: &str = "SELECT_PROCESS";
+/// Threads selected by `--pid` (a thread id) or `--threads`: `u32` tid -> `u32` selection.
+pub const MAP_SELECT_THREAD: &str = "SELECT_THREAD";
+/// Who held the CPU while others waited: [`BlameKey`] -> [`BlameValue`].
+pub const MAP_BLAME: &str = "BLAME";
+/// Per-CPU scheduling state shared across CPUs: `u32` CPU -> [`CpuState`].
+pub const MAP_CPU_STATE: &str = "CPU_STATE";
+/// Rare records for userspace ([`NewCgroupRecord`], [`EpisodeRecord`]).
 pub const MAP_EVENTS: &str = "EVENTS";
 
 /// Name of the read-only global holding the [`crate::layout::KernelLayout`].
 pub const GLOBAL_LAYOUT: &str = "LAYOUT";
-/// Name of the read-only global that turns the `--pid` lookups on (u32, 0 or 1).
-pub const GLOBAL_FILTER_PIDS: &str = "FILTER_PIDS";
+/// Name of the read-only global that turns the selection lookups on (u32, 0 or 1).
+pub const GLOBAL_SELECTIONS: &str = "SELECTIONS";
 
 /// Default capacity of the per-cgroup map; userspace may override it.
 pub const DEFAULT_MAX_CGROUPS: u32 = 4096;
-/// Capacity of the `--pid` maps.
-pub const MAX_PIDS: u32 = 1024;
+/// Capacity of the selection maps (selected processes and threads).
+pub const MAX_SELECTED_TASKS: u32 = 16384;
+/// At most this many `--pid` and `--threads` selections.
+pub const MAX_SELECTIONS: u32 = 64;
+/// Capacity of the blame map (victim x occupant process pairs).
+pub const MAX_BLAME: u32 = 16384;
 /// Ring buffer size in bytes (a power of two and a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// Run intervals each CPU remembers for blame (a power of two).
+pub const RING: usize = 32;
+/// Bytes of a task name (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
 
 /// Per-task state, kept in task local storage so that it dies with the task and
 /// cannot be confused with a later task that reuses the pid.
+///
+/// A wait is split into segments at migrations: each segment is on one CPU and
+/// one cfs_rq, so its throttled and busy clocks are read on the same counters.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskWait {
     /// `bpf_ktime_get_ns()` when the task last became runnable without running;
     /// 0 while it runs or sleeps.
     pub queued_at: u64,
+    /// Start of the current segment.
+    pub segment_start: u64,
+    /// The cfs_rq of the current segment (a kernel address, compared only).
+    pub cfs_rq: u64,
+    /// The cfs_rq's throttled-time counter at the segment start.
+    pub throttle0: u64,
+    /// The CPU's busy clock ([`CpuState::busy_at`]) at the segment start.
+    pub busy0: u64,
+    /// Throttled and contended time of the finished segments.
+    pub throttled_acc: u64,
+    pub contended_acc: u64,
+    /// The cgroup whose quota ran out, if the wait began with a throttle.
+    pub throttled_by: u64,
+    /// CPU of the current segment.
+    pub cpu: u32,
+    /// `WAIT_*` bits.
+    pub flags: u32,
 }
 
-/// Everything the kernel aggregates for one cgroup (or one selected pid) on one CPU.
+/// `throttle0` was read.
+pub const WAIT_THROTTLE_CLOCK: u32 = 1 << 0;
+/// The task's hierarchy was throttled when the wait (segment) began.
+pub const WAIT_STARTED_THROTTLED: u32 = 1 << 1;
+
+/// Who ran on a CPU: enough to charge them for others' waits.
 #[repr(C)]
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Occupant {
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+    /// Process name (the thread group leader's `comm`), NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// One finished run of a task on a CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interval {
+    pub start: u64,
+    pub end: u64,
+    pub who: Occupant,
+}
+
+/// What a CPU has been doing: its busy clock and its last runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Runs {
+    /// Time non-idle tasks ran on this CPU, up to `since`.
+    pub busy_ns: u64,
+    /// When the current task was switched in (0: not seen yet).
+    pub since: u64,
+    /// The current task, unless `idle`.
+    pub current: Occupant,
+    /// 1 while the idle task runs (or before the first switch is seen).
+    pub idle: u32,
+    /// Total intervals pushed; the newest is at `(head - 1) % RING`.
+    pub head: u32,
+    pub ring: [Interval; RING],
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Self {
+            busy_ns: 0,
+            since: 0,
+            current: Occupant::default(),
+            idle: 1,
+            head: 0,
+            ring: [Interval::default(); RING],
+        }
+    }
+}
+
+/// A CPU's scheduling state, in an array indexed by CPU (not a per-CPU map) so
+/// that a migration, handled on another CPU, can read the source CPU's runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuState {
+    pub runs: Runs,
+    /// Event counters ([`Counter`]) of the programs that ran on this CPU. Here
+    /// rather than in a per-CPU map: the entry is looked up anyway, and an array
+    /// lookup is inlined where a per-CPU map lookup is a helper call.
+    pub counters: [u64; Counter::COUNT as usize],
+}
+
+impl CpuState {
+    #[inline(always)]
+    pub fn count(&mut self, counter: Counter) {
+        if let Some(n) = self.counters.get_mut(counter as usize) {
+            *n = n.wrapping_add(1);
+        }
+    }
+}
+
+/// Everything the kernel aggregates for one cgroup (or one selection) on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct CgroupStats {
     /// Run-queue wait: from becoming runnable (woken, or switched out while still
     /// runnable) to being switched in.
     pub runnable_wait: LatencyHist,
+    /// How long a task ran each time it got the CPU.
+    pub on_cpu: LatencyHist,
+    /// The wait split: throttled by CFS bandwidth, runnable while other tasks ran,
+    /// and the rest (runnable on an idle CPU: wake-up latency).
+    pub throttled_ns: u64,
+    pub contended_ns: u64,
+    pub other_ns: u64,
+    /// Waits with some throttled time.
+    pub throttled_waits: u64,
 }
 
 impl CgroupStats {
     pub const ZERO: Self = Self {
         runnable_wait: LatencyHist::ZERO,
+        on_cpu: LatencyHist::ZERO,
+        throttled_ns: 0,
+        contended_ns: 0,
+        other_ns: 0,
+        throttled_waits: 0,
     };
 
     pub fn merge(&mut self, other: &Self) {
-        let Self { runnable_wait } = self;
+        let Self {
+            runnable_wait,
+            on_cpu,
+            throttled_ns,
+            contended_ns,
+            other_ns,
+            throttled_waits,
+        } = self;
         runnable_wait.merge(&other.runnable_wait);
+        on_cpu.merge(&other.on_cpu);
+        *throttled_ns = throttled_ns.wrapping_add(other.throttled_ns);
+        *contended_ns = contended_ns.wrapping_add(other.contended_ns);
+        *other_ns = other_ns.wrapping_add(other.other_ns);
+        *throttled_waits = throttled_waits.wrapping_add(other.throttled_waits);
     }
 }
 
-/// `PID_FILTER` values: how a selected id is matched.
-pub const PID_SELECT_PROCESS: u32 = 1;
-pub const PID_SELECT_THREAD: u32 = 2;
+impl Default for CgroupStats {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
 
-/// Event counters, one per-CPU `u64` slot each.
+/// Blame victims that are selections rather than cgroups have this bit set.
+pub const VICTIM_SELECTION: u64 = 1 << 63;
+
+/// Who (occupant cgroup and process) held the CPU while tasks of `victim` waited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlameKey {
+    /// Cgroup id, or `VICTIM_SELECTION | selection`.
+    pub victim: u64,
+    pub occupant_cgroup: u64,
+    pub occupant_tgid: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlameValue {
+    /// Contended time charged, weighted by how long the occupant ran.
+    pub ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Event counters, one slot each in every CPU's [`CpuState`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
@@ -76,18 +234,30 @@ pub enum Counter {
     WaitRecorded = 4,
     /// Task storage could not be allocated (memory pressure): the wait is lost.
     TaskStorageFail = 5,
-    /// The per-cgroup map was full: the wait is lost.
+    /// The per-cgroup map was full (or its entry could not be allocated): the
+    /// wait is lost.
     CgroupMapFull = 6,
     /// A ring-buffer record could not be reserved.
     RingbufDrop = 7,
     /// A kernel read failed (a wrong offset would show here).
     ReadFail = 8,
-    /// The per-pid map was full.
-    PidMapFull = 9,
+    /// The selection statistics map was full.
+    SelectionMapFull = 9,
+    /// `sched_migrate_task` calls for a waiting task.
+    WaitMigrated = 10,
+    /// A waiting task's cfs_rq changed without a migration (moved to another
+    /// cgroup): that segment's throttled time is not known.
+    CgroupMoved = 11,
+    /// The blame map was full: that contended time stays unattributed.
+    BlameMapFull = 12,
+    /// Throttle episode records sent.
+    Episode = 13,
+    /// Waits that began before the first run interval the CPU remembers.
+    RingOverrun = 14,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 15;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Switch,
         Counter::Wakeup,
@@ -98,7 +268,12 @@ impl Counter {
         Counter::CgroupMapFull,
         Counter::RingbufDrop,
         Counter::ReadFail,
-        Counter::PidMapFull,
+        Counter::SelectionMapFull,
+        Counter::WaitMigrated,
+        Counter::CgroupMoved,
+        Counter::BlameMapFull,
+        Counter::Episode,
+        Counter::RingOverrun,
     ];
 
     /// Stable snake_case name used in the JSON output.
@@ -113,18 +288,24 @@ impl Counter {
             Counter::CgroupMapFull => "cgroup_map_full",
             Counter::RingbufDrop => "ringbuf_dropped",
             Counter::ReadFail => "kernel_read_failures",
-            Counter::PidMapFull => "pid_map_full",
+            Counter::SelectionMapFull => "selection_map_full",
+            Counter::WaitMigrated => "waits_migrated",
+            Counter::CgroupMoved => "waits_moved_cgroup",
+            Counter::BlameMapFull => "blame_map_full",
+            Counter::Episode => "throttle_episodes",
+            Counter::RingOverrun => "blame_ring_overruns",
         }
     }
 }
 
 /// Kind tag at the start of every ring-buffer record.
 pub const RECORD_NEW_CGROUP: u32 = 1;
+pub const RECORD_EPISODE: u32 = 2;
 
 /// Bytes of a cgroup's directory name carried in [`NewCgroupRecord`].
 pub const CGROUP_NAME_LEN: usize = 64;
 
-/// Sent the first time a cgroup gets a histogram, so userspace can resolve its
+/// Sent the first time a cgroup gets statistics, so userspace can resolve its
 /// path while it still exists (short-lived cgroups vanish before the session ends).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -136,5 +317,24 @@ pub struct NewCgroupRecord {
     pub name: [u8; CGROUP_NAME_LEN],
 }
 
+/// One throttle episode of a cgroup on a CPU, seen when its first task runs again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpisodeRecord {
+    pub kind: u32,
+    pub cpu: u32,
+    /// The cgroup whose tasks were throttled.
+    pub cgroup_id: u64,
+    /// The cgroup whose quota ran out (itself or an ancestor); 0 if unknown.
+    pub throttled_by: u64,
+    /// How long the cfs_rq was throttled (kernel clock, see the layout's method).
+    pub duration_ns: u64,
+    /// `bpf_ktime_get_ns()` when the episode was seen to end.
+    pub seen_at: u64,
+}
+
 const _: () = assert!(core::mem::size_of::<NewCgroupRecord>() == 80);
+const _: () = assert!(core::mem::size_of::<EpisodeRecord>() == 40);
+const _: () = assert!(core::mem::size_of::<Interval>() == 48);
 const _: () = assert!(core::mem::size_of::<CgroupStats>().is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<TaskWait>() == 72);

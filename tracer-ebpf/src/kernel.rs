@@ -5,9 +5,15 @@
 //! checks each load against the kernel's BTF (a wrong offset or size is refused
 //! at load time, not read silently) and turns loads through the pointers found on
 //! the way into fault-tolerant ones. On the `sched_switch` hot path this saves a
-//! helper call per field.
+//! helper call per field. Pointers that come out of an array indexed at run time
+//! (`task_group.cfs_rq[cpu]`) are not typed; those are read with the helper
+//! ([`Probe`]).
 
-use tracer_common::layout::{ABSENT, FEATURE_AUTOGROUP, KernelLayout};
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use tracer_common::{
+    layout::{ABSENT, FEATURE_AUTOGROUP, FEATURE_TASK_THROTTLE, KernelLayout, method},
+    maps::{COMM_LEN, Occupant},
+};
 
 /// Filled in by userspace before load (see `tracer::layout`); read-only to the
 /// programs, so the verifier knows every offset as a constant and prunes branches
@@ -29,23 +35,51 @@ pub fn has_feature(feature: u32) -> bool {
     layout!(features) & feature != 0
 }
 
-/// Loads a `T` at `base + off`; `None` if the field is absent or `base` is null.
-/// `base` must be a BTF-typed kernel pointer (a tracepoint argument, or a pointer
-/// loaded from one), so that the verifier can check the access.
-#[inline(always)]
-pub fn read<T>(base: *const u8, off: u32) -> Option<T> {
-    if off == ABSENT || base.is_null() {
-        return None;
-    }
-    Some(unsafe { core::ptr::read_volatile(base.wrapping_add(off as usize).cast::<T>()) })
+/// How a kernel pointer is dereferenced.
+pub trait Reader {
+    /// A `T` at `base + off`; `None` if the field is absent, `base` is null or
+    /// the read faults.
+    fn read<T>(base: *const u8, off: u32) -> Option<T>;
 }
 
-/// The kernfs node of the cpu controller's cgroup of `task`:
-/// `task->sched_task_group->css.cgroup->kn`. An autogroup (a session's implicit
-/// group, not a cgroup) counts as its parent, the root.
+/// Direct loads through BTF-typed pointers (tracepoint arguments and pointers
+/// loaded from them).
+pub struct Direct;
+
+impl Reader for Direct {
+    #[inline(always)]
+    fn read<T>(base: *const u8, off: u32) -> Option<T> {
+        if off == ABSENT || base.is_null() {
+            return None;
+        }
+        Some(unsafe { core::ptr::read_volatile(base.wrapping_add(off as usize).cast::<T>()) })
+    }
+}
+
+/// `bpf_probe_read_kernel`, for pointers the verifier knows no type of.
+pub struct Probe;
+
+impl Reader for Probe {
+    #[inline(always)]
+    fn read<T>(base: *const u8, off: u32) -> Option<T> {
+        if off == ABSENT || base.is_null() {
+            return None;
+        }
+        unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()) }.ok()
+    }
+}
+
+/// Direct load (see [`Direct`]).
 #[inline(always)]
-pub fn task_cgroup_kn(task: *const u8) -> Option<*const u8> {
-    let mut tg: *const u8 = read(task, layout!(task_sched_task_group))?;
+pub fn read<T>(base: *const u8, off: u32) -> Option<T> {
+    Direct::read(base, off)
+}
+
+/// The kernfs node of a task group's cgroup (`tg->css.cgroup->kn`). An autogroup
+/// (a session's implicit group, not a cgroup) counts as its parent, the root.
+#[inline(always)]
+fn tg_kn(tg: *const u8) -> Option<*const u8> {
+    let mut tg = tg;
     if has_feature(FEATURE_AUTOGROUP) {
         let autogroup: u64 = read(tg, layout!(tg_autogroup))?;
         if autogroup != 0 {
@@ -54,6 +88,13 @@ pub fn task_cgroup_kn(task: *const u8) -> Option<*const u8> {
     }
     let cgroup: *const u8 = read(tg, layout!(tg_css_cgroup))?;
     read(cgroup, layout!(cgroup_kn))
+}
+
+/// The kernfs node of the cpu controller's cgroup of `task`:
+/// `task->sched_task_group->css.cgroup->kn`.
+#[inline(always)]
+pub fn task_cgroup_kn(task: *const u8) -> Option<*const u8> {
+    tg_kn(read(task, layout!(task_sched_task_group))?)
 }
 
 /// `kernfs_node.id`: the cgroup directory's inode number, which userspace maps to
@@ -67,4 +108,124 @@ pub fn kn_id(kn: *const u8) -> Option<u64> {
 #[inline(always)]
 pub fn kn_name(kn: *const u8) -> Option<*const u8> {
     read(kn, layout!(kn_name))
+}
+
+#[inline(always)]
+pub fn task_pid(task: *const u8) -> Option<u32> {
+    read(task, layout!(task_pid))
+}
+
+#[inline(always)]
+pub fn task_tgid(task: *const u8) -> Option<u32> {
+    read(task, layout!(task_tgid))
+}
+
+/// The cfs_rq the task is queued on (`task->se.cfs_rq`).
+#[inline(always)]
+pub fn task_cfs_rq(task: *const u8) -> Option<*const u8> {
+    read(task, layout!(task_cfs_rq))
+}
+
+/// Fills `who` (in place: it lives in a map) with who `task` is, for blame: its
+/// cgroup, process and process name. Returns the cgroup's kernfs node, for
+/// announcing a new cgroup.
+#[inline(always)]
+pub fn fill_occupant(task: *const u8, who: &mut Occupant) -> Option<*const u8> {
+    let kn = task_cgroup_kn(task)?;
+    who.cgroup_id = kn_id(kn)?;
+    who.tgid = task_tgid(task).unwrap_or(0);
+    who._pad = 0;
+    who.comm = read::<*const u8>(task, layout!(task_group_leader))
+        .and_then(|leader| read::<[u8; COMM_LEN]>(leader, layout!(task_comm)))
+        .unwrap_or([0; COMM_LEN]);
+    Some(kn)
+}
+
+/// The cfs_rq's cumulative throttled time `S` (see `tracer_common::layout::method`),
+/// in-progress part included. `None` without a throttle clock.
+#[inline(always)]
+pub fn throttle_clock<R: Reader>(cfs_rq: *const u8) -> Option<u64> {
+    let how = layout!(throttle_method);
+    if how == method::STATE {
+        return None;
+    }
+    let total: u64 = R::read(cfs_rq, layout!(cfs_rq_throttle_time))?;
+    let start: u64 = R::read(cfs_rq, layout!(cfs_rq_throttle_start))?;
+    let running = if how == method::SELF_TIME {
+        start != 0
+    } else {
+        R::read::<i32>(cfs_rq, layout!(cfs_rq_throttle_count))? > 0
+    };
+    if !running {
+        return Some(total);
+    }
+    let rq: *const u8 = R::read(cfs_rq, layout!(cfs_rq_rq))?;
+    let clock: u64 = R::read(rq, layout!(rq_throttle_clock))?;
+    Some(total.wrapping_add(clock.saturating_sub(start)))
+}
+
+/// The cumulative throttled time without the part in progress: it changes only
+/// when a throttle ends, so it identifies the last finished episode.
+#[inline(always)]
+pub fn throttle_total(cfs_rq: *const u8) -> Option<u64> {
+    read(cfs_rq, layout!(cfs_rq_throttle_time))
+}
+
+/// Whether the task cannot run because of CFS bandwidth: on 6.18+ the task
+/// itself is marked throttled; before, its cfs_rq hierarchy is.
+/// `task` is BTF-typed; `cfs_rq` is read with `R`.
+#[inline(always)]
+pub fn is_throttled<R: Reader>(task: *const u8, cfs_rq: *const u8) -> bool {
+    if has_feature(FEATURE_TASK_THROTTLE) {
+        read::<u8>(task, layout!(task_throttled)).is_some_and(|t| t != 0)
+    } else {
+        R::read::<i32>(cfs_rq, layout!(cfs_rq_throttle_count)).is_some_and(|n| n > 0)
+    }
+}
+
+/// The cfs_rq of task group `tg` on `cpu` (`tg->cfs_rq[cpu]`); not BTF-typed.
+#[inline(always)]
+pub fn tg_cfs_rq_on(tg: *const u8, cpu: u32) -> Option<*const u8> {
+    let per_cpu: *const u8 = read(tg, layout!(tg_cfs_rq))?;
+    if per_cpu.is_null() || cpu >= 8192 {
+        return None;
+    }
+    Probe::read(per_cpu, cpu * 8)
+}
+
+/// Levels walked up from a task's group to find the one whose quota ran out.
+const MAX_DEPTH: usize = 8;
+
+/// The cgroup whose quota ran out for `task` on `cpu`: the nearest level, the
+/// task's own group included, whose cfs_rq is marked throttled. 0 if none is
+/// found within [`MAX_DEPTH`] levels.
+#[inline(never)]
+pub fn throttling_cgroup(task: *const u8, cpu: u32) -> u64 {
+    let Some(mut tg) = read::<*const u8>(task, layout!(task_sched_task_group)) else {
+        return 0;
+    };
+    let offset = layout!(cfs_rq_throttled);
+    let mask = layout!(cfs_rq_throttled_mask) as u8;
+    for _ in 0..MAX_DEPTH {
+        if tg.is_null() {
+            break;
+        }
+        if let Some(cfs_rq) = tg_cfs_rq_on(tg, cpu)
+            && Probe::read::<u8>(cfs_rq, offset).is_some_and(|b| b & mask != 0)
+        {
+            return tg_kn(tg).and_then(kn_id).unwrap_or(0);
+        }
+        match read::<*const u8>(tg, layout!(tg_parent)) {
+            Some(parent) => tg = parent,
+            None => break,
+        }
+    }
+    0
+}
+
+/// `cfs_rq->rq->cpu`: the CPU a task is queued on.
+#[inline(always)]
+pub fn cfs_rq_cpu(cfs_rq: *const u8) -> Option<u32> {
+    let rq: *const u8 = read(cfs_rq, layout!(cfs_rq_rq))?;
+    read(rq, layout!(rq_cpu))
 }

@@ -2,37 +2,59 @@
 //!
 //! A task's run-queue wait starts when it becomes runnable without running (a
 //! wakeup, or a switch-out while still runnable: preemption, a time-slice end, or
-//! on 6.18+ a CFS-bandwidth throttle) and ends when it is switched in. The wait is
-//! added to a histogram of the task's cpu-controller cgroup in a per-CPU map; no
-//! per-event record leaves the kernel. The ring buffer carries only the rare
-//! "new cgroup" record.
+//! on 6.18+ a CFS-bandwidth throttle) and ends when it is switched in. Each wait
+//! is split into throttled time (the kernel's own per-cfs_rq throttle clock over
+//! the wait), contended time (other tasks ran on the CPU, from a per-CPU busy
+//! clock) and the rest; contended time is charged to the tasks that ran, in
+//! proportion to how long they ran, from a per-CPU ring of recent runs. All of it
+//! is aggregated in per-CPU maps; the ring buffer carries only new-cgroup and
+//! throttle-episode records.
 #![no_std]
 #![no_main]
+// The bpf target has no `AtomicU64::fetch_add`; the intrinsic lowers to BPF's
+// atomic add. The eBPF crate is built with nightly anyway (build-std).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 mod kernel;
 mod task_storage;
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
-    btf_maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
     macros::{btf_map, btf_tracepoint},
     programs::BtfTracePointContext,
 };
-use kernel::{has_feature, kn_id, kn_name, layout, read, task_cgroup_kn};
+use kernel::{
+    Direct, Probe, cfs_rq_cpu, fill_occupant, has_feature, is_throttled, kn_id, kn_name, layout,
+    read, task_cfs_rq, task_cgroup_kn, task_pid, task_tgid, tg_cfs_rq_on, throttle_clock,
+    throttle_total, throttling_cgroup,
+};
 use task_storage::{Task, TaskStorage};
 use tracer_common::{
+    account::{Charge, Readings, Split},
     layout::FEATURE_SWITCH_PREV_STATE,
     maps::{
-        CGROUP_NAME_LEN, CgroupStats, Counter, DEFAULT_MAX_CGROUPS, EVENTS_BYTES, MAX_PIDS,
-        NewCgroupRecord, PID_SELECT_PROCESS, PID_SELECT_THREAD, RECORD_NEW_CGROUP, TaskWait,
+        BlameKey, BlameValue, CGROUP_NAME_LEN, CgroupStats, Counter, CpuState, DEFAULT_MAX_CGROUPS,
+        EVENTS_BYTES, EpisodeRecord, MAX_BLAME, MAX_SELECTED_TASKS, MAX_SELECTIONS,
+        NewCgroupRecord, Occupant, RECORD_EPISODE, RECORD_NEW_CGROUP, TaskWait, VICTIM_SELECTION,
     },
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
+/// CPU_STATE's compiled-in size; userspace sets it to the number of possible CPUs.
+const MAX_CPUS: usize = 1024;
+/// cfs_rqs whose last throttle episode was reported.
+const MAX_EPISODE_CFS_RQS: usize = 8192;
 
 #[btf_map]
 static TASK_WAIT: TaskStorage<TaskWait> = TaskStorage::new();
+
+#[btf_map]
+static CPU_STATE: Array<CpuState, MAX_CPUS> = Array::new();
 
 #[btf_map]
 static CGROUP_STATS: PerCpuHashMap<
@@ -43,43 +65,68 @@ static CGROUP_STATS: PerCpuHashMap<
 > = PerCpuHashMap::new();
 
 #[btf_map]
-static PID_STATS: PerCpuHashMap<u32, CgroupStats, { MAX_PIDS as usize }, NO_PREALLOC> =
+static SELECTION_STATS: PerCpuHashMap<u32, CgroupStats, { MAX_SELECTIONS as usize }, NO_PREALLOC> =
     PerCpuHashMap::new();
 
 #[btf_map]
-static PID_FILTER: HashMap<u32, u32, { MAX_PIDS as usize }> = HashMap::new();
+static SELECT_PROCESS: HashMap<u32, u32, { MAX_SELECTED_TASKS as usize }> = HashMap::new();
 
-/// Never written: the zeroed source for new histogram entries, which are too big
-/// for the 512-byte stack.
+#[btf_map]
+static SELECT_THREAD: HashMap<u32, u32, { MAX_SELECTED_TASKS as usize }> = HashMap::new();
+
+/// Shared and preallocated rather than per-CPU and allocated on demand: an
+/// insert from the scheduler's tracepoint then never waits for or fails on an
+/// allocation, at the price of an atomic add.
+#[btf_map]
+static BLAME: HashMap<BlameKey, BlameValue, { MAX_BLAME as usize }> = HashMap::new();
+
+/// cfs_rq address -> its throttle total when its last episode was reported, so
+/// that an episode seen by several of its tasks is reported once.
+#[btf_map]
+static EPISODE_SEEN: LruHashMap<u64, u64, MAX_EPISODE_CFS_RQS> = LruHashMap::new();
+
+/// Never written: the zeroed source for new statistics entries, which are too
+/// big for the 512-byte stack.
 #[btf_map]
 static ZERO_STATS: PerCpuArray<CgroupStats, 1> = PerCpuArray::new();
 
 #[btf_map]
-static COUNTERS: PerCpuArray<u64, { Counter::COUNT as usize }> = PerCpuArray::new();
+static EVENTS: RingBuf<u8, { EVENTS_BYTES as usize }> = RingBuf::new();
 
-#[btf_map]
-static EVENTS: RingBuf<NewCgroupRecord, { EVENTS_BYTES as usize }> = RingBuf::new();
-
-/// Non-zero when `--pid` selected ids, so the lookups cost nothing otherwise.
+/// Non-zero when `--pid` or `--threads` selected tasks, so that the selection
+/// lookups cost nothing otherwise.
 #[unsafe(no_mangle)]
-static FILTER_PIDS: u32 = 0;
+static SELECTIONS: u32 = 0;
 
 /// The kernel's `TASK_RUNNING`.
 const TASK_RUNNING: u32 = 0;
 
+/// Counts an event on this CPU.
 #[inline(always)]
 fn count(counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
-        unsafe { *slot += 1 };
+    if let Some(cs) = cpu_state(unsafe { bpf_get_smp_processor_id() }) {
+        cs.count(counter);
     }
+}
+
+/// Timestamps come from `bpf_ktime_get_ns()`, not from the run queue's own
+/// clock: that one would be free to read, but the scheduler skips its update
+/// after a wakeup that preempts, so the woken task's wait would read as 0 where
+/// it was really a few microseconds.
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn cpu_state(cpu: u32) -> Option<&'static mut CpuState> {
+    CPU_STATE.get_ptr_mut(cpu).map(|p| unsafe { &mut *p })
 }
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
     //          unsigned int prev_state)   -- prev_state since 5.18
-    let now = unsafe { bpf_ktime_get_ns() };
-    count(Counter::Switch);
     let preempt: u64 = ctx.arg(0);
     let prev: *mut Task = ctx.arg(1);
     let next: *mut Task = ctx.arg(2);
@@ -88,85 +135,81 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     } else {
         read(prev.cast(), layout!(task_state)).unwrap_or(TASK_RUNNING)
     };
+    let now = now();
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(cs) = cpu_state(cpu) else {
+        return 0;
+    };
+    cs.count(Counter::Switch);
+
+    // prev's run ends.
+    let prev_cgroup = cs.runs.current.cgroup_id;
+    let ran = cs.runs.end_run(now);
+
     // A preempted task stays on the run queue whatever its state says (it may have
-    // been preempted between set_current_state() and schedule()).
-    let still_runnable = preempt & 0xff != 0 || prev_state == TASK_RUNNING;
-    switch_out(prev, still_runnable, now);
-    switch_in(next, now);
+    // been preempted between set_current_state() and schedule()). A task that goes
+    // to sleep keeps whatever wait state it had: it can only run again after a
+    // wakeup, which overwrites it.
+    if (preempt & 0xff != 0 || prev_state == TASK_RUNNING)
+        && task_pid(prev.cast()).is_some_and(|pid| pid != 0)
+    {
+        begin_wait(prev, now, cpu, cs.runs.busy_at(now));
+    }
+
+    // next's run begins; the idle tasks (pid 0) are nobody.
+    let next_pid = task_pid(next.cast()).unwrap_or(0);
+    let kn = if next_pid == 0 {
+        None
+    } else {
+        fill_occupant(next.cast(), &mut cs.runs.current)
+    };
+    cs.runs.start_run(now, kn.is_none());
+    let next_cgroup = cs.runs.current.cgroup_id;
+    let next_stats = match kn {
+        Some(kn) => cgroup_stats(next_cgroup, kn),
+        None => None,
+    };
+    if let Some(ran) = ran {
+        let stats = if kn.is_some() && next_cgroup == prev_cgroup {
+            next_stats
+        } else {
+            CGROUP_STATS.get_ptr_mut(prev_cgroup)
+        };
+        if let Some(stats) = stats {
+            unsafe { (*stats).on_cpu.record(ran) };
+        }
+        record_selected_run(prev.cast(), ran);
+    }
+    if let Some(stats) = next_stats {
+        end_wait(next, next_pid, now, cpu, cs, stats);
+    }
     0
 }
 
+/// Adds a finished run of `task` to its selections' on-CPU histograms.
 #[inline(always)]
-fn task_pid(task: *mut Task) -> Option<u32> {
-    read(task.cast(), layout!(task_pid))
-}
-
-#[inline(always)]
-fn switch_out(prev: *mut Task, still_runnable: bool, now: u64) {
-    // A task that goes to sleep keeps whatever `queued_at` it had: it can only
-    // run again after a wakeup, which overwrites it. That saves a storage lookup
-    // on most switches.
-    if !still_runnable {
-        return;
-    }
-    // The per-CPU idle tasks (pid 0) are always "runnable" and never wait.
-    match task_pid(prev) {
-        Some(0) | None => return,
-        Some(_) => {}
-    }
-    match unsafe { TASK_WAIT.get_or_create(prev) } {
-        Some(state) => unsafe { (*state).queued_at = now },
-        None => count(Counter::TaskStorageFail),
+fn record_selected_run(task: *const u8, ran: u64) {
+    let victims = victims_of(task, task_pid(task).unwrap_or(0), 0);
+    for selection in [victims.process, victims.thread] {
+        if selection != NO_SELECTION
+            && let Some(stats) = selection_stats(selection)
+        {
+            unsafe { (*stats).on_cpu.record(ran) };
+        }
     }
 }
 
+/// The statistics entry of a cgroup, created (and announced) on first use.
 #[inline(always)]
-fn switch_in(next: *mut Task, now: u64) {
-    let Some(pid) = task_pid(next) else {
-        count(Counter::ReadFail);
-        return;
-    };
-    if pid == 0 {
-        return;
+fn cgroup_stats(cgroup_id: u64, kn: *const u8) -> Option<*mut CgroupStats> {
+    if let Some(stats) = CGROUP_STATS.get_ptr_mut(cgroup_id) {
+        return Some(stats);
     }
-    let Some(state) = (unsafe { TASK_WAIT.get(next) }) else {
-        return;
-    };
-    let queued_at = unsafe { (*state).queued_at };
-    if queued_at == 0 {
-        return;
+    let created = insert_cgroup(cgroup_id, kn);
+    if created.is_none() {
+        count(Counter::CgroupMapFull);
     }
-    unsafe { (*state).queued_at = 0 };
-    let wait = now.saturating_sub(queued_at);
-    record_wait(next, pid, wait);
-}
-
-#[inline(always)]
-fn record_wait(task: *mut Task, pid: u32, wait: u64) {
-    let Some(kn) = task_cgroup_kn(task.cast()) else {
-        count(Counter::ReadFail);
-        return;
-    };
-    let Some(cgroup_id) = kn_id(kn) else {
-        count(Counter::ReadFail);
-        return;
-    };
-    let stats = match CGROUP_STATS.get_ptr_mut(cgroup_id) {
-        Some(stats) => stats,
-        None => match insert_cgroup(cgroup_id, kn) {
-            Some(stats) => stats,
-            None => {
-                count(Counter::CgroupMapFull);
-                return;
-            }
-        },
-    };
-    unsafe { (*stats).runnable_wait.record(wait) };
-    count(Counter::WaitRecorded);
-
-    if unsafe { core::ptr::read_volatile(&raw const FILTER_PIDS) } != 0 {
-        record_selected_pid(task, pid, wait);
-    }
+    created
 }
 
 /// Creates a cgroup's entry and tells userspace about the cgroup.
@@ -191,7 +234,7 @@ fn create_entry<K, const N: usize>(
     // SAFETY: map values live as long as the program runs.
     #[expect(
         clippy::needless_borrows_for_generic_args,
-        reason = "passing the value would copy 4 KiB onto the 512-byte stack"
+        reason = "passing the value would copy 8 KiB onto the 512-byte stack"
     )]
     let created = map
         .insert(&key, unsafe { &*zero }, BPF_NOEXIST as u64)
@@ -201,7 +244,7 @@ fn create_entry<K, const N: usize>(
 
 #[inline(always)]
 fn announce_cgroup(cgroup_id: u64, kn: *const u8) {
-    let Some(mut entry) = EVENTS.reserve(0) else {
+    let Some(mut entry) = EVENTS.reserve_untyped::<NewCgroupRecord>(0) else {
         count(Counter::RingbufDrop);
         return;
     };
@@ -218,33 +261,289 @@ fn announce_cgroup(cgroup_id: u64, kn: *const u8) {
     entry.submit(0);
 }
 
+/// Starts a wait of `task` on `cpu` at `now`, `busy` being that CPU's busy clock.
+#[inline(always)]
+fn begin_wait(task: *mut Task, now: u64, cpu: u32, busy: u64) {
+    let Some(state) = (unsafe { TASK_WAIT.get_or_create(task) }) else {
+        count(Counter::TaskStorageFail);
+        return;
+    };
+    let t: *const u8 = task.cast();
+    let cfs_rq = task_cfs_rq(t).unwrap_or(core::ptr::null());
+    let throttled = is_throttled::<Direct>(t, cfs_rq);
+    let by = if throttled {
+        throttling_cgroup(t, cpu)
+    } else {
+        0
+    };
+    unsafe { &mut *state }.begin(now, cpu, readings::<Direct>(cfs_rq, busy), throttled, by);
+}
+
+/// The segment-boundary readings of `cfs_rq` (read with `R`) and a busy clock.
+#[inline(always)]
+fn readings<R: kernel::Reader>(cfs_rq: *const u8, busy: u64) -> Readings {
+    let clock = throttle_clock::<R>(cfs_rq);
+    Readings {
+        cfs_rq: cfs_rq as u64,
+        throttle: clock.unwrap_or(0),
+        has_throttle: clock.is_some(),
+        busy,
+    }
+}
+
+/// Ends the current segment at `now` on CPU state `cs`, the task being queued
+/// on `cfs_rq` now: splits it, charges its contended time to whoever ran,
+/// reports a throttle episode it ended.
+#[inline(always)]
+fn end_segment(
+    state: &TaskWait,
+    cfs_rq: *const u8,
+    now: u64,
+    cs: &CpuState,
+    with_current: bool,
+    victims: Victims,
+) -> Split {
+    let segment = state.end_segment(now, readings::<Direct>(cfs_rq, cs.runs.busy_at(now)));
+    if segment.moved {
+        // Moved to another cgroup while waiting: the old cfs_rq may be gone.
+        count(Counter::CgroupMoved);
+    }
+    let parts = segment.split;
+    if parts.contended > 0 {
+        let window = Window {
+            from: state.segment_start,
+            to: now,
+            contended: parts.contended,
+            busy: segment.busy,
+            with_current: u64::from(with_current),
+        };
+        if unsafe { tracer_charge_runs(cs, &window, &victims) } == 0 {
+            count(Counter::RingOverrun);
+        }
+    }
+    if parts.throttled > 0 {
+        report_episode(state, cfs_rq, parts.throttled, now, victims.cgroup);
+    }
+    parts
+}
+
+/// No selection (see [`Victims`]).
+const NO_SELECTION: u32 = u32::MAX;
+
+/// Whose statistics a waiting task's time goes to: its cgroup, and the
+/// `--pid` / `--threads` selections it belongs to as a process and as a thread
+/// ([`NO_SELECTION`] for none). Plain integers rather than `Option`s: the
+/// programs copy this around, and an `Option`'s unused payload is uninitialised
+/// memory, which the verifier refuses to see read.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Victims {
+    cgroup: u64,
+    process: u32,
+    thread: u32,
+}
+
+/// The victims of a wait of `task` (thread id `pid`) in `cgroup`.
+#[inline(always)]
+fn victims_of(task: *const u8, pid: u32, cgroup: u64) -> Victims {
+    let mut found = Victims {
+        cgroup,
+        process: NO_SELECTION,
+        thread: NO_SELECTION,
+    };
+    if unsafe { core::ptr::read_volatile(&raw const SELECTIONS) } == 0 {
+        return found;
+    }
+    if let Some(tgid) = task_tgid(task)
+        && let Some(selection) = unsafe { SELECT_PROCESS.get(tgid) }
+    {
+        found.process = *selection;
+    }
+    if let Some(selection) = unsafe { SELECT_THREAD.get(pid) } {
+        found.thread = *selection;
+    }
+    found
+}
+
+/// The part of a wait segment to charge to the CPU's runs (see
+/// [`tracer_charge_runs`]).
+#[repr(C)]
+pub struct Window {
+    from: u64,
+    to: u64,
+    contended: u64,
+    busy: u64,
+    /// 1 to include the run in progress (a segment ended by a migration).
+    with_current: u64,
+}
+
+/// Charges a wait segment's contended time to the runs of `cpu` during it, in
+/// proportion to their lengths, for every victim. Returns 0 if the runs the
+/// CPU remembers do not cover the window.
+///
+/// A global function: the verifier checks it once, on its own, instead of at
+/// every call in every state of `sched_switch`, whose verification would
+/// otherwise grow with each of the `RING` iterations times the map updates in
+/// each.
+///
+/// # Safety
+/// The pointers are null or point to live values (the verifier checks both).
+#[unsafe(no_mangle)]
 #[inline(never)]
-fn record_selected_pid(task: *mut Task, pid: u32, wait: u64) {
-    let mut key = None;
-    if let Some(tgid) = read::<u32>(task.cast(), layout!(task_tgid))
-        && let Some(kind) = unsafe { PID_FILTER.get(tgid) }
-        && *kind == PID_SELECT_PROCESS
-    {
-        key = Some(tgid);
-    }
-    if key.is_none()
-        && let Some(kind) = unsafe { PID_FILTER.get(pid) }
-        && *kind == PID_SELECT_THREAD
-    {
-        key = Some(pid);
-    }
-    let Some(key) = key else { return };
-    let stats = match PID_STATS.get_ptr_mut(key) {
-        Some(stats) => stats,
-        None => match create_entry(&PID_STATS, key) {
-            Some((stats, _)) => stats,
-            None => {
-                count(Counter::PidMapFull);
+pub unsafe extern "C" fn tracer_charge_runs(
+    cpu: *const CpuState,
+    window: *const Window,
+    victims: *const Victims,
+) -> i32 {
+    let (Some(cpu), Some(w), Some(victims)) =
+        (unsafe { (cpu.as_ref(), window.as_ref(), victims.as_ref()) })
+    else {
+        return 1;
+    };
+    let charge = Charge::new(w.contended, w.busy);
+    let covered = cpu
+        .runs
+        .for_each_run(w.from, w.to, w.with_current != 0, |who, ns| {
+            let ns = charge.of(ns);
+            if ns == 0 {
                 return;
             }
-        },
+            blame(victims.cgroup, who, ns);
+            if victims.process != NO_SELECTION {
+                blame(VICTIM_SELECTION | victims.process as u64, who, ns);
+            }
+            if victims.thread != NO_SELECTION {
+                blame(VICTIM_SELECTION | victims.thread as u64, who, ns);
+            }
+        });
+    i32::from(covered)
+}
+
+#[inline(never)]
+fn blame(victim: u64, who: &Occupant, ns: u64) {
+    if ns == 0 {
+        return;
+    }
+    let key = BlameKey {
+        victim,
+        occupant_cgroup: who.cgroup_id,
+        occupant_tgid: who.tgid,
+        _pad: 0,
     };
-    unsafe { (*stats).runnable_wait.record(wait) };
+    if add_blame(&key, ns) {
+        return;
+    }
+    let value = BlameValue { ns, comm: who.comm };
+    if BLAME.insert(key, value, BPF_NOEXIST as u64).is_ok() {
+        return;
+    }
+    // Created by another CPU meanwhile, or full.
+    if !add_blame(&key, ns) {
+        count(Counter::BlameMapFull);
+    }
+}
+
+#[inline(always)]
+fn add_blame(key: &BlameKey, ns: u64) -> bool {
+    match BLAME.get_ptr_mut(key) {
+        Some(value) => {
+            // SAFETY: a map value, aligned, alive while the program runs.
+            unsafe {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*value).ns, ns)
+            };
+            true
+        }
+        None => false,
+    }
+}
+
+/// Reports the throttle episode that a wait's throttled time came from, once per
+/// episode of a cfs_rq (several of its tasks may have waited through it).
+#[inline(never)]
+fn report_episode(state: &TaskWait, cfs_rq: *const u8, throttled: u64, now: u64, cgroup_id: u64) {
+    let key = cfs_rq as u64;
+    if let Some(total) = throttle_total(cfs_rq) {
+        if unsafe { EPISODE_SEEN.get(key) }.is_some_and(|seen| *seen == total) {
+            return;
+        }
+        let _ = EPISODE_SEEN.insert(key, total, 0);
+    }
+    let Some(mut entry) = EVENTS.reserve_untyped::<EpisodeRecord>(0) else {
+        count(Counter::RingbufDrop);
+        return;
+    };
+    count(Counter::Episode);
+    let record = entry.as_mut_ptr();
+    unsafe {
+        (*record).kind = RECORD_EPISODE;
+        (*record).cpu = state.cpu;
+        (*record).cgroup_id = cgroup_id;
+        (*record).throttled_by = state.throttled_by;
+        (*record).duration_ns = throttled;
+        (*record).seen_at = now;
+    }
+    entry.submit(0);
+}
+
+/// Ends the wait of `next`, just switched in on `cpu`, whose cgroup is the
+/// CPU's current occupant.
+#[inline(always)]
+fn end_wait(next: *mut Task, pid: u32, now: u64, cpu: u32, cs: &CpuState, stats: *mut CgroupStats) {
+    let Some(state) = (unsafe { TASK_WAIT.get(next) }) else {
+        return;
+    };
+    let state = unsafe { &mut *state };
+    if state.queued_at == 0 {
+        return;
+    }
+    let task: *const u8 = next.cast();
+    let cfs_rq = task_cfs_rq(task).unwrap_or(core::ptr::null());
+    let victims = victims_of(task, pid, cs.runs.current.cgroup_id);
+    let last = if state.cpu == cpu {
+        end_segment(state, cfs_rq, now, cs, false, victims)
+    } else {
+        // Every CPU change goes through sched_migrate_task; without it the segment
+        // cannot be split.
+        count(Counter::ReadFail);
+        Split::default()
+    };
+    let (total, parts) = state.finish(now, last);
+    let Split {
+        throttled,
+        contended,
+        other,
+    } = parts;
+    record_wait(stats, total, throttled, contended, other);
+    count(Counter::WaitRecorded);
+    for selection in [victims.process, victims.thread] {
+        if selection == NO_SELECTION {
+            continue;
+        }
+        match selection_stats(selection) {
+            Some(stats) => record_wait(stats, total, throttled, contended, other),
+            None => count(Counter::SelectionMapFull),
+        }
+    }
+}
+
+#[inline(always)]
+fn record_wait(stats: *mut CgroupStats, total: u64, throttled: u64, contended: u64, other: u64) {
+    let stats = unsafe { &mut *stats };
+    stats.runnable_wait.record(total);
+    stats.throttled_ns += throttled;
+    stats.contended_ns += contended;
+    stats.other_ns += other;
+    if throttled > 0 {
+        stats.throttled_waits += 1;
+    }
+}
+
+#[inline(never)]
+fn selection_stats(selection: u32) -> Option<*mut CgroupStats> {
+    match SELECTION_STATS.get_ptr_mut(selection) {
+        Some(stats) => Some(stats),
+        None => create_entry(&SELECTION_STATS, selection).map(|(stats, _)| stats),
+    }
 }
 
 #[btf_tracepoint(function = "sched_wakeup")]
@@ -263,13 +562,64 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// A woken task starts waiting on the run queue it was put on, which may be
+/// another CPU's.
 #[inline(always)]
 fn mark_queued(task: *mut Task) {
-    let now = unsafe { bpf_ktime_get_ns() };
-    match unsafe { TASK_WAIT.get_or_create(task) } {
-        Some(state) => unsafe { (*state).queued_at = now },
-        None => count(Counter::TaskStorageFail),
+    let now = now();
+    let Some(cpu) = task_cfs_rq(task.cast()).and_then(cfs_rq_cpu) else {
+        count(Counter::ReadFail);
+        return;
+    };
+    let busy = cpu_state(cpu).map_or(0, |cs| cs.runs.busy_at(now));
+    begin_wait(task, now, cpu, busy);
+}
+
+/// A waiting task moves to another CPU: the segment on the old CPU ends (split and
+/// charged there), a new one starts on `dest_cpu`'s cfs_rq.
+#[btf_tracepoint(function = "sched_migrate_task")]
+pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p, int dest_cpu)
+    let task: *mut Task = ctx.arg(0);
+    let dest_cpu = ctx.arg::<u64>(1) as u32;
+    let Some(state) = (unsafe { TASK_WAIT.get(task) }) else {
+        return 0;
+    };
+    let state = unsafe { &mut *state };
+    if state.queued_at == 0 {
+        // Not waiting: wakeups pick their CPU before the wait begins.
+        return 0;
     }
+    count(Counter::WaitMigrated);
+    let t: *const u8 = task.cast();
+    // Still the source cfs_rq: the tracepoint fires before the move.
+    let cfs_rq = task_cfs_rq(t).unwrap_or(core::ptr::null());
+    let now = now();
+    if let Some(old) = cpu_state(state.cpu)
+        && let Some(cgroup) = task_cgroup_kn(t).and_then(kn_id)
+    {
+        let victims = victims_of(t, task_pid(t).unwrap_or(0), cgroup);
+        let parts = end_segment(state, cfs_rq, now, old, true, victims);
+        state.carry(parts);
+    }
+    let busy = cpu_state(dest_cpu).map_or(0, |cs| cs.runs.busy_at(now));
+    let dest_cfs_rq = read::<*const u8>(t, layout!(task_sched_task_group))
+        .and_then(|tg| tg_cfs_rq_on(tg, dest_cpu))
+        .unwrap_or(core::ptr::null());
+    let throttled = is_throttled::<Probe>(t, dest_cfs_rq);
+    let by = if throttled {
+        throttling_cgroup(t, dest_cpu)
+    } else {
+        0
+    };
+    state.begin_segment(
+        now,
+        dest_cpu,
+        readings::<Probe>(dest_cfs_rq, busy),
+        throttled,
+        by,
+    );
+    0
 }
 
 /// Frees a task's storage as soon as it exits rather than when its last

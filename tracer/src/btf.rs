@@ -454,6 +454,10 @@ pub(crate) mod tests {
             self.push(&[n, 1 << 24, size, size * 8])
         }
 
+        pub(crate) fn array(&mut self, elem: u32, index: u32, n: u32) -> u32 {
+            self.push(&[0, 3 << 24, 0, elem, index, n])
+        }
+
         pub(crate) fn ptr(&mut self, to: u32) -> u32 {
             self.push(&[0, 2 << 24, to])
         }

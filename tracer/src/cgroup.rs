@@ -206,6 +206,11 @@ impl Resolver {
         self.paths.get(&id).cloned()
     }
 
+    /// Every cgroup path known.
+    pub fn paths(&self) -> impl Iterator<Item = &String> {
+        self.paths.values()
+    }
+
     /// Records a path learnt some other way (a cgroup that has since gone).
     pub fn remember(&mut self, id: u64, path: String) {
         self.paths.entry(id).or_insert(path);

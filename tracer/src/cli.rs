@@ -36,6 +36,11 @@ pub struct RecordArgs {
     #[arg(short, long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
 
+    /// Also report threads whose name matches this glob (e.g. 'GC Thread*'), as one
+    /// group; repeatable, one group per pattern.
+    #[arg(short, long = "threads", value_name = "PATTERN", value_parser = parse_pattern)]
+    pub threads: Vec<String>,
+
     /// Write everything measured to FILE as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -79,6 +84,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_pattern(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("an empty --threads pattern matches nothing; e.g. 'GC Thread*'".into());
+    }
+    if text.chars().count() > 15 && !text.contains('*') {
+        return Err(format!(
+            "{text:?} is longer than a thread name can be (15 characters); end it with * to match \
+             the truncated names"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_cgroup_path(text: &str) -> Result<String, String> {
@@ -143,6 +161,8 @@ mod tests {
             "7",
             "--json",
             "out.json",
+            "--threads",
+            "GC Thread*",
         ])
         .unwrap();
         assert_eq!(r.duration, Some(Duration::from_secs(3)));
@@ -150,6 +170,7 @@ mod tests {
         assert_eq!(r.pids, [42, 7]);
         assert_eq!(r.json.as_deref(), Some(std::path::Path::new("out.json")));
         assert_eq!(r.top, 20);
+        assert_eq!(r.threads, ["GC Thread*"]);
 
         let r = record(&[]).unwrap();
         assert_eq!(r.duration, None);
@@ -165,5 +186,7 @@ mod tests {
         assert!(msg(&["--pid", "abc"]).contains("abc"));
         assert!(msg(&["--frobnicate"]).contains("--frobnicate"));
         assert_eq!(record(&["--cgroup", "/"]).unwrap().cgroups, ["/"]);
+        assert!(msg(&["--threads", ""]).contains("matches nothing"));
+        assert!(msg(&["--threads", "VM Periodic Task Thread"]).contains("15 characters"));
     }
 }

@@ -8,6 +8,7 @@
 pub mod btf;
 pub mod cgroup;
 pub mod cli;
+pub mod cpustat;
 pub mod histogram;
 pub mod layout;
 pub mod privilege;
@@ -16,4 +17,6 @@ pub mod programs;
 pub mod record;
 pub mod recording;
 pub mod report;
+pub mod selection;
 pub mod session;
+pub mod verdict;

@@ -12,7 +12,7 @@ use aya::{
 use serde::Serialize;
 use tracer_common::{
     layout::KernelLayout,
-    maps::{GLOBAL_FILTER_PIDS, GLOBAL_LAYOUT, MAP_CGROUP_STATS},
+    maps::{GLOBAL_LAYOUT, GLOBAL_SELECTIONS, MAP_CGROUP_STATS, MAP_CPU_STATE},
 };
 
 /// The object built from `tracer-ebpf` by build.rs.
@@ -51,6 +51,12 @@ pub const PROBES: &[Probe] = &[
         role: "starts a wait when a new task is first queued",
     },
     Probe {
+        program: "sched_migrate_task",
+        tracepoint: "sched_migrate_task",
+        required: true,
+        role: "splits a wait whose task moves to another CPU, so each part is measured on its own CPU",
+    },
+    Probe {
         program: "sched_process_exit",
         tracepoint: "sched_process_exit",
         required: false,
@@ -64,6 +70,10 @@ pub struct ProbeStatus {
     pub name: String,
     pub kind: String,
     pub attached: bool,
+    /// Instructions the verifier processed to accept the program: how close it
+    /// is to the kernel's limit of one million.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_insns: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -72,7 +82,8 @@ pub struct ProbeStatus {
 pub struct LoadOptions {
     pub layout: KernelLayout,
     pub max_cgroups: u32,
-    pub filter_pids: bool,
+    /// Whether any `--pid` / `--threads` selection exists.
+    pub selections: bool,
 }
 
 /// The last lines of a verifier log, which hold the reason.
@@ -100,14 +111,18 @@ pub fn load_and_attach(options: &LoadOptions) -> anyhow::Result<(Ebpf, Vec<Probe
         "cannot read the kernel's BTF at /sys/kernel/btf/vmlinux; \
          the tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
     )?;
-    let filter_pids = u32::from(options.filter_pids);
+    let selections = u32::from(options.selections);
+    let cpus = aya::util::nr_cpus()
+        .map_err(|(what, e)| anyhow!("cannot count the possible CPUs ({what}): {e}"))?
+        as u32;
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         // Task storage has no userspace API in aya; only the programs use it.
         .allow_unsupported_maps()
         .override_global(GLOBAL_LAYOUT, &options.layout, true)
-        .override_global(GLOBAL_FILTER_PIDS, &filter_pids, true)
+        .override_global(GLOBAL_SELECTIONS, &selections, true)
         .map_max_entries(MAP_CGROUP_STATS, options.max_cgroups)
+        .map_max_entries(MAP_CPU_STATE, cpus)
         .load(OBJECT)
         .map_err(|e| {
             anyhow!(
@@ -119,6 +134,10 @@ pub fn load_and_attach(options: &LoadOptions) -> anyhow::Result<(Ebpf, Vec<Probe
     let mut statuses = Vec::new();
     for probe in PROBES {
         let result = attach_one(&mut ebpf, probe, &btf);
+        let verified_insns = ebpf
+            .program(probe.program)
+            .and_then(|p| p.info().ok())
+            .and_then(|info| info.verified_instruction_count());
         let error = match result {
             Ok(()) => None,
             Err(e) if probe.required => {
@@ -133,6 +152,7 @@ pub fn load_and_attach(options: &LoadOptions) -> anyhow::Result<(Ebpf, Vec<Probe
             name: probe.tracepoint.to_owned(),
             kind: "tp_btf".to_owned(),
             attached: error.is_none(),
+            verified_insns,
             error,
         });
     }

@@ -30,6 +30,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     let mut session = Session::start(Config {
         cgroups: args.cgroups.clone(),
         pids: args.pids.clone(),
+        threads: args.threads.clone(),
         max_cgroups: args.max_cgroups,
     })?;
     let attached = session.probes().iter().filter(|p| p.attached).count();

@@ -6,24 +6,24 @@ use tracer_common::maps::Counter;
 
 use crate::{
     histogram::{fmt_ns, render_text},
-    process::PidKind,
-    recording::{Recording, WaitHistogram},
+    recording::{CgroupEntry, Recording, WaitHistogram, WaitSplit},
+    verdict::Verdict,
 };
 
 /// How much of the recording the terminal report shows.
 #[derive(Clone, Copy, Debug)]
 pub struct TextOptions {
-    /// Rows of the per-cgroup table.
+    /// Rows of the per-cgroup tables.
     pub top: usize,
-    /// Cgroups (from the top of the table) whose histogram is drawn.
-    pub histograms: usize,
+    /// Cgroups (from the top of the table) described in detail.
+    pub details: usize,
 }
 
 impl Default for TextOptions {
     fn default() -> Self {
         Self {
             top: 20,
-            histograms: 3,
+            details: 3,
         }
     }
 }
@@ -58,11 +58,7 @@ fn share(total_ns: u64, duration_ns: u64) -> String {
     format!("{:.1} %", total_ns as f64 * 100.0 / duration_ns as f64)
 }
 
-const COLUMNS: [&str; 8] = [
-    "waits", "total", "of time", "p50", "p90", "p99", "p99.9", "max",
-];
-
-fn row(out: &mut String, label: &str, width: usize, w: &WaitHistogram, duration_ns: u64) {
+fn wait_row(out: &mut String, label: &str, width: usize, w: &WaitHistogram, duration_ns: u64) {
     let s = &w.summary;
     let _ = writeln!(
         out,
@@ -79,20 +75,159 @@ fn row(out: &mut String, label: &str, width: usize, w: &WaitHistogram, duration_
     );
 }
 
-fn header(out: &mut String, first: &str, width: usize) {
+fn wait_header(out: &mut String, first: &str, width: usize) {
     let _ = writeln!(
         out,
-        "{:<width$} {:>10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        first,
-        COLUMNS[0],
-        COLUMNS[1],
-        COLUMNS[2],
-        COLUMNS[3],
-        COLUMNS[4],
-        COLUMNS[5],
-        COLUMNS[6],
-        COLUMNS[7]
+        "{first:<width$} {:>10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "waits", "total", "of time", "p50", "p90", "p99", "p99.9", "max"
     );
+}
+
+fn cause_header(out: &mut String, first: &str, width: usize) {
+    let _ = writeln!(
+        out,
+        "{first:<width$} {:>10} {:>10} {:>10} {:>10}  verdict",
+        "throttled", "contended", "other", "on CPU"
+    );
+}
+
+fn cause_row(
+    out: &mut String,
+    label: &str,
+    width: usize,
+    w: &WaitSplit,
+    on_cpu: &WaitHistogram,
+    verdict: &Verdict,
+    duration_ns: u64,
+) {
+    let _ = writeln!(
+        out,
+        "{:<width$} {:>10} {:>10} {:>10} {:>10}  {}",
+        fit(label, width),
+        share(w.throttled_ns, duration_ns),
+        share(w.contended_ns, duration_ns),
+        share(w.other_ns, duration_ns),
+        share(on_cpu.summary.total_ns, duration_ns),
+        verdict.kind.label(),
+    );
+}
+
+/// Who held the CPU, top occupants with their top processes.
+fn blame_lines(out: &mut String, w: &WaitSplit) {
+    if w.contended_ns == 0 {
+        return;
+    }
+    let mut line = String::from("  waited behind:");
+    for (i, b) in w.blame.iter().take(3).enumerate() {
+        let processes: Vec<String> = b
+            .processes
+            .iter()
+            .take(2)
+            .map(|p| format!("{} {} {}", p.comm, p.tgid, fmt_ns(p.ns)))
+            .collect();
+        let _ = write!(
+            line,
+            "{} {} {} ({})",
+            if i == 0 { "" } else { ";" },
+            b.path,
+            fmt_ns(b.ns),
+            processes.join(", ")
+        );
+    }
+    if w.unattributed_ns > w.contended_ns / 100 {
+        let _ = write!(line, "; not attributed {}", fmt_ns(w.unattributed_ns));
+    }
+    let _ = writeln!(out, "{line}");
+}
+
+fn verdict_lines(out: &mut String, v: &Verdict) {
+    let _ = writeln!(out, "  verdict: {}", v.text);
+    for note in &v.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
+}
+
+/// Where the wait went, in time: `waited 2.11 s: throttled 1.19 s, ...`.
+fn split_line(out: &mut String, w: &WaitSplit, on_cpu: &WaitHistogram) {
+    let _ = writeln!(
+        out,
+        "  waited {} in {} waits: throttled {}, contended {}, other {}",
+        fmt_ns(w.runnable_wait.summary.total_ns),
+        group_digits(w.runnable_wait.summary.count),
+        fmt_ns(w.throttled_ns),
+        fmt_ns(w.contended_ns),
+        fmt_ns(w.other_ns)
+    );
+    if on_cpu.summary.count > 0 {
+        let _ = writeln!(
+            out,
+            "  ran {} in {} slices: median {}, p99 {}, max {}",
+            fmt_ns(on_cpu.summary.total_ns),
+            group_digits(on_cpu.summary.count),
+            fmt_ns(on_cpu.summary.p50_ns),
+            fmt_ns(on_cpu.summary.p99_ns),
+            fmt_ns(on_cpu.summary.max_ns)
+        );
+    }
+}
+
+fn cgroup_details(out: &mut String, c: &CgroupEntry) {
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", c.path);
+    verdict_lines(out, &c.verdict);
+    split_line(out, &c.wait, &c.on_cpu);
+    if let Some(q) = &c.quota {
+        let mut line = format!(
+            "  quota: {} per {} ({:.2} CPUs)",
+            fmt_ns(q.quota.quota_us * 1_000),
+            fmt_ns(q.quota.period_us * 1_000),
+            q.quota.cpus()
+        );
+        if q.owner != c.path {
+            let _ = write!(line, ", set on {}", q.owner);
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if c.cpu_stat.is_some() || c.wait.throttled_ns > 0 {
+        // The traced figure beside the kernel's own counters.
+        let mut line = format!(
+            "  throttled time: traced {} in {} waits",
+            fmt_ns(c.wait.throttled_ns),
+            group_digits(c.wait.throttled_waits)
+        );
+        if let Some(s) = &c.cpu_stat {
+            let _ = write!(line, " | cpu.stat {}", fmt_ns(s.throttled_ns));
+            if let Some(local) = s.local_throttled_ns {
+                let _ = write!(line, " | cpu.stat.local {}", fmt_ns(local));
+            }
+            let _ = write!(
+                line,
+                " ({} of {} periods throttled)",
+                s.nr_throttled, s.nr_periods
+            );
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if let Some(e) = &c.throttle_episodes {
+        let by: Vec<String> = e
+            .throttled_by
+            .iter()
+            .map(|(path, n)| format!("{path} ({n})"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  throttle episodes: {} totalling {} on {} CPUs, median {}, max {}; quota of {}",
+            e.count,
+            fmt_ns(e.total_ns),
+            e.per_cpu.len(),
+            fmt_ns(e.durations.summary.p50_ns),
+            fmt_ns(e.durations.summary.max_ns),
+            by.join(", ")
+        );
+    }
+    blame_lines(out, &c.wait);
+    let _ = writeln!(out, "  runnable wait:");
+    out.push_str(&render_text(&c.wait.runnable_wait.buckets, "    "));
 }
 
 pub fn render(rec: &Recording, options: TextOptions) -> String {
@@ -123,14 +258,16 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
             p.error.as_deref().unwrap_or("unknown reason")
         );
     }
+    let _ = writeln!(out, "throttled time from: {}", rec.throttle_method);
     let e = &rec.events;
     let _ = write!(
         out,
-        "events: {} sched_switch, {} sched_wakeup, {} sched_wakeup_new; {} waits recorded",
+        "events: {} sched_switch, {} sched_wakeup, {} sched_wakeup_new; {} waits recorded, {} throttle episodes",
         group_digits(e.get(Counter::Switch)),
         group_digits(e.get(Counter::Wakeup)),
         group_digits(e.get(Counter::WakeupNew)),
         group_digits(e.get(Counter::WaitRecorded)),
+        group_digits(e.get(Counter::Episode)),
     );
     let losses = e.losses();
     if losses.is_empty() {
@@ -149,6 +286,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         .take(options.top)
         .map(|c| c.path.chars().count())
         .chain(rec.pids.iter().map(|p| p.comm.len() + 12))
+        .chain(rec.threads.iter().map(|t| t.pattern.chars().count()))
         .max()
         .unwrap_or(6)
         .clamp(6, 48);
@@ -164,9 +302,29 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
             out,
             "Run-queue wait per cgroup (cpu controller), largest total first:"
         );
-        header(&mut out, "cgroup", width);
+        wait_header(&mut out, "cgroup", width);
         for c in rec.cgroups.iter().take(options.top) {
-            row(&mut out, &c.path, width, &c.runnable_wait, rec.duration_ns);
+            wait_row(
+                &mut out,
+                &c.path,
+                width,
+                &c.wait.runnable_wait,
+                rec.duration_ns,
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Why they waited, as shares of the traced time:");
+        cause_header(&mut out, "cgroup", width);
+        for c in rec.cgroups.iter().take(options.top) {
+            cause_row(
+                &mut out,
+                &c.path,
+                width,
+                &c.wait,
+                &c.on_cpu,
+                &c.verdict,
+                rec.duration_ns,
+            );
         }
         if rec.cgroups.len() > options.top {
             let _ = writeln!(
@@ -177,49 +335,125 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         }
         let _ = writeln!(
             out,
-            "(of time: total wait / traced time; over 100 % means several threads waited at once)"
+            "(times are summed over threads: over 100 % means several threads at once; \
+             throttled: CFS quota; contended: other tasks held the CPU; other: idle CPU)"
         );
     }
 
-    if !rec.pids.is_empty() {
+    // `--pid` and `--threads` selections: label, wait, runs, verdict.
+    let selections: Vec<(String, &WaitSplit, &WaitHistogram, &Verdict)> = rec
+        .pids
+        .iter()
+        .map(|p| {
+            (
+                format!("{} {}", p.pid, p.comm),
+                &p.wait,
+                &p.on_cpu,
+                &p.verdict,
+            )
+        })
+        .chain(
+            rec.threads
+                .iter()
+                .map(|t| (t.pattern.clone(), &t.wait, &t.on_cpu, &t.verdict)),
+        )
+        .collect();
+    if !selections.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(out, "Run-queue wait of the selected processes and threads:");
-        header(&mut out, "pid", width);
-        for p in &rec.pids {
-            let label = format!("{} {}", p.pid, p.comm);
-            row(&mut out, &label, width, &p.runnable_wait, rec.duration_ns);
+        let _ = writeln!(out, "Selected processes and threads:");
+        wait_header(&mut out, "selection", width);
+        for (label, wait, _, _) in &selections {
+            wait_row(&mut out, label, width, &wait.runnable_wait, rec.duration_ns);
+        }
+        cause_header(&mut out, "selection", width);
+        for (label, wait, on_cpu, verdict) in &selections {
+            cause_row(
+                &mut out,
+                label,
+                width,
+                wait,
+                on_cpu,
+                verdict,
+                rec.duration_ns,
+            );
         }
     }
 
-    for c in rec.cgroups.iter().take(options.histograms) {
-        let _ = writeln!(out);
-        let _ = writeln!(out, "{}: runnable wait", c.path);
-        out.push_str(&render_text(&c.runnable_wait.buckets, "  "));
+    for c in rec.cgroups.iter().take(options.details) {
+        cgroup_details(&mut out, c);
     }
     for p in &rec.pids {
         let _ = writeln!(out);
         let kind = match p.kind {
-            PidKind::Process => "process",
-            PidKind::Thread => "thread",
+            crate::process::PidKind::Process => "process",
+            crate::process::PidKind::Thread => "thread",
         };
-        let _ = writeln!(out, "{kind} {} {}: runnable wait", p.pid, p.comm);
-        out.push_str(&render_text(&p.runnable_wait.buckets, "  "));
+        let _ = writeln!(
+            out,
+            "{kind} {} {}{}",
+            p.pid,
+            p.comm,
+            p.cgroup
+                .as_deref()
+                .map(|c| format!(" in {c}"))
+                .unwrap_or_default()
+        );
+        verdict_lines(&mut out, &p.verdict);
+        split_line(&mut out, &p.wait, &p.on_cpu);
+        blame_lines(&mut out, &p.wait);
+        let _ = writeln!(out, "  runnable wait:");
+        out.push_str(&render_text(&p.wait.runnable_wait.buckets, "    "));
+    }
+    for t in &rec.threads {
+        let _ = writeln!(out);
+        let mut processes: Vec<u32> = t.matched.iter().map(|m| m.tgid).collect();
+        processes.dedup();
+        let _ = writeln!(
+            out,
+            "threads '{}': {} matched in {} processes{}",
+            t.pattern,
+            t.matched.len(),
+            processes.len(),
+            if t.untraced > 0 {
+                format!(" ({} more not traced: map full)", t.untraced)
+            } else {
+                String::new()
+            }
+        );
+        if t.matched.is_empty() {
+            let _ = writeln!(
+                out,
+                "  no thread name matched the pattern during the session"
+            );
+            continue;
+        }
+        verdict_lines(&mut out, &t.verdict);
+        split_line(&mut out, &t.wait, &t.on_cpu);
+        blame_lines(&mut out, &t.wait);
+        let _ = writeln!(out, "  runnable wait:");
+        out.push_str(&render_text(&t.wait.runnable_wait.buckets, "    "));
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use tracer_common::hist::LatencyHist;
 
     use super::*;
     use crate::{
         cgroup::Mode,
+        cpustat::{CpuStat, Quota},
+        process::PidKind,
         programs::ProbeStatus,
-        recording::{CgroupEntry, Events, PidEntry},
+        recording::{Blame, BlamedProcess, Episodes, Events, PidEntry, QuotaInfo, ThreadsEntry},
+        selection::MatchedThread,
+        verdict::{Facts, judge},
     };
 
-    fn wait(values: &[u64]) -> WaitHistogram {
+    fn hist(values: &[u64]) -> WaitHistogram {
         let mut h = LatencyHist::ZERO;
         for &v in values {
             h.record(v);
@@ -227,10 +461,50 @@ mod tests {
         WaitHistogram::from_hist(&h)
     }
 
+    fn split(values: &[u64], throttled: u64, contended: u64) -> WaitSplit {
+        let runnable_wait = hist(values);
+        let other = runnable_wait.summary.total_ns - throttled - contended;
+        WaitSplit {
+            runnable_wait,
+            throttled_ns: throttled,
+            contended_ns: contended,
+            other_ns: other,
+            ..WaitSplit::default()
+        }
+    }
+
     fn recording() -> Recording {
         let mut events = Events::default();
         events.set(Counter::Switch, 123_456);
         events.set(Counter::WaitRecorded, 1_000);
+        let mut busy = split(&[500_000_000, 500_000_000], 0, 1_000_000_000);
+        busy.blame = vec![Blame {
+            path: "/neighbour".into(),
+            id: 9,
+            ns: 1_000_000_000,
+            processes: vec![BlamedProcess {
+                tgid: 4242,
+                comm: "apt-get".into(),
+                ns: 1_000_000_000,
+            }],
+        }];
+        let busy_verdict = judge(&Facts {
+            duration_ns: 2_000_000_000,
+            wait_ns: 1_000_000_000,
+            run_ns: 1_000_000_000,
+            contended_ns: 1_000_000_000,
+            others_charged_ns: 1_000_000_000,
+            top_other: Some(("/neighbour".into(), 1.0, "apt-get pid 4242".into())),
+            ..Facts::default()
+        });
+        let limited = split(&[80_000_000; 20], 1_590_000_000, 0);
+        let limited_verdict = judge(&Facts {
+            duration_ns: 2_000_000_000,
+            wait_ns: 1_600_000_000,
+            run_ns: 400_000_000,
+            throttled_ns: 1_590_000_000,
+            ..Facts::default()
+        });
         Recording {
             tool: "tracer".into(),
             tool_version: "0.1.0".into(),
@@ -238,6 +512,7 @@ mod tests {
             cpus: 2,
             cgroup_mode: Mode::Hybrid,
             cpu_hierarchy: "/sys/fs/cgroup/cpu".into(),
+            throttle_method: "cfs_rq.throttled_clock_self_time".into(),
             started_unix_ns: 0,
             duration_ns: 2_000_000_000,
             probes: vec![
@@ -245,26 +520,56 @@ mod tests {
                     name: "sched_switch".into(),
                     kind: "tp_btf".into(),
                     attached: true,
+                    verified_insns: Some(1234),
                     error: None,
                 },
                 ProbeStatus {
                     name: "sched_process_exit".into(),
                     kind: "tp_btf".into(),
                     attached: false,
+                    verified_insns: None,
                     error: Some("refused".into()),
                 },
             ],
             events,
             cgroups: vec![
                 CgroupEntry {
-                    path: "/busy".into(),
-                    id: 42,
-                    runnable_wait: wait(&[500_000_000, 500_000_000]),
+                    path: "/limited".into(),
+                    id: 43,
+                    wait: limited,
+                    on_cpu: hist(&[20_000_000; 20]),
+                    quota: Some(QuotaInfo {
+                        quota: Quota {
+                            quota_us: 20_000,
+                            period_us: 100_000,
+                            burst_us: 0,
+                        },
+                        owner: "/limited".into(),
+                    }),
+                    cpu_stat: Some(CpuStat {
+                        nr_periods: 20,
+                        nr_throttled: 20,
+                        throttled_ns: 1_600_000_000,
+                        local_throttled_ns: Some(1_600_000_000),
+                    }),
+                    throttle_episodes: Some(Episodes {
+                        count: 20,
+                        total_ns: 1_600_000_000,
+                        durations: hist(&[80_000_000; 20]),
+                        per_cpu: vec![[1, 20, 1_600_000_000]],
+                        throttled_by: BTreeMap::from([("/limited".into(), 20)]),
+                    }),
+                    verdict: limited_verdict,
                 },
                 CgroupEntry {
-                    path: "/".into(),
-                    id: 1,
-                    runnable_wait: wait(&[2_000]),
+                    path: "/busy".into(),
+                    id: 42,
+                    wait: busy,
+                    on_cpu: hist(&[4_000_000; 250]),
+                    quota: None,
+                    cpu_stat: None,
+                    throttle_episodes: None,
+                    verdict: busy_verdict,
                 },
             ],
             pids: vec![PidEntry {
@@ -272,25 +577,78 @@ mod tests {
                 kind: PidKind::Thread,
                 comm: "GC Thread#0".into(),
                 cgroup: Some("/busy".into()),
-                runnable_wait: wait(&[3_000_000]),
+                wait: split(&[3_000_000], 0, 3_000_000),
+                on_cpu: hist(&[1_000_000]),
+                verdict: judge(&Facts::default()),
+            }],
+            threads: vec![ThreadsEntry {
+                pattern: "GC Thread*".into(),
+                matched: vec![MatchedThread {
+                    tid: 77,
+                    tgid: 70,
+                    comm: "GC Thread#0".into(),
+                }],
+                untraced: 0,
+                wait: split(&[3_000_000], 0, 3_000_000),
+                on_cpu: hist(&[1_000_000]),
+                verdict: judge(&Facts::default()),
             }],
         }
     }
 
     #[test]
-    fn report_shows_the_table_probes_and_histograms() {
+    fn report_shows_tables_causes_and_details() {
         let text = render(&recording(), TextOptions::default());
         assert!(text.contains("kernel 6.18.0 | 2 CPUs"), "{text}");
         assert!(text.contains("probes: tp_btf/sched_switch\n"), "{text}");
         assert!(text.contains("probe not attached: tp_btf/sched_process_exit: refused"));
+        assert!(text.contains("throttled time from: cfs_rq.throttled_clock_self_time"));
         assert!(text.contains("123,456 sched_switch"));
         assert!(text.contains("nothing lost"));
         let busy = text.lines().find(|l| l.starts_with("/busy ")).unwrap();
         // Two waits of 500 ms in 2 s: 50 % of the time.
         assert!(busy.contains("1.00 s") && busy.contains("50.0 %"), "{busy}");
-        assert!(text.contains("/busy: runnable wait\n"));
+        let causes = text
+            .lines()
+            .filter(|l| l.starts_with("/limited "))
+            .nth(1)
+            .unwrap();
         assert!(
-            text.contains("thread 77 GC Thread#0: runnable wait"),
+            causes.contains("79.5 %") && causes.ends_with("quota expiry"),
+            "{causes}"
+        );
+        assert!(
+            text.contains("quota: 20.0 ms per 100 ms (0.20 CPUs)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "throttled time: traced 1.59 s in 0 waits | cpu.stat 1.60 s | cpu.stat.local 1.60 s (20 of 20 periods throttled)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "waited 1.60 s in 20 waits: throttled 1.59 s, contended 0 ns, other 10.0 ms"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("ran 400 ms in 20 slices: median 20.0 ms"),
+            "{text}"
+        );
+        assert!(
+            text.contains("throttle episodes: 20 totalling 1.60 s on 1 CPUs"),
+            "{text}"
+        );
+        assert!(
+            text.contains("waited behind: /neighbour 1.00 s (apt-get 4242 1.00 s)"),
+            "{text}"
+        );
+        assert!(text.contains("verdict: host contention"), "{text}");
+        assert!(text.contains("thread 77 GC Thread#0 in /busy"), "{text}");
+        assert!(
+            text.contains("threads 'GC Thread*': 1 matched in 1 processes"),
             "{text}"
         );
     }
@@ -304,16 +662,11 @@ mod tests {
     }
 
     #[test]
-    fn top_limits_the_table() {
-        let text = render(
-            &recording(),
-            TextOptions {
-                top: 1,
-                histograms: 0,
-            },
-        );
+    fn top_limits_the_tables() {
+        let text = render(&recording(), TextOptions { top: 1, details: 0 });
         assert!(text.contains("... and 1 more cgroups"));
-        assert!(!text.contains("/busy: runnable wait"), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("/busy")), "{text}");
+        assert!(!text.contains("/limited\n  verdict"), "{text}");
     }
 
     #[test]

@@ -1,7 +1,4 @@
-//! Integration tests against the running kernel: real programs, real cgroups,
-//! real workloads, checked against the arithmetic of the set-up and the kernel's
-//! own counters. They need root; without it each reports as ignored with the
-//! reason. They run one at a time because they share CPUs and the scheduler.
+//! The `tracer` binary end to end: its JSON, signals, and its errors.
 
 use std::{
     io::{BufRead as _, BufReader, Read as _},
@@ -9,41 +6,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
-use tracer::{
-    recording::{CgroupEntry, Recording},
-    session::{Config, Session},
-};
+use libtest_mimic::{Completion, Trial};
 use tracer_tests::{
-    Load, TestCgroup, Worker, loaded_tracer_programs, missing_privilege, online_cpus, run_delay_ns,
-    run_worker_if_requested, settle_tracer_programs, tracer_bin, tracer_command,
+    Load, TestCgroup, Worker, loaded_tracer_programs, settle_tracer_programs, tracer_bin,
+    tracer_command,
 };
 
-type TestResult = Result<Completion, Failed>;
+use crate::{TestResult, check, cpus, measured, or_skip, privileged};
 
-/// Returns from the test as ignored (with the reason) when a precondition fails.
-macro_rules! or_skip {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(skip) => return Ok(skip),
-        }
-    };
-}
-
-const TRACE_FOR: Duration = Duration::from_secs(3);
-
-fn main() {
-    run_worker_if_requested();
-    let mut args = Arguments::from_args();
-    // The tests pin workloads to the same CPUs and measure the scheduler.
-    args.test_threads = Some(1);
-    let tests = vec![
-        privileged(
-            "two_busy_cgroups_sharing_a_cpu_each_wait_half_the_time",
-            two_busy_cgroups,
-        ),
-        privileged("traced_wait_matches_schedstat_run_delay", matches_schedstat),
+pub fn tests() -> Vec<Trial> {
+    vec![
         privileged("cli_record_writes_the_json_report", cli_json),
         privileged("sigint_ends_the_session_and_detaches", || {
             cli_signal(libc::SIGINT)
@@ -56,166 +28,7 @@ fn main() {
             cli_unknown_cgroup,
         ),
         Trial::ignorable_test("unprivileged_run_says_it_needs_root", cli_unprivileged),
-    ];
-    libtest_mimic::run(&args, tests).exit();
-}
-
-/// A test that needs root and BPF: ignored, with the reason, where they are missing.
-fn privileged(name: &str, f: impl FnOnce() -> TestResult + Send + 'static) -> Trial {
-    Trial::ignorable_test(name, move || match missing_privilege() {
-        Some(reason) => Ok(Completion::ignored_with(reason)),
-        None => f(),
-    })
-}
-
-/// Two CPUs: one for the contended workloads, one for everything else.
-fn cpus() -> Result<(usize, usize), Completion> {
-    let cpus = online_cpus();
-    match (cpus.first(), cpus.last()) {
-        (Some(&quiet), Some(&busy)) if quiet != busy => Ok((quiet, busy)),
-        _ => Err(Completion::ignored_with("needs at least two online CPUs")),
-    }
-}
-
-fn record(config: Config, duration: Duration) -> Result<Recording, Failed> {
-    let session = Session::start(config)?;
-    std::thread::sleep(duration);
-    Ok(session.stop()?)
-}
-
-fn cgroup_in<'a>(rec: &'a Recording, cg: &TestCgroup) -> Result<&'a CgroupEntry, Failed> {
-    rec.cgroups
-        .iter()
-        .find(|c| c.path == cg.path)
-        .ok_or_else(|| format!("{} missing from the recording: {:?}", cg.path, paths(rec)).into())
-}
-
-fn paths(rec: &Recording) -> Vec<&str> {
-    rec.cgroups.iter().map(|c| c.path.as_str()).collect()
-}
-
-fn share(ns: u64, rec: &Recording) -> f64 {
-    ns as f64 / rec.duration_ns as f64
-}
-
-/// Prints what a test measured, so that CI logs carry the figures.
-fn measured(what: String) {
-    eprint!("[{what}] ");
-}
-
-fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
-    if ok { Ok(()) } else { Err(msg().into()) }
-}
-
-/// Two CPU hogs in two cgroups pinned to one CPU each run half the time and wait
-/// the other half; a mostly sleeping thread on another CPU hardly waits at all.
-fn two_busy_cgroups() -> TestResult {
-    let (quiet, busy) = or_skip!(cpus());
-    let a = TestCgroup::create("a")?;
-    let b = TestCgroup::create("b")?;
-    let c = TestCgroup::create("sleeper")?;
-    let _wa = Worker::start(Load::Spin, &a, busy)?;
-    let _wb = Worker::start(Load::Spin, &b, busy)?;
-    let _wc = Worker::start(Load::MostlySleep, &c, quiet)?;
-    // Let the scheduler settle into alternating the two hogs.
-    std::thread::sleep(Duration::from_millis(200));
-
-    let rec = record(Config::default(), TRACE_FOR)?;
-    check(rec.events.losses().is_empty(), || {
-        format!("events lost: {:?}", rec.events.losses())
-    })?;
-    for cg in [&a, &b] {
-        let entry = cgroup_in(&rec, cg)?;
-        check(entry.id == cg.id(), || {
-            format!(
-                "{} has id {}, its directory inode is {}",
-                cg.path,
-                entry.id,
-                cg.id()
-            )
-        })?;
-        let s = share(entry.runnable_wait.summary.total_ns, &rec);
-        check((0.45..=0.55).contains(&s), || {
-            format!(
-                "{} waited {:.1} % of the time, expected 50 % ± 5",
-                cg.path,
-                s * 100.0
-            )
-        })?;
-    }
-    let shares: Vec<String> = [&a, &b, &c]
-        .iter()
-        .map(|cg| {
-            let total = cgroup_in(&rec, cg).map_or(0, |e| e.runnable_wait.summary.total_ns);
-            format!("{} {:.2} %", cg.path, share(total, &rec) * 100.0)
-        })
-        .collect();
-    measured(format!("waited: {}", shares.join(", ")));
-    let sleeper = cgroup_in(&rec, &c)?;
-    // It wakes every ~20 ms: about 150 waits in 3 s, each of them short.
-    check(sleeper.runnable_wait.summary.count >= 50, || {
-        format!(
-            "the sleeper was seen waking only {} times",
-            sleeper.runnable_wait.summary.count
-        )
-    })?;
-    let s = share(sleeper.runnable_wait.summary.total_ns, &rec);
-    check(s < 0.01, || {
-        format!(
-            "the mostly sleeping thread waited {:.2} % of the time",
-            s * 100.0
-        )
-    })?;
-    Ok(Completion::Completed)
-}
-
-/// The kernel's own per-task run delay over the same interval agrees with the
-/// traced waits of that task within 5 %.
-fn matches_schedstat() -> TestResult {
-    let (_, busy) = or_skip!(cpus());
-    let cg = TestCgroup::create("schedstat")?;
-    let w1 = Worker::start(Load::Spin, &cg, busy)?;
-    let _w2 = Worker::start(Load::Spin, &cg, busy)?;
-    std::thread::sleep(Duration::from_millis(200));
-
-    let session = Session::start(Config {
-        pids: vec![w1.pid],
-        ..Config::default()
-    })?;
-    let before = run_delay_ns(w1.pid)?;
-    std::thread::sleep(TRACE_FOR);
-    let after = run_delay_ns(w1.pid)?;
-    let rec = session.stop()?;
-
-    let kernel = after - before;
-    let traced = rec
-        .pids
-        .iter()
-        .find(|p| p.pid == w1.pid)
-        .ok_or("selected pid missing from the recording")?
-        .runnable_wait
-        .summary
-        .total_ns;
-    let diff = (traced as f64 - kernel as f64).abs() / kernel as f64;
-    measured(format!(
-        "traced {traced} ns, schedstat {kernel} ns, {:.2} % apart",
-        diff * 100.0
-    ));
-    check(diff <= 0.05, || {
-        format!(
-            "traced {traced} ns, schedstat run delay grew {kernel} ns: {:.1} % apart",
-            diff * 100.0
-        )
-    })?;
-    // And the set-up's arithmetic: it shares its CPU with one other hog.
-    let s = share(kernel, &rec);
-    check((0.4..=0.6).contains(&s), || {
-        format!(
-            "run delay was {:.1} % of the time, expected about 50 %",
-            s * 100.0
-        )
-    })?;
-    Ok(Completion::Completed)
+    ]
 }
 
 fn bin() -> Result<std::path::PathBuf, Completion> {
@@ -298,6 +111,21 @@ fn cli_json() -> TestResult {
         .windows(2)
         .all(|w| wait[w[0]].as_u64() <= wait[w[1]].as_u64());
     check(ordered, || format!("percentiles out of order: {wait}"))?;
+    // Two threads of one cgroup queue behind each other: self contention, all of
+    // it charged to the cgroup itself.
+    for key in ["throttled_ns", "contended_ns", "other_ns"] {
+        check(entry[key].is_u64(), || format!("{key} missing"))?;
+    }
+    let contended = entry["contended_ns"].as_u64().unwrap_or(0);
+    check(contended as f64 >= 0.9 * total as f64, || {
+        format!("contended {contended} of {total} ns")
+    })?;
+    check(entry["verdict"] == "self_contention", || {
+        format!("verdict {} ({})", entry["verdict"], entry["verdict_text"])
+    })?;
+    check(entry["blame"][0]["path"] == cg.path.as_str(), || {
+        format!("blame {}", entry["blame"])
+    })?;
     Ok(Completion::Completed)
 }
 

@@ -1,0 +1,379 @@
+//! The split of every wait into throttled, contended and other time, and the
+//! blame for contended time, against the kernel's `cpu.stat` counters and the
+//! arithmetic of pinned workloads.
+
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Completion, Failed, Trial};
+use tracer::{
+    recording::{CgroupEntry, Recording},
+    session::{Config, Session},
+    verdict::Kind,
+};
+use tracer_tests::{Load, TestCgroup, Worker};
+
+use crate::{
+    TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, measured, or_skip, privileged, share,
+};
+
+pub fn tests() -> Vec<Trial> {
+    vec![
+        privileged(
+            "quota_only_is_throttled_80_percent_and_matches_cpu_stat",
+            quota_only,
+        ),
+        privileged(
+            "contention_only_is_contended_half_and_blames_the_other_cgroup",
+            contention_only,
+        ),
+        privileged(
+            "quota_and_neighbour_split_into_throttled_and_contended",
+            mixed,
+        ),
+        privileged(
+            "a_parent_quota_throttles_the_child_as_cpu_stat_local_says",
+            nested,
+        ),
+        privileged(
+            "bursts_throttled_below_the_average_quota_are_flagged",
+            bursts_below_quota,
+        ),
+    ]
+}
+
+/// Time after the workloads stop for the last throttle to end (a killed task
+/// runs again only when its group is unthrottled, at the next period).
+const DRAIN: Duration = Duration::from_millis(200);
+
+/// Runs `workers` (cgroup, CPU) as pinned CPU hogs under a session, for
+/// [`TRACE_FOR`]; returns the recording and how long the hogs ran.
+fn trace_hogs(workers: &[(&TestCgroup, usize)]) -> Result<(Recording, u64), Failed> {
+    let session = Session::start(Config::default())?;
+    let started = Instant::now();
+    let running: Vec<Worker> = workers
+        .iter()
+        .map(|&(cg, cpu)| Worker::start(Load::Spin, cg, cpu))
+        .collect::<anyhow::Result<_>>()?;
+    std::thread::sleep(TRACE_FOR);
+    for w in running {
+        w.stop();
+    }
+    let wall = started.elapsed().as_nanos() as u64;
+    std::thread::sleep(DRAIN);
+    Ok((session.stop()?, wall))
+}
+
+fn shares(e: &CgroupEntry, wall: u64) -> String {
+    format!(
+        "throttled {:.1} %, contended {:.1} %, other {:.1} %, on CPU {:.1} %",
+        share(e.wait.throttled_ns, wall) * 100.0,
+        share(e.wait.contended_ns, wall) * 100.0,
+        share(e.wait.other_ns, wall) * 100.0,
+        share(e.on_cpu.summary.total_ns, wall) * 100.0
+    )
+}
+
+/// The share of `e`'s contended time charged to cgroup `other`.
+fn blamed_on(e: &CgroupEntry, other: &TestCgroup) -> f64 {
+    let ns: u64 = e
+        .wait
+        .blame
+        .iter()
+        .filter(|b| b.path == other.path)
+        .map(|b| b.ns)
+        .sum();
+    share(ns, e.wait.contended_ns.max(1))
+}
+
+/// One hog under a 20 ms / 100 ms quota on a CPU of its own runs 20 % of the time
+/// and is throttled the other 80 %; the kernel's `cpu.stat` agrees.
+fn quota_only() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let cg = TestCgroup::create("quota")?;
+    cg.set_quota(20_000, 100_000)?;
+    let before = cg.cpu_stat()?;
+    let (rec, wall) = trace_hogs(&[(&cg, busy)])?;
+    let after = cg.cpu_stat()?;
+    let kernel = before.delta(&after);
+    let e = cgroup_in(&rec, &cg)?;
+    let traced = e.wait.throttled_ns;
+    measured(format!(
+        "{}; traced throttled {traced} ns, cpu.stat {} ns ({:.2} % apart), {} episodes, {} throttled periods",
+        shares(e, wall),
+        kernel.throttled_ns,
+        apart(traced, kernel.throttled_ns) * 100.0,
+        e.throttle_episodes.as_ref().map_or(0, |ep| ep.count),
+        kernel.nr_throttled
+    ));
+    let throttled = share(traced, wall);
+    check((0.75..=0.85).contains(&throttled), || {
+        format!(
+            "throttled {:.1} % of the time, expected 80 % ± 5",
+            throttled * 100.0
+        )
+    })?;
+    let contended = share(e.wait.contended_ns, wall);
+    check(contended < 0.03, || {
+        format!("contended {:.1} % on a CPU of its own", contended * 100.0)
+    })?;
+    check(apart(traced, kernel.throttled_ns) <= 0.03, || {
+        format!(
+            "traced {traced} ns throttled, cpu.stat says {} ns",
+            kernel.throttled_ns
+        )
+    })?;
+    let episodes = e.throttle_episodes.as_ref().ok_or("no throttle episodes")?;
+    check(episodes.count.abs_diff(kernel.nr_throttled) <= 1, || {
+        format!(
+            "{} episodes traced, cpu.stat counts {} throttled periods",
+            episodes.count, kernel.nr_throttled
+        )
+    })?;
+    check(episodes.throttled_by.contains_key(&cg.path), || {
+        format!("throttled by {:?}", episodes.throttled_by)
+    })?;
+    check(e.verdict.kind == Kind::QuotaExpiry, || {
+        format!("verdict: {}", e.verdict.text)
+    })?;
+    // The report's own cpu.stat figures, read at attach and detach, agree too.
+    let reported = e.cpu_stat.ok_or("no cpu_stat in the recording")?;
+    check(apart(traced, reported.throttled_ns) <= 0.03, || {
+        format!("reported cpu.stat {:?}", reported)
+    })?;
+    Ok(Completion::Completed)
+}
+
+/// Two unlimited hogs in two cgroups share a CPU: each waits half the time, all
+/// of it contended, behind the other.
+fn contention_only() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let a = TestCgroup::create("left")?;
+    let b = TestCgroup::create("right")?;
+    let (rec, wall) = trace_hogs(&[(&a, busy), (&b, busy)])?;
+    for (me, other) in [(&a, &b), (&b, &a)] {
+        let e = cgroup_in(&rec, me)?;
+        let blamed = blamed_on(e, other);
+        measured(format!(
+            "{}: {}, {:.1} % blamed on {}",
+            me.path,
+            shares(e, wall),
+            blamed * 100.0,
+            other.path
+        ));
+        let contended = share(e.wait.contended_ns, wall);
+        check((0.45..=0.55).contains(&contended), || {
+            format!(
+                "{} contended {:.1} %, expected 50 % ± 5",
+                me.path,
+                contended * 100.0
+            )
+        })?;
+        check(e.wait.throttled_ns == 0, || {
+            format!(
+                "{} throttled {} ns without a quota",
+                me.path, e.wait.throttled_ns
+            )
+        })?;
+        check(blamed >= 0.9, || {
+            format!(
+                "only {:.1} % of {}'s contended time is charged to {}: {:?}",
+                blamed * 100.0,
+                me.path,
+                other.path,
+                e.wait.blame
+            )
+        })?;
+        check(e.verdict.kind == Kind::HostContention, || {
+            format!("verdict: {}", e.verdict.text)
+        })?;
+    }
+    Ok(Completion::Completed)
+}
+
+/// A hog under a 30 ms / 100 ms quota shares its CPU with an unlimited hog. It
+/// runs 30 % of the time and waits the other 70 %: throttled once its quota is
+/// spent, contended while the neighbour runs before that. The neighbour waits
+/// exactly while the limited hog runs.
+fn mixed() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let limited = TestCgroup::create("limited")?;
+    limited.set_quota(30_000, 100_000)?;
+    let neighbour = TestCgroup::create("neighbour")?;
+    let before = limited.cpu_stat()?;
+    let (rec, wall) = trace_hogs(&[(&limited, busy), (&neighbour, busy)])?;
+    let kernel = before.delta(&limited.cpu_stat()?);
+    let q = cgroup_in(&rec, &limited)?;
+    let n = cgroup_in(&rec, &neighbour)?;
+    measured(format!(
+        "limited: {}, cpu.stat throttled {} ns; neighbour: {}",
+        shares(q, wall),
+        kernel.throttled_ns,
+        shares(n, wall)
+    ));
+    let ran = share(q.on_cpu.summary.total_ns, wall);
+    check((0.27..=0.33).contains(&ran), || {
+        format!(
+            "the limited hog ran {:.1} %, its quota is 30 %",
+            ran * 100.0
+        )
+    })?;
+    check(q.wait.throttled_ns > 0 && q.wait.contended_ns > 0, || {
+        format!("both parts expected: {}", shares(q, wall))
+    })?;
+    let waited = share(q.wait.runnable_wait.summary.total_ns, wall);
+    check((0.65..=0.75).contains(&waited), || {
+        format!(
+            "the limited hog waited {:.1} %, expected 70 % ± 5",
+            waited * 100.0
+        )
+    })?;
+    check(
+        apart(q.wait.throttled_ns, kernel.throttled_ns) <= 0.05,
+        || {
+            format!(
+                "traced {} ns throttled, cpu.stat says {} ns",
+                q.wait.throttled_ns, kernel.throttled_ns
+            )
+        },
+    )?;
+    check(blamed_on(q, &neighbour) >= 0.9, || {
+        format!(
+            "the limited hog's contention is charged to {:?}",
+            q.wait.blame
+        )
+    })?;
+    // The neighbour waits only while the limited hog runs.
+    let n_contended = share(n.wait.contended_ns, wall);
+    check((ran - 0.05..=ran + 0.05).contains(&n_contended), || {
+        format!(
+            "the neighbour was contended {:.1} %, the limited hog ran {:.1} %",
+            n_contended * 100.0,
+            ran * 100.0
+        )
+    })?;
+    check(n.wait.throttled_ns == 0, || {
+        "the neighbour has no quota".into()
+    })?;
+    check(blamed_on(n, &limited) >= 0.9, || {
+        format!(
+            "the neighbour's contention is charged to {:?}",
+            n.wait.blame
+        )
+    })?;
+    Ok(Completion::Completed)
+}
+
+/// The quota sits on a parent, the hog in a child: the child's time is
+/// throttled time, as its `cpu.stat.local` says (its own `cpu.stat` says 0).
+fn nested() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let parent = TestCgroup::create("parent")?;
+    parent.set_quota(20_000, 100_000)?;
+    let child = parent.child("child")?;
+    let before = child.cpu_stat()?;
+    if before.local_throttled_ns.is_none() {
+        return Ok(Completion::ignored_with(
+            "no cpu.stat.local in this kernel (6.6+) to compare with",
+        ));
+    }
+    let (rec, wall) = trace_hogs(&[(&child, busy)])?;
+    let kernel = before.delta(&child.cpu_stat()?);
+    let local = kernel.local_throttled_ns.unwrap_or(0);
+    let e = cgroup_in(&rec, &child)?;
+    measured(format!(
+        "{}; traced throttled {} ns, cpu.stat.local {local} ns ({:.2} % apart)",
+        shares(e, wall),
+        e.wait.throttled_ns,
+        apart(e.wait.throttled_ns, local) * 100.0
+    ));
+    let throttled = share(e.wait.throttled_ns, wall);
+    check((0.75..=0.85).contains(&throttled), || {
+        format!(
+            "throttled {:.1} % of the time, expected 80 % ± 5",
+            throttled * 100.0
+        )
+    })?;
+    check(apart(e.wait.throttled_ns, local) <= 0.03, || {
+        format!(
+            "traced {} ns throttled, cpu.stat.local says {local} ns",
+            e.wait.throttled_ns
+        )
+    })?;
+    check(kernel.throttled_ns == 0, || {
+        format!(
+            "the child's own cpu.stat counted {} ns",
+            kernel.throttled_ns
+        )
+    })?;
+    let episodes = e.throttle_episodes.as_ref().ok_or("no throttle episodes")?;
+    check(
+        episodes.throttled_by.keys().all(|by| *by == parent.path),
+        || {
+            format!(
+                "throttled by {:?}, the quota is {}'s",
+                episodes.throttled_by, parent.path
+            )
+        },
+    )?;
+    let quota = e.quota.as_ref().ok_or("no quota in the recording")?;
+    check(quota.owner == parent.path, || {
+        format!("quota owner {}", quota.owner)
+    })?;
+    check(e.verdict.kind == Kind::QuotaExpiry, || {
+        format!("verdict: {}", e.verdict.text)
+    })?;
+    drop(child);
+    Ok(Completion::Completed)
+}
+
+/// Two threads burst together for 40 ms of CPU each every 300 ms under a quota
+/// of 0.5 CPUs: 80 ms of work against 50 ms of quota per period, so each burst
+/// is throttled, although on average the group uses 0.27 CPUs, about half its
+/// quota. The report says so.
+fn bursts_below_quota() -> TestResult {
+    let (quiet, busy) = or_skip!(cpus());
+    let cg = TestCgroup::create("bursty")?;
+    cg.set_quota(50_000, 100_000)?;
+    let before = cg.cpu_stat()?;
+    let session = Session::start(Config::default())?;
+    let load = Load::Burst {
+        every: 300,
+        spin: 40,
+    };
+    let workers = [
+        Worker::start(load, &cg, quiet)?,
+        Worker::start(load, &cg, busy)?,
+    ];
+    std::thread::sleep(TRACE_FOR);
+    for w in workers {
+        w.stop();
+    }
+    std::thread::sleep(DRAIN);
+    let rec = session.stop()?;
+    let kernel = before.delta(&cg.cpu_stat()?);
+    let e = cgroup_in(&rec, &cg)?;
+    let used = share(e.on_cpu.summary.total_ns, rec.duration_ns);
+    measured(format!(
+        "used {used:.2} CPUs of 0.50; {} of {} periods throttled; {}",
+        kernel.nr_throttled,
+        kernel.nr_periods,
+        e.verdict.notes.join(" ")
+    ));
+    check(kernel.nr_throttled > 0, || {
+        "the bursts were never throttled".into()
+    })?;
+    check(used < 0.4, || {
+        format!("used {used:.2} CPUs: not bursty enough")
+    })?;
+    check(e.verdict.kind == Kind::QuotaExpiry, || {
+        format!("verdict: {}", e.verdict.text)
+    })?;
+    check(
+        e.verdict
+            .notes
+            .iter()
+            .any(|n| n.contains("below its quota") && n.contains("de53fd7aedb1")),
+        || format!("no below-quota note: {:?}", e.verdict.notes),
+    )?;
+    Ok(Completion::Completed)
+}

@@ -1,0 +1,98 @@
+//! Integration tests against the running kernel: real programs, real cgroups,
+//! real workloads, checked against the arithmetic of the set-up and the kernel's
+//! own counters. They need root; without it each reports as ignored with the
+//! reason. They run one at a time because they share CPUs and the scheduler.
+
+mod attribution;
+mod cli;
+mod jvm;
+mod waits;
+
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use tracer::{
+    recording::{CgroupEntry, Recording},
+    session::{Config, Session},
+};
+use tracer_tests::{TestCgroup, missing_privilege, online_cpus, run_worker_if_requested};
+
+type TestResult = Result<Completion, Failed>;
+
+/// Returns from the test as ignored (with the reason) when a precondition fails.
+macro_rules! or_skip {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(skip) => return Ok(skip),
+        }
+    };
+}
+pub(crate) use or_skip;
+
+const TRACE_FOR: Duration = Duration::from_secs(3);
+
+fn main() {
+    run_worker_if_requested();
+    let mut args = Arguments::from_args();
+    // The tests pin workloads to the same CPUs and measure the scheduler.
+    args.test_threads = Some(1);
+    let mut tests = Vec::new();
+    tests.extend(waits::tests());
+    tests.extend(attribution::tests());
+    tests.extend(jvm::tests());
+    tests.extend(cli::tests());
+    libtest_mimic::run(&args, tests).exit();
+}
+
+/// A test that needs root and BPF: ignored, with the reason, where they are missing.
+fn privileged(name: &str, f: impl FnOnce() -> TestResult + Send + 'static) -> Trial {
+    Trial::ignorable_test(name, move || match missing_privilege() {
+        Some(reason) => Ok(Completion::ignored_with(reason)),
+        None => f(),
+    })
+}
+
+/// Two CPUs: one for the contended workloads, one for everything else.
+fn cpus() -> Result<(usize, usize), Completion> {
+    let cpus = online_cpus();
+    match (cpus.first(), cpus.last()) {
+        (Some(&quiet), Some(&busy)) if quiet != busy => Ok((quiet, busy)),
+        _ => Err(Completion::ignored_with("needs at least two online CPUs")),
+    }
+}
+
+fn record(config: Config, duration: Duration) -> Result<Recording, Failed> {
+    let session = Session::start(config)?;
+    std::thread::sleep(duration);
+    Ok(session.stop()?)
+}
+
+fn cgroup_in<'a>(rec: &'a Recording, cg: &TestCgroup) -> Result<&'a CgroupEntry, Failed> {
+    rec.cgroups
+        .iter()
+        .find(|c| c.path == cg.path)
+        .ok_or_else(|| format!("{} missing from the recording: {:?}", cg.path, paths(rec)).into())
+}
+
+fn paths(rec: &Recording) -> Vec<&str> {
+    rec.cgroups.iter().map(|c| c.path.as_str()).collect()
+}
+
+fn share(ns: u64, wall_ns: u64) -> f64 {
+    ns as f64 / wall_ns as f64
+}
+
+/// Prints what a test measured, so that CI logs carry the figures.
+fn measured(what: String) {
+    eprint!("[{what}] ");
+}
+
+fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), Failed> {
+    if ok { Ok(()) } else { Err(msg().into()) }
+}
+
+/// `|a - b| / b`.
+fn apart(a: u64, b: u64) -> f64 {
+    (a as f64 - b as f64).abs() / b as f64
+}

@@ -1,0 +1,204 @@
+//! Run-queue wait per cgroup and per task, against the arithmetic of pinned
+//! workloads and the kernel's per-task run delay.
+
+use std::time::Duration;
+
+use libtest_mimic::{Completion, Trial};
+use tracer::session::{Config, Session};
+use tracer_tests::{Load, TestCgroup, Worker, run_delay_ns};
+
+use crate::{
+    TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, measured, or_skip, privileged, record,
+    share,
+};
+
+pub fn tests() -> Vec<Trial> {
+    vec![
+        privileged(
+            "two_busy_cgroups_sharing_a_cpu_each_wait_half_the_time",
+            two_busy_cgroups,
+        ),
+        privileged("traced_wait_matches_schedstat_run_delay", matches_schedstat),
+        privileged(
+            "waits_that_migrate_still_match_schedstat_and_stay_contended",
+            migrating_waits,
+        ),
+    ]
+}
+
+/// Two CPU hogs in two cgroups pinned to one CPU each run half the time and wait
+/// the other half; a mostly sleeping thread on another CPU hardly waits at all.
+fn two_busy_cgroups() -> TestResult {
+    let (quiet, busy) = or_skip!(cpus());
+    let a = TestCgroup::create("a")?;
+    let b = TestCgroup::create("b")?;
+    let c = TestCgroup::create("sleeper")?;
+    let _wa = Worker::start(Load::Spin, &a, busy)?;
+    let _wb = Worker::start(Load::Spin, &b, busy)?;
+    let _wc = Worker::start(Load::MostlySleep, &c, quiet)?;
+    // Let the scheduler settle into alternating the two hogs.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let rec = record(Config::default(), TRACE_FOR)?;
+    check(rec.events.losses().is_empty(), || {
+        format!("events lost: {:?}", rec.events.losses())
+    })?;
+    let shares: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|cg| {
+            let total = cgroup_in(&rec, cg).map_or(0, |e| e.wait.runnable_wait.summary.total_ns);
+            format!("{} {:.2} %", cg.path, share(total, rec.duration_ns) * 100.0)
+        })
+        .collect();
+    measured(format!("waited: {}", shares.join(", ")));
+    for cg in [&a, &b] {
+        let entry = cgroup_in(&rec, cg)?;
+        check(entry.id == cg.id(), || {
+            format!(
+                "{} has id {}, its directory inode is {}",
+                cg.path,
+                entry.id,
+                cg.id()
+            )
+        })?;
+        let s = share(entry.wait.runnable_wait.summary.total_ns, rec.duration_ns);
+        check((0.45..=0.55).contains(&s), || {
+            format!(
+                "{} waited {:.1} % of the time, expected 50 % ± 5",
+                cg.path,
+                s * 100.0
+            )
+        })?;
+    }
+    let sleeper = cgroup_in(&rec, &c)?;
+    // It wakes every ~20 ms: about 150 waits in 3 s, each of them short.
+    check(sleeper.wait.runnable_wait.summary.count >= 50, || {
+        format!(
+            "the sleeper was seen waking only {} times",
+            sleeper.wait.runnable_wait.summary.count
+        )
+    })?;
+    let s = share(sleeper.wait.runnable_wait.summary.total_ns, rec.duration_ns);
+    check(s < 0.01, || {
+        format!(
+            "the mostly sleeping thread waited {:.2} % of the time",
+            s * 100.0
+        )
+    })?;
+    Ok(Completion::Completed)
+}
+
+/// The kernel's own per-task run delay over the same interval agrees with the
+/// traced waits of that task within 5 %.
+fn matches_schedstat() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let cg = TestCgroup::create("schedstat")?;
+    let w1 = Worker::start(Load::Spin, &cg, busy)?;
+    let _w2 = Worker::start(Load::Spin, &cg, busy)?;
+    std::thread::sleep(Duration::from_millis(200));
+
+    let session = Session::start(Config {
+        pids: vec![w1.pid],
+        ..Config::default()
+    })?;
+    let before = run_delay_ns(w1.pid)?;
+    std::thread::sleep(TRACE_FOR);
+    let after = run_delay_ns(w1.pid)?;
+    let rec = session.stop()?;
+
+    let kernel = after - before;
+    let traced = rec
+        .pids
+        .iter()
+        .find(|p| p.pid == w1.pid)
+        .ok_or("selected pid missing from the recording")?
+        .wait
+        .runnable_wait
+        .summary
+        .total_ns;
+    let diff = apart(traced, kernel);
+    measured(format!(
+        "traced {traced} ns, schedstat {kernel} ns, {:.2} % apart",
+        diff * 100.0
+    ));
+    check(diff <= 0.05, || {
+        format!(
+            "traced {traced} ns, schedstat run delay grew {kernel} ns: {:.1} % apart",
+            diff * 100.0
+        )
+    })?;
+    // And the set-up's arithmetic: it shares its CPU with one other hog.
+    let s = share(kernel, rec.duration_ns);
+    check((0.4..=0.6).contains(&s), || {
+        format!(
+            "run delay was {:.1} % of the time, expected about 50 %",
+            s * 100.0
+        )
+    })?;
+    Ok(Completion::Completed)
+}
+
+/// Three unpinned hogs on two CPUs: the load balancer moves waiting tasks
+/// between CPUs, and each wait is split per CPU. One of the three waits at any
+/// moment, all of it behind the others, and the kernel's run delays agree.
+fn migrating_waits() -> TestResult {
+    let cpus = tracer_tests::online_cpus();
+    if cpus.len() != 2 {
+        return Ok(Completion::ignored_with(
+            "the arithmetic of this test assumes exactly two online CPUs",
+        ));
+    }
+    let cg = TestCgroup::create("migrate")?;
+    let workers: Vec<Worker> = (0..3)
+        .map(|_| Worker::start_anywhere(Load::Spin, &cg))
+        .collect::<anyhow::Result<_>>()?;
+    std::thread::sleep(Duration::from_millis(200));
+    let session = Session::start(Config {
+        pids: workers.iter().map(|w| w.pid).collect(),
+        ..Config::default()
+    })?;
+    let before: Vec<u64> = workers
+        .iter()
+        .map(|w| run_delay_ns(w.pid))
+        .collect::<anyhow::Result<_>>()?;
+    std::thread::sleep(TRACE_FOR);
+    let after: Vec<u64> = workers
+        .iter()
+        .map(|w| run_delay_ns(w.pid))
+        .collect::<anyhow::Result<_>>()?;
+    let rec = session.stop()?;
+
+    let kernel: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    let traced: u64 = rec
+        .pids
+        .iter()
+        .map(|p| p.wait.runnable_wait.summary.total_ns)
+        .sum();
+    let contended: u64 = rec.pids.iter().map(|p| p.wait.contended_ns).sum();
+    let migrated = rec.events.get(tracer_common::maps::Counter::WaitMigrated);
+    let e = cgroup_in(&rec, &cg)?;
+    measured(format!(
+        "{migrated} waits migrated; traced {traced} ns, schedstat {kernel} ns ({:.2} % apart); \
+         contended {:.1} % of the wait; cgroup waited {:.1} % of the time",
+        apart(traced, kernel) * 100.0,
+        share(contended, traced) * 100.0,
+        share(e.wait.runnable_wait.summary.total_ns, rec.duration_ns) * 100.0
+    ));
+    check(migrated > 0, || {
+        "no waiting task was migrated: nothing was tested".into()
+    })?;
+    check(apart(traced, kernel) <= 0.05, || {
+        format!("traced {traced} ns, schedstat run delay {kernel} ns")
+    })?;
+    check(share(contended, traced) >= 0.95, || {
+        format!("only {contended} of {traced} ns contended on two busy CPUs")
+    })?;
+    let waited = share(e.wait.runnable_wait.summary.total_ns, rec.duration_ns);
+    check((0.85..=1.15).contains(&waited), || {
+        format!(
+            "the cgroup waited {:.1} % of the time, expected 100 % ± 15",
+            waited * 100.0
+        )
+    })?;
+    Ok(Completion::Completed)
+}

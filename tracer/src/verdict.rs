@@ -1,0 +1,363 @@
+//! One line per cgroup (or thread selection) that says why its runnable threads
+//! waited, with the figure behind it: its own quota, other cgroups holding the
+//! CPU, its own threads outnumbering the CPUs, or not enough to matter.
+
+use serde::Serialize;
+
+use crate::histogram::fmt_ns;
+
+/// Waits below this share of the time the threads were runnable (waiting or
+/// running) are no scheduling problem.
+pub const HEALTHY_DELAY: f64 = 0.05;
+/// Waits summing to less than this share of the traced time are no scheduling
+/// problem either, however large a share of a nearly idle group's runnable time.
+pub const NEGLIGIBLE_WAIT: f64 = 0.01;
+/// A cause is named in the verdict when it holds at least this share of the wait.
+pub const SIGNIFICANT_CAUSE: f64 = 0.2;
+/// Throttled while using less than this share of the quota on average: the
+/// quota ran out within periods although it suffices on average.
+pub const BELOW_QUOTA: f64 = 0.8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Healthy,
+    QuotaExpiry,
+    HostContention,
+    SelfContention,
+    /// Runnable on an idle CPU: wake-up latency (IPIs, idle exit, a vCPU not
+    /// running).
+    WakeupLatency,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Healthy => "healthy",
+            Kind::QuotaExpiry => "quota expiry",
+            Kind::HostContention => "host contention",
+            Kind::SelfContention => "self contention",
+            Kind::WakeupLatency => "wake-up latency",
+        }
+    }
+}
+
+/// The figures a verdict is drawn from.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    pub duration_ns: u64,
+    /// Total runnable wait and on-CPU time (summed over threads).
+    pub wait_ns: u64,
+    pub run_ns: u64,
+    pub p99_ns: u64,
+    pub throttled_ns: u64,
+    pub contended_ns: u64,
+    pub other_ns: u64,
+    /// Contended time charged to the group's own tasks, and the largest other
+    /// occupant (path, share of the charged time, top process).
+    pub self_charged_ns: u64,
+    pub others_charged_ns: u64,
+    pub top_other: Option<(String, f64, String)>,
+    /// The quota that applies and the cgroup it is set on.
+    pub quota: Option<QuotaFacts>,
+}
+
+#[derive(Clone, Debug)]
+pub struct QuotaFacts {
+    pub owner: String,
+    pub cpus: f64,
+    /// `cpu.stat` over the session, from the owner.
+    pub nr_periods: u64,
+    pub nr_throttled: u64,
+    /// Average CPUs used over the session by the owner's whole subtree.
+    pub used_cpus: f64,
+}
+
+/// In JSON, flattened into its owner as `verdict` (the kind), `verdict_text` and
+/// `verdict_notes`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Verdict {
+    #[serde(rename = "verdict")]
+    pub kind: Kind,
+    #[serde(rename = "verdict_text")]
+    pub text: String,
+    /// Further observations (e.g. throttled below quota).
+    #[serde(rename = "verdict_notes", skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+pub fn judge(f: &Facts) -> Verdict {
+    let runnable = f.wait_ns + f.run_ns;
+    let delay = if runnable == 0 {
+        0.0
+    } else {
+        f.wait_ns as f64 / runnable as f64
+    };
+    let mut notes = Vec::new();
+    if let Some(q) = &f.quota
+        && q.nr_throttled > 0
+        && q.used_cpus < q.cpus * BELOW_QUOTA
+    {
+        notes.push(format!(
+            "throttled in {} of {} periods although {} used {:.2} CPUs on average, below its \
+             quota of {:.2}: the quota runs out within periods (bursts of runnable threads, or \
+             per-CPU slice expiry on kernels before 5.4, fixed by de53fd7aedb1)",
+            q.nr_throttled, q.nr_periods, q.owner, q.used_cpus, q.cpus
+        ));
+    }
+    let wait_share = if f.duration_ns == 0 {
+        0.0
+    } else {
+        f.wait_ns as f64 / f.duration_ns as f64
+    };
+    if f.wait_ns == 0 || delay < HEALTHY_DELAY || wait_share < NEGLIGIBLE_WAIT {
+        return Verdict {
+            kind: Kind::Healthy,
+            text: format!(
+                "healthy: runnable threads waited {:.1} % of the time they were runnable (p99 wait {}); \
+                 no unusual scheduling delay",
+                delay * 100.0,
+                fmt_ns(f.p99_ns)
+            ),
+            notes,
+        };
+    }
+    // Contended time splits into own and others' in the proportion it was
+    // charged; what could not be charged goes with the others.
+    let charged = f.self_charged_ns + f.others_charged_ns;
+    let self_ns = if charged == 0 {
+        0
+    } else {
+        (f.contended_ns as f64 * f.self_charged_ns as f64 / charged as f64) as u64
+    };
+    let others_ns = f.contended_ns.saturating_sub(self_ns);
+    let mut causes = [
+        (Kind::QuotaExpiry, f.throttled_ns),
+        (Kind::HostContention, others_ns),
+        (Kind::SelfContention, self_ns),
+        (Kind::WakeupLatency, f.other_ns),
+    ];
+    causes.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let mut parts = Vec::new();
+    for (i, &(kind, ns)) in causes.iter().enumerate() {
+        if i > 0 && (ns as f64) < SIGNIFICANT_CAUSE * f.wait_ns as f64 {
+            break;
+        }
+        parts.push(describe(kind, ns, f));
+    }
+    Verdict {
+        kind: causes[0].0,
+        text: parts.join("; "),
+        notes,
+    }
+}
+
+fn describe(kind: Kind, ns: u64, f: &Facts) -> String {
+    let of_time = pct(ns, f.duration_ns);
+    let of_wait = pct(ns, f.wait_ns);
+    match kind {
+        Kind::QuotaExpiry => {
+            let mut s = format!(
+                "quota expiry: throttled {of_time:.1} % of the time ({of_wait:.0} % of its wait)"
+            );
+            if let Some(q) = &f.quota {
+                s.push_str(&format!(
+                    " by {}'s quota of {:.2} CPUs; cpu.stat: {} of {} periods throttled",
+                    q.owner, q.cpus, q.nr_throttled, q.nr_periods
+                ));
+            }
+            s
+        }
+        Kind::HostContention => {
+            let mut s = format!(
+                "host contention: waited {of_time:.1} % of the time while other cgroups held the \
+                 CPU ({of_wait:.0} % of its wait)"
+            );
+            if let Some((path, share, process)) = &f.top_other {
+                s.push_str(&format!(
+                    ", {:.0} % of it behind {path} ({process})",
+                    share * 100.0
+                ));
+            }
+            s
+        }
+        Kind::SelfContention => format!(
+            "self contention: waited {of_time:.1} % of the time behind its own threads \
+             ({of_wait:.0} % of its wait): more runnable threads than CPUs"
+        ),
+        Kind::WakeupLatency => format!(
+            "wake-up latency: runnable on an idle CPU {of_time:.1} % of the time \
+             ({of_wait:.0} % of its wait)"
+        ),
+        Kind::Healthy => "healthy".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn facts() -> Facts {
+        Facts {
+            duration_ns: 10 * SEC,
+            p99_ns: 4_000_000,
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn a_quiet_service_is_healthy() {
+        // Incident 3 and 5: lots of activity, little waiting.
+        let v = judge(&Facts {
+            wait_ns: SEC / 10,
+            run_ns: 5 * SEC,
+            contended_ns: SEC / 10,
+            others_charged_ns: SEC / 10,
+            ..facts()
+        });
+        assert_eq!(v.kind, Kind::Healthy);
+        assert!(v.text.contains("no unusual scheduling delay"), "{}", v.text);
+        assert!(judge(&facts()).kind == Kind::Healthy);
+        // A nearly idle group whose rare wakeups wait a little.
+        let v = judge(&Facts {
+            wait_ns: SEC / 200,
+            run_ns: SEC / 1000,
+            other_ns: SEC / 200,
+            ..facts()
+        });
+        assert_eq!(v.kind, Kind::Healthy, "{}", v.text);
+    }
+
+    #[test]
+    fn quota_expiry_names_the_quota_and_cpu_stat() {
+        let v = judge(&Facts {
+            wait_ns: 8 * SEC,
+            run_ns: 2 * SEC,
+            throttled_ns: 79 * SEC / 10,
+            other_ns: SEC / 10,
+            quota: Some(QuotaFacts {
+                owner: "/svc".into(),
+                cpus: 0.2,
+                nr_periods: 100,
+                nr_throttled: 100,
+                used_cpus: 0.2,
+            }),
+            ..facts()
+        });
+        assert_eq!(v.kind, Kind::QuotaExpiry);
+        assert!(
+            v.text
+                .starts_with("quota expiry: throttled 79.0 % of the time"),
+            "{}",
+            v.text
+        );
+        assert!(
+            v.text
+                .contains("/svc's quota of 0.20 CPUs; cpu.stat: 100 of 100 periods")
+        );
+        assert!(v.notes.is_empty(), "used all of its quota: {:?}", v.notes);
+    }
+
+    #[test]
+    fn host_contention_names_the_neighbour() {
+        let v = judge(&Facts {
+            wait_ns: 5 * SEC,
+            run_ns: 5 * SEC,
+            contended_ns: 5 * SEC,
+            others_charged_ns: 5 * SEC,
+            top_other: Some(("/cron".into(), 0.97, "apt-get pid 4242".into())),
+            ..facts()
+        });
+        assert_eq!(v.kind, Kind::HostContention);
+        assert!(
+            v.text
+                .contains("97 % of it behind /cron (apt-get pid 4242)"),
+            "{}",
+            v.text
+        );
+    }
+
+    #[test]
+    fn own_threads_are_self_contention() {
+        // Incident 4: concurrency inside one cgroup.
+        let v = judge(&Facts {
+            wait_ns: 30 * SEC,
+            run_ns: 20 * SEC,
+            contended_ns: 30 * SEC,
+            self_charged_ns: 27 * SEC,
+            others_charged_ns: 3 * SEC,
+            ..facts()
+        });
+        assert_eq!(v.kind, Kind::SelfContention);
+        assert!(
+            !v.text.contains("host contention"),
+            "10 % is not significant: {}",
+            v.text
+        );
+    }
+
+    #[test]
+    fn overlapping_causes_are_both_named() {
+        // Incident 2: quota and neighbours at once.
+        let v = judge(&Facts {
+            wait_ns: 6 * SEC,
+            run_ns: 2 * SEC,
+            throttled_ns: 3 * SEC,
+            contended_ns: 3 * SEC,
+            others_charged_ns: 3 * SEC,
+            ..facts()
+        });
+        assert!(matches!(v.kind, Kind::QuotaExpiry | Kind::HostContention));
+        assert!(
+            v.text.contains("quota expiry") && v.text.contains("host contention"),
+            "{}",
+            v.text
+        );
+    }
+
+    #[test]
+    fn throttled_below_quota_is_flagged() {
+        let v = judge(&Facts {
+            wait_ns: SEC,
+            run_ns: 3 * SEC,
+            throttled_ns: SEC,
+            quota: Some(QuotaFacts {
+                owner: "/jvm".into(),
+                cpus: 8.0,
+                nr_periods: 100,
+                nr_throttled: 60,
+                used_cpus: 4.8,
+            }),
+            ..facts()
+        });
+        assert_eq!(v.kind, Kind::QuotaExpiry);
+        assert_eq!(v.notes.len(), 1);
+        assert!(
+            v.notes[0].contains("4.80 CPUs on average, below its quota of 8.00"),
+            "{:?}",
+            v.notes
+        );
+        assert!(v.notes[0].contains("de53fd7aedb1"));
+    }
+
+    #[test]
+    fn wakeup_latency() {
+        let v = judge(&Facts {
+            wait_ns: SEC,
+            run_ns: SEC,
+            other_ns: SEC,
+            ..facts()
+        });
+        assert_eq!(v.kind, Kind::WakeupLatency);
+    }
+}
