@@ -326,9 +326,10 @@ fn nested() -> TestResult {
     Ok(Completion::Completed)
 }
 
-/// Two threads burst together for 40 ms of CPU each every 300 ms under a quota
-/// of 0.5 CPUs: 80 ms of work against 50 ms of quota per period, so each burst
-/// is throttled, although on average the group uses 0.27 CPUs, about half its
+/// Two threads burst together for 80 ms of CPU each every 600 ms under a quota
+/// of 0.5 CPUs. Wherever a burst falls relative to the 100 ms periods, one
+/// period sees at least 80 ms of work against 50 ms of quota, so every burst is
+/// throttled, although on average the group uses 0.27 CPUs, about half its
 /// quota. The report says so.
 fn bursts_below_quota() -> TestResult {
     let (quiet, busy) = or_skip!(cpus());
@@ -337,8 +338,8 @@ fn bursts_below_quota() -> TestResult {
     let before = cg.cpu_stat()?;
     let session = Session::start(Config::default())?;
     let load = Load::Burst {
-        every: 300,
-        spin: 40,
+        every: 600,
+        spin: 80,
     };
     let workers = [
         Worker::start(load, &cg, quiet)?,
