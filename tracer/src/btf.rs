@@ -317,10 +317,6 @@ impl Btf {
             .find(|&id| self.types[id as usize].vlen > 0)
     }
 
-    pub fn has_struct(&self, name: &str) -> bool {
-        self.composite(name).is_some()
-    }
-
     /// Finds `name` among the members of composite `id`, looking inside anonymous
     /// structs and unions; returns its bit offset from the start of `id`.
     fn find_member(&self, id: u32, name: &str) -> anyhow::Result<Option<(u32, RawMember)>> {

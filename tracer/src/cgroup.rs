@@ -210,11 +210,6 @@ impl Resolver {
     pub fn paths(&self) -> impl Iterator<Item = &String> {
         self.paths.values()
     }
-
-    /// Records a path learnt some other way (a cgroup that has since gone).
-    pub fn remember(&mut self, id: u64, path: String) {
-        self.paths.entry(id).or_insert(path);
-    }
 }
 
 /// Adds every cgroup directory under `dir` to `out` (inode -> path). Files are
