@@ -5,6 +5,7 @@
 
 mod attribution;
 mod cli;
+mod dump;
 mod jvm;
 mod waits;
 
@@ -42,6 +43,7 @@ fn main() {
     tests.extend(attribution::tests());
     tests.extend(jvm::tests());
     tests.extend(cli::tests());
+    tests.extend(dump::tests());
     libtest_mimic::run(&args, tests).exit();
 }
 

@@ -19,6 +19,36 @@ pub struct Cli {
 pub enum Command {
     /// Trace until the duration ends or Ctrl-C, then report per cgroup (needs root).
     Record(RecordArgs),
+    /// Show a dump written by `record --output`, as text or as a web page (no root needed).
+    Report(ReportArgs),
+    /// Compare two dumps per cgroup: did the fix work?
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The dump (from `tracer record --output FILE`).
+    pub file: PathBuf,
+
+    /// Write a self-contained HTML page to OUT instead of printing the report.
+    #[arg(long, value_name = "OUT")]
+    pub html: Option<PathBuf>,
+
+    /// Cgroups shown in the tables (and described on the page).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The dump from before the change.
+    pub before: PathBuf,
+    /// The dump from after it.
+    pub after: PathBuf,
+
+    /// Cgroups compared in detail.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
 }
 
 #[derive(Debug, Args)]
@@ -41,9 +71,14 @@ pub struct RecordArgs {
     #[arg(short, long = "threads", value_name = "PATTERN", value_parser = parse_pattern)]
     pub threads: Vec<String>,
 
-    /// Write everything measured to FILE as JSON.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    /// Write everything measured to FILE: a dump to attach to a bug report, read
+    /// back by `tracer report` and `tracer diff` (JSON; see docs/dump-format.md).
+    #[arg(short, long, visible_alias = "json", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Replace host and cgroup names in the dump with stable placeholders.
+    #[arg(long, requires = "output")]
+    pub redact: bool,
 
     /// Rows of the per-cgroup table.
     #[arg(long, default_value_t = 20, value_name = "N")]
@@ -125,6 +160,7 @@ mod tests {
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Record(r) => r,
+            other => panic!("not record: {other:?}"),
         })
     }
 
@@ -168,13 +204,33 @@ mod tests {
         assert_eq!(r.duration, Some(Duration::from_secs(3)));
         assert_eq!(r.cgroups, ["/a", "/b"]);
         assert_eq!(r.pids, [42, 7]);
-        assert_eq!(r.json.as_deref(), Some(std::path::Path::new("out.json")));
+        assert_eq!(r.output.as_deref(), Some(std::path::Path::new("out.json")));
         assert_eq!(r.top, 20);
         assert_eq!(r.threads, ["GC Thread*"]);
 
         let r = record(&[]).unwrap();
         assert_eq!(r.duration, None);
-        assert!(r.cgroups.is_empty() && r.pids.is_empty() && r.json.is_none());
+        assert!(r.cgroups.is_empty() && r.pids.is_empty() && r.output.is_none());
+        assert!(!r.redact);
+    }
+
+    #[test]
+    fn report_and_diff() {
+        let cli = Cli::try_parse_from(["tracer", "report", "d.json", "--html", "d.html"]).unwrap();
+        match cli.command {
+            Command::Report(r) => {
+                assert_eq!(r.file, std::path::Path::new("d.json"));
+                assert_eq!(r.html.as_deref(), Some(std::path::Path::new("d.html")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["tracer", "diff", "a.json", "b.json"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Diff(d) if d.after == std::path::Path::new("b.json"))
+        );
+        assert!(Cli::try_parse_from(["tracer", "diff", "a.json"]).is_err());
+        let r = record(&["--output", "o.json", "--redact"]).unwrap();
+        assert!(r.redact);
     }
 
     #[test]
@@ -188,5 +244,9 @@ mod tests {
         assert_eq!(record(&["--cgroup", "/"]).unwrap().cgroups, ["/"]);
         assert!(msg(&["--threads", ""]).contains("matches nothing"));
         assert!(msg(&["--threads", "VM Periodic Task Thread"]).contains("15 characters"));
+        assert!(
+            msg(&["--redact"]).contains("--output"),
+            "--redact without a file"
+        );
     }
 }

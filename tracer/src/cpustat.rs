@@ -15,6 +15,7 @@ pub struct Quota {
     pub quota_us: u64,
     pub period_us: u64,
     /// Unused quota that may carry over (`cpu.cfs_burst_us` / `cpu.max.burst`).
+    #[serde(default)]
     pub burst_us: u64,
 }
 
@@ -35,7 +36,7 @@ pub struct CpuStat {
     pub throttled_ns: u64,
     /// `cpu.stat.local` (6.6+): throttled time of this group however it was
     /// throttled, its ancestors' quotas included.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_throttled_ns: Option<u64>,
 }
 

@@ -94,11 +94,9 @@ pub fn fmt_ns(ns: u64) -> String {
     }
 }
 
-/// A power-of-two text histogram (the rows runqlat users know) of buckets as
-/// [`sparse_buckets`] lists them, spanning only the rows between the first and
-/// last non-empty one.
-pub fn render_text(buckets: &[[u64; 3]], indent: &str) -> String {
-    const WIDTH: u64 = 40;
+/// The buckets grouped into power-of-two rows `(low_ns, high_ns, count)`, from
+/// the first non-empty row to the last (the rows runqlat users know).
+pub fn log2_rows(buckets: &[[u64; 3]]) -> Vec<(u64, u64, u64)> {
     // Row r holds [2^r, 2^(r+1)) ns; row 0 also holds 0.
     let mut rows = [0u64; 64];
     for &[lo, _, n] in buckets {
@@ -107,19 +105,33 @@ pub fn render_text(buckets: &[[u64; 3]], indent: &str) -> String {
         } else {
             63 - lo.leading_zeros() as usize
         };
-        rows[row] += n;
+        rows[row] = rows[row].saturating_add(n);
     }
     let Some(first) = rows.iter().position(|&n| n > 0) else {
-        return format!("{indent}(no samples)\n");
+        return Vec::new();
     };
     let last = rows.iter().rposition(|&n| n > 0).unwrap_or(first);
-    let peak = rows[first..=last].iter().copied().max().unwrap_or(1).max(1);
+    (first..=last)
+        .map(|row| {
+            let lo = if row == 0 { 0 } else { 1u64 << row };
+            let hi = 1u64.checked_shl(row as u32 + 1).unwrap_or(u64::MAX);
+            (lo, hi, rows[row])
+        })
+        .collect()
+}
+
+/// A power-of-two text histogram of buckets as [`sparse_buckets`] lists them.
+pub fn render_text(buckets: &[[u64; 3]], indent: &str) -> String {
+    const WIDTH: u64 = 40;
+    let rows = log2_rows(buckets);
+    if rows.is_empty() {
+        return format!("{indent}(no samples)\n");
+    }
+    let peak = rows.iter().map(|r| r.2).max().unwrap_or(1).max(1);
     let mut out = String::new();
-    for (row, &n) in rows.iter().enumerate().take(last + 1).skip(first) {
-        let lo = if row == 0 { 0 } else { 1u64 << row };
-        let hi = 1u64.checked_shl(row as u32 + 1).unwrap_or(u64::MAX);
+    for (lo, hi, n) in rows {
         // Round up so that a non-zero row always shows.
-        let bar = (n * WIDTH).div_ceil(peak) as usize;
+        let bar = (n.saturating_mul(WIDTH)).div_ceil(peak) as usize;
         out.push_str(&format!(
             "{indent}{:>8} .. {:<8} |{:<width$}| {n}\n",
             fmt_ns(lo),

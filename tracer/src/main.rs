@@ -1,7 +1,10 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tracer::cli::{Cli, Command};
+use tracer::{
+    cli::{Cli, Command},
+    commands,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -17,7 +20,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Record(args) => tracer::record::run(args).await,
+            Command::Record(args) => commands::record::run(args).await,
+            Command::Report(args) => commands::report::run(args),
+            Command::Diff(args) => commands::diff::run(args),
         }
     });
     match result {

@@ -1,12 +1,12 @@
 //! What `/proc` says about a process or thread selected with `--pid`.
 
 use anyhow::{Context as _, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{CpuHierarchy, Mode};
 
 /// Whether an id selects a whole process or one of its threads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PidKind {
     Process,

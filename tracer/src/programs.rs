@@ -9,7 +9,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{BtfTracePoint, ProgramError},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracer_common::{
     layout::KernelLayout,
     maps::{GLOBAL_LAYOUT, GLOBAL_SELECTIONS, MAP_CGROUP_STATS, MAP_CPU_STATE},
@@ -65,16 +65,16 @@ pub const PROBES: &[Probe] = &[
 ];
 
 /// What happened to one probe, for the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeStatus {
     pub name: String,
     pub kind: String,
     pub attached: bool,
     /// Instructions the verifier processed to accept the program: how close it
     /// is to the kernel's limit of one million.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_insns: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 

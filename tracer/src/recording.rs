@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracer_common::{hist::LatencyHist, maps::Counter};
 
 use crate::{
     cgroup::Mode,
     cpustat::{CpuStat, Quota},
+    hdr,
     histogram::{Summary, sparse_buckets, summarize},
     process::PidKind,
     programs::ProbeStatus,
@@ -17,26 +18,41 @@ use crate::{
     verdict::Verdict,
 };
 
-/// A duration distribution: the summary figures and the non-empty buckets as
-/// `[low_ns, high_ns, count]` (high exclusive).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+/// A duration distribution: the summary figures, and the whole distribution as
+/// an HdrHistogram (V2 compressed, base64) that any HdrHistogram tool reads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WaitHistogram {
     #[serde(flatten)]
     pub summary: Summary,
+    #[serde(default)]
+    pub hdr: String,
+    /// The tracer's own buckets as `[low_ns, high_ns, count]` (high exclusive).
+    /// Not written: rebuilt exactly from `hdr` when a dump is read, since each
+    /// bucket went into it at a value of its own range. (Record JSON from before
+    /// the dump format carried them; they are read from there.)
+    #[serde(default, skip_serializing)]
     pub buckets: Vec<[u64; 3]>,
 }
 
 impl WaitHistogram {
     pub fn from_hist(h: &LatencyHist) -> Self {
+        Self::from_buckets(summarize(h), sparse_buckets(h))
+    }
+
+    pub fn from_buckets(summary: Summary, buckets: Vec<[u64; 3]>) -> Self {
+        // Only fails on values HdrHistogram cannot hold, which the tracer's
+        // buckets never have; an empty `hdr` reads back as "not recorded".
+        let hdr = hdr::encode(&buckets, summary.max_ns).unwrap_or_default();
         Self {
-            summary: summarize(h),
-            buckets: sparse_buckets(h),
+            summary,
+            hdr,
+            buckets,
         }
     }
 }
 
 /// A process that held the CPU while the victim waited.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlamedProcess {
     pub tgid: u32,
     pub comm: String,
@@ -44,7 +60,7 @@ pub struct BlamedProcess {
 }
 
 /// A cgroup that held the CPU while the victim waited, and its processes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blame {
     pub path: String,
     pub id: u64,
@@ -54,7 +70,7 @@ pub struct Blame {
 }
 
 /// The wait of a group of tasks, split by cause.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WaitSplit {
     pub runnable_wait: WaitHistogram,
     /// The cfs_rq hierarchy was throttled (CFS bandwidth).
@@ -73,7 +89,7 @@ pub struct WaitSplit {
 }
 
 /// The quota a cgroup is under, its own or an ancestor's.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuotaInfo {
     #[serde(flatten)]
     pub quota: Quota,
@@ -81,9 +97,25 @@ pub struct QuotaInfo {
     pub owner: String,
 }
 
+impl QuotaInfo {
+    /// `20.0 ms per 100 ms (0.20 CPUs)`, and where it is set unless on `path`.
+    pub fn describe(&self, path: &str) -> String {
+        let mut s = format!(
+            "{} per {} ({:.2} CPUs)",
+            crate::histogram::fmt_ns(self.quota.quota_us * 1_000),
+            crate::histogram::fmt_ns(self.quota.period_us * 1_000),
+            self.quota.cpus()
+        );
+        if self.owner != path {
+            s.push_str(&format!(", set on {}", self.owner));
+        }
+        s
+    }
+}
+
 /// Throttle episodes of a cgroup's cfs_rqs: how often and how long it could not
 /// run because a quota ran out.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Episodes {
     pub count: u64,
     pub total_ns: u64,
@@ -94,7 +126,7 @@ pub struct Episodes {
     pub throttled_by: BTreeMap<String, u64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CgroupEntry {
     /// Path in the cpu controller's hierarchy, from its root (`/` is the root).
     /// `?/name` for a cgroup removed before it could be resolved.
@@ -105,20 +137,20 @@ pub struct CgroupEntry {
     pub wait: WaitSplit,
     /// How long its tasks ran each time they got a CPU.
     pub on_cpu: WaitHistogram,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaInfo>,
     /// `cpu.stat` (and `cpu.stat.local`) deltas over the session, for cgroups
     /// under a quota.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_stat: Option<CpuStat>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle_episodes: Option<Episodes>,
     #[serde(flatten)]
     pub verdict: Verdict,
 }
 
 /// A `--pid` selection.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PidEntry {
     pub pid: u32,
     pub kind: PidKind,
@@ -133,7 +165,7 @@ pub struct PidEntry {
 }
 
 /// A `--threads` selection.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ThreadsEntry {
     pub pattern: String,
     /// The threads that matched during the session.
@@ -148,7 +180,7 @@ pub struct ThreadsEntry {
 }
 
 /// Event counts by their stable names (see [`Counter::name`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Events(BTreeMap<String, u64>);
 
@@ -178,10 +210,21 @@ impl Events {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// Everything a session measured: what `--output` / `--json` write (see
+/// `docs/dump-format.md`) and what `tracer report` reads back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recording {
+    /// Always [`crate::dump::FORMAT`].
+    #[serde(default)]
+    pub format: String,
+    /// [`crate::dump::VERSION`] when written; 0 for record JSON from before it.
+    #[serde(default)]
+    pub format_version: u32,
     pub tool: String,
     pub tool_version: String,
+    /// Host name (a placeholder in a `--redact`ed dump).
+    #[serde(default)]
+    pub host: String,
     pub kernel: String,
     pub cpus: usize,
     pub cgroup_mode: Mode,
@@ -196,6 +239,41 @@ pub struct Recording {
     pub events: Events,
     /// Sorted by total runnable wait, largest first.
     pub cgroups: Vec<CgroupEntry>,
+    #[serde(default)]
     pub pids: Vec<PidEntry>,
+    #[serde(default)]
     pub threads: Vec<ThreadsEntry>,
+}
+
+impl Recording {
+    /// Every histogram in it, with where it is (for messages).
+    pub fn histograms_mut(&mut self) -> Vec<(String, &mut WaitHistogram)> {
+        let mut out = Vec::new();
+        for (i, c) in self.cgroups.iter_mut().enumerate() {
+            let at = format!("cgroups[{i}] ({})", c.path);
+            out.push((format!("{at}.runnable_wait"), &mut c.wait.runnable_wait));
+            out.push((format!("{at}.on_cpu"), &mut c.on_cpu));
+            if let Some(e) = &mut c.throttle_episodes {
+                out.push((
+                    format!("{at}.throttle_episodes.durations"),
+                    &mut e.durations,
+                ));
+            }
+        }
+        for (i, p) in self.pids.iter_mut().enumerate() {
+            out.push((
+                format!("pids[{i}].runnable_wait"),
+                &mut p.wait.runnable_wait,
+            ));
+            out.push((format!("pids[{i}].on_cpu"), &mut p.on_cpu));
+        }
+        for (i, t) in self.threads.iter_mut().enumerate() {
+            out.push((
+                format!("threads[{i}].runnable_wait"),
+                &mut t.wait.runnable_wait,
+            ));
+            out.push((format!("threads[{i}].on_cpu"), &mut t.on_cpu));
+        }
+        out
+    }
 }

@@ -177,16 +177,7 @@ fn cgroup_details(out: &mut String, c: &CgroupEntry) {
     verdict_lines(out, &c.verdict);
     split_line(out, &c.wait, &c.on_cpu);
     if let Some(q) = &c.quota {
-        let mut line = format!(
-            "  quota: {} per {} ({:.2} CPUs)",
-            fmt_ns(q.quota.quota_us * 1_000),
-            fmt_ns(q.quota.period_us * 1_000),
-            q.quota.cpus()
-        );
-        if q.owner != c.path {
-            let _ = write!(line, ", set on {}", q.owner);
-        }
-        let _ = writeln!(out, "{line}");
+        let _ = writeln!(out, "  quota: {}", q.describe(&c.path));
     }
     if c.cpu_stat.is_some() || c.wait.throttled_ns > 0 {
         // The traced figure beside the kernel's own counters.
@@ -506,8 +497,11 @@ mod tests {
             ..Facts::default()
         });
         Recording {
+            format: crate::dump::FORMAT.into(),
+            format_version: crate::dump::VERSION,
             tool: "tracer".into(),
             tool_version: "0.1.0".into(),
+            host: "test-host".into(),
             kernel: "6.18.0".into(),
             cpus: 2,
             cgroup_mode: Mode::Hybrid,

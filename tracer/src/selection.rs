@@ -7,7 +7,7 @@ use std::{
     path::Path,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::process::{self, PidKind};
 
@@ -25,7 +25,7 @@ pub enum Target {
 }
 
 /// A thread matched by a `--threads` pattern.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MatchedThread {
     pub tid: u32,
     pub tgid: u32,

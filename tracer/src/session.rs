@@ -64,8 +64,10 @@ impl Default for Config {
 
 /// How often `/proc` is scanned for threads matching `--threads`.
 const THREAD_SCAN_EVERY: Duration = Duration::from_secs(1);
-/// Occupants and processes kept per victim in the report.
-const BLAME_TOP: usize = 10;
+/// Occupant cgroups kept per victim, and processes per occupant: enough to name
+/// who held the CPU, few enough that a dump of hundreds of cgroups stays small.
+const BLAME_CGROUPS: usize = 8;
+const BLAME_PROCESSES: usize = 3;
 
 /// A cgroup under a quota (its own or an ancestor's), as it was at the start.
 struct Limited {
@@ -445,8 +447,11 @@ impl Session {
         });
 
         Ok(Recording {
+            format: crate::dump::FORMAT.into(),
+            format_version: crate::dump::VERSION,
             tool: "tracer".into(),
             tool_version: env!("CARGO_PKG_VERSION").into(),
+            host: host_name(),
             kernel: kernel_release(),
             cpus: online_cpus(),
             cgroup_mode: self.resolver.hierarchy().mode,
@@ -561,7 +566,7 @@ impl Session {
             .map(|(id, mut processes)| {
                 processes.sort_by_key(|p| std::cmp::Reverse(p.ns));
                 let ns = processes.iter().map(|p| p.ns).sum();
-                processes.truncate(BLAME_TOP);
+                processes.truncate(BLAME_PROCESSES);
                 Blame {
                     path: self.path_of(id),
                     id,
@@ -571,7 +576,7 @@ impl Session {
             })
             .collect();
         out.sort_by_key(|b| std::cmp::Reverse(b.ns));
-        out.truncate(BLAME_TOP);
+        out.truncate(BLAME_CGROUPS);
         out
     }
 
@@ -726,6 +731,12 @@ fn snapshot_limited(resolver: &mut Resolver) -> BTreeMap<String, Limited> {
         }
     }
     out
+}
+
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 pub fn kernel_release() -> String {

@@ -2,7 +2,7 @@
 //! waited, with the figure behind it: its own quota, other cgroups holding the
 //! CPU, its own threads outnumbering the CPUs, or not enough to matter.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::histogram::fmt_ns;
 
@@ -18,7 +18,7 @@ pub const SIGNIFICANT_CAUSE: f64 = 0.2;
 /// quota ran out within periods although it suffices on average.
 pub const BELOW_QUOTA: f64 = 0.8;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Healthy,
@@ -75,14 +75,18 @@ pub struct QuotaFacts {
 
 /// In JSON, flattened into its owner as `verdict` (the kind), `verdict_text` and
 /// `verdict_notes`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     #[serde(rename = "verdict")]
     pub kind: Kind,
     #[serde(rename = "verdict_text")]
     pub text: String,
     /// Further observations (e.g. throttled below quota).
-    #[serde(rename = "verdict_notes", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "verdict_notes",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub notes: Vec<String>,
 }
 

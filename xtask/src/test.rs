@@ -13,8 +13,11 @@ pub struct Options {
 
 pub fn run(options: Options) -> anyhow::Result<()> {
     setup::ensure()?;
-    // A real JVM for the GC-thread test.
-    setup::apt_packages(&["openjdk-17-jdk-headless"], "for the JVM test")?;
+    // A real JVM for the GC-thread test, a real browser for the HTML report test.
+    setup::apt_packages(
+        &["openjdk-17-jdk-headless", "chromium"],
+        "for the JVM and HTML report tests",
+    )?;
     // The CLI tests run the real binary; build it with the tests' profile.
     println!("test: cargo build -p tracer");
     cmd::run(cmd::cargo().args(["build", "-p", "tracer"]))?;

@@ -1,6 +1,6 @@
 //! `tracer record`: trace until the duration ends or a signal, then report.
 
-use std::{fs::File, io::Write as _, time::Duration};
+use std::{fs::File, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
@@ -10,6 +10,7 @@ use tokio::{
 
 use crate::{
     cli::RecordArgs,
+    dump, redact,
     report::{self, TextOptions},
     session::{Config, Session},
 };
@@ -18,14 +19,13 @@ use crate::{
 const DRAIN_EVERY: Duration = Duration::from_millis(250);
 
 pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
-    // Open the output first: a bad path should fail before tracing, not after.
-    let json = args
-        .json
-        .as_ref()
-        .map(|path| {
-            File::create(path).with_context(|| format!("cannot write --json {}", path.display()))
-        })
-        .transpose()?;
+    // A bad output path should fail before tracing, not after.
+    if let Some(path) = &args.output {
+        let probe = path.with_extension("probe.tmp");
+        File::create(&probe)
+            .with_context(|| format!("cannot write --output {}", path.display()))?;
+        let _ = std::fs::remove_file(&probe);
+    }
 
     let mut session = Session::start(Config {
         cgroups: args.cgroups.clone(),
@@ -66,11 +66,12 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
             }
         )
     );
-    if let (Some(mut file), Some(path)) = (json, args.json.as_ref()) {
-        serde_json::to_writer_pretty(&mut file, &recording)
-            .map_err(std::io::Error::from)
-            .and_then(|()| file.write_all(b"\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
+    if let Some(path) = &args.output {
+        let mut recording = recording;
+        if args.redact {
+            redact::redact(&mut recording);
+        }
+        dump::write(path, &recording)?;
         eprintln!("Wrote {}", path.display());
     }
     Ok(())

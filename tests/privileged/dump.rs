@@ -1,0 +1,280 @@
+//! Dumps end to end: what `record --output` writes, `report` shows the same way
+//! without privileges, `--redact` hides names, and the HTML page renders in a
+//! real browser.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use libtest_mimic::{Completion, Failed, Trial};
+use tracer::dump;
+use tracer_tests::{Load, TestCgroup, Worker, tracer_bin, tracer_command};
+
+use crate::{TestResult, check, cpus, measured, or_skip, privileged};
+
+pub fn tests() -> Vec<Trial> {
+    vec![
+        privileged("a_recorded_dump_reports_the_same_without_root", round_trip),
+        privileged("a_redacted_dump_names_no_cgroup_or_host", redacted),
+        Trial::ignorable_test("the_html_report_renders_in_chromium", html_in_chromium),
+    ]
+}
+
+fn bin() -> Result<PathBuf, Completion> {
+    tracer_bin().ok_or_else(|| {
+        Completion::ignored_with("tracer binary not built (run the tests with `cargo xtask test`)")
+    })
+}
+
+/// A scratch directory anyone may write to (the unprivileged runs write there).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("tracer-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+        Ok(Self(dir))
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `nobody` when the tests run as root, so that the reading side proves it
+/// needs no privilege.
+fn unprivileged() -> Option<u32> {
+    (unsafe { libc::geteuid() } == 0).then_some(65534)
+}
+
+fn run(bin: &Path, args: &[&str], uid: Option<u32>) -> Result<String, Failed> {
+    let out = tracer_command(bin, args, uid).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "tracer {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `tracer report` of a dump prints exactly what `tracer record` printed when it
+/// wrote it, as an unprivileged user; the page and a diff come out of it too.
+fn round_trip() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let bin = or_skip!(bin());
+    let a = TestCgroup::create("dump-a")?;
+    let b = TestCgroup::create("dump-b")?;
+    let _wa = Worker::start(Load::Spin, &a, busy)?;
+    let _wb = Worker::start(Load::Spin, &b, busy)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let scratch = Scratch::new("dump")?;
+    let file = scratch.file("session.json");
+    let recorded = run(
+        &bin,
+        &["record", "--duration", "2s", "--output", &file],
+        None,
+    )?;
+    let size = std::fs::metadata(&file)?.len();
+    let reported = run(&bin, &["report", &file], unprivileged())?;
+    measured(format!("dump of {size} bytes"));
+    check(reported == recorded, || {
+        let line = recorded
+            .lines()
+            .zip(reported.lines())
+            .position(|(x, y)| x != y)
+            .unwrap_or(0);
+        format!(
+            "report differs from record at line {}: {:?} vs {:?}",
+            line + 1,
+            recorded.lines().nth(line),
+            reported.lines().nth(line)
+        )
+    })?;
+    check(
+        recorded.contains(&a.path) && recorded.contains(&b.path),
+        || format!("the workloads' cgroups are missing:\n{recorded}"),
+    )?;
+    let page = scratch.file("session.html");
+    run(&bin, &["report", &file, "--html", &page], unprivileged())?;
+    let html = std::fs::read_to_string(&page)?;
+    check(html.contains(&format!("data-path=\"{}\"", a.path)), || {
+        "the page lacks a workload's cgroup".into()
+    })?;
+    let diff = run(&bin, &["diff", &file, &file], unprivileged())?;
+    check(diff.contains(&a.path) && diff.contains("(+0 %)"), || {
+        diff.clone()
+    })?;
+    // The library reads it back to the same figures.
+    let rec = dump::read(Path::new(&file))?;
+    let entry = rec
+        .cgroups
+        .iter()
+        .find(|c| c.path == a.path)
+        .ok_or("cgroup missing from the dump")?;
+    check(
+        entry.wait.contended_ns > 0 && !entry.wait.runnable_wait.hdr.is_empty(),
+        || format!("{entry:?}"),
+    )?;
+    Ok(Completion::Completed)
+}
+
+/// `--redact`: neither the host name nor any cgroup name is in the file, and it
+/// still reads.
+fn redacted() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let bin = or_skip!(bin());
+    let secret = TestCgroup::create("customer-secret")?;
+    let _w = Worker::start(Load::Spin, &secret, busy)?;
+    let scratch = Scratch::new("redact")?;
+    let file = scratch.file("redacted.json");
+    let recorded = run(
+        &bin,
+        &["record", "--duration", "1s", "--output", &file, "--redact"],
+        None,
+    )?;
+    check(recorded.contains(&secret.path), || {
+        "the terminal report is not redacted, only the dump".into()
+    })?;
+    let text = std::fs::read_to_string(&file)?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    for hidden in ["customer-secret", "tracer-test-", host.trim()] {
+        check(!text.contains(hidden), || {
+            format!("{hidden:?} is in the redacted dump")
+        })?;
+    }
+    let reported = run(&bin, &["report", &file], unprivileged())?;
+    check(reported.contains("/c-"), || {
+        format!("no placeholder in:\n{reported}")
+    })?;
+    Ok(Completion::Completed)
+}
+
+/// The page from the committed dump, loaded in headless Chromium: what the
+/// browser built shows every cgroup, its verdict, and bars of the right sizes.
+fn html_in_chromium() -> TestResult {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        return Ok(Completion::ignored_with(
+            "no Chromium (Debian package chromium; `cargo xtask test` installs it)",
+        ));
+    };
+    let bin = or_skip!(bin());
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tracer/tests/fixtures/dump-v1.json");
+    let rec = dump::read(&fixture)?;
+    let scratch = Scratch::new("html")?;
+    let page = scratch.file("page.html");
+    run(
+        &bin,
+        &["report", &fixture.to_string_lossy(), "--html", &page],
+        unprivileged(),
+    )?;
+    let browse = |extra: &[&str]| -> Result<std::process::Output, Failed> {
+        Ok(Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1280,2000",
+            ])
+            .arg(format!("--user-data-dir={}", scratch.file("profile")))
+            .args(extra)
+            .arg(format!("file://{page}"))
+            .output()?)
+    };
+    let dom = browse(&["--dump-dom"])?;
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    check(
+        dom.contains(&format!("<h1>Scheduler report for {}</h1>", rec.host)),
+        || {
+            format!(
+                "no title in what Chromium rendered:\n{}",
+                &dom[..dom.len().min(2000)]
+            )
+        },
+    )?;
+    for c in &rec.cgroups {
+        let row = dom
+            .split("<tr class=\"cgroup\"")
+            .find(|r| r.contains(&format!("data-path=\"{}\"", c.path)))
+            .ok_or_else(|| format!("no summary row for {}", c.path))?;
+        check(row.contains(c.verdict.kind.label()), || {
+            format!("{}: verdict {} not shown", c.path, c.verdict.kind.label())
+        })?;
+        // The throttled part of the bar is as wide as the throttled share says.
+        let throttled = c.wait.throttled_ns as f64 * 100.0 / rec.duration_ns as f64;
+        if throttled >= 0.05 {
+            check(
+                row.contains(&format!(
+                    "class=\"throttled\" data-share=\"{throttled:.1}\""
+                )),
+                || format!("{}: no throttled bar of {throttled:.1} %", c.path),
+            )?;
+        }
+    }
+    // As the browser serializes text: only &, < and > escaped.
+    let as_text = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let verdicts = rec
+        .cgroups
+        .iter()
+        .filter(|c| dom.contains(&as_text(&c.verdict.text)))
+        .count();
+    check(verdicts == rec.cgroups.len(), || {
+        let missing: Vec<&str> = rec
+            .cgroups
+            .iter()
+            .filter(|c| !dom.contains(&as_text(&c.verdict.text)))
+            .map(|c| c.verdict.text.as_str())
+            .collect();
+        format!(
+            "{verdicts} of {} verdicts shown; missing {missing:?}",
+            rec.cgroups.len()
+        )
+    })?;
+    // And it paints: a full-size screenshot.
+    let shot = scratch.file("page.png");
+    browse(&[&format!("--screenshot={shot}")])?;
+    let png = std::fs::read(&shot).map_err(|e| format!("no screenshot: {e}"))?;
+    check(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000,
+        || format!("screenshot of {} bytes", png.len()),
+    )?;
+    let width = u32::from_be_bytes(png[16..20].try_into()?);
+    check(width == 1280, || format!("screenshot {width} pixels wide"))?;
+    measured(format!(
+        "{} cgroups rendered, screenshot {} bytes",
+        rec.cgroups.len(),
+        png.len()
+    ));
+    Ok(Completion::Completed)
+}

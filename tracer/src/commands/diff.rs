@@ -1,0 +1,10 @@
+//! `tracer diff BEFORE AFTER`: two dumps compared per cgroup.
+
+use crate::{cli::DiffArgs, diff, dump};
+
+pub fn run(args: DiffArgs) -> anyhow::Result<()> {
+    let before = dump::read(&args.before)?;
+    let after = dump::read(&args.after)?;
+    print!("{}", diff::render(&before, &after, args.top));
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The subcommands, one module each.
+
+pub mod diff;
+pub mod record;
+pub mod report;

@@ -1,0 +1,155 @@
+//! `--redact`: host and cgroup names replaced by placeholders before a dump
+//! leaves the machine.
+//!
+//! Placeholders are stable: the same name always becomes the same placeholder
+//! (a hash of it), on any host and in any session, so that redacted dumps of a
+//! before and an after still line up in `tracer diff`. The hierarchy stays
+//! visible (`/c-1f2e3d4c/c-5a6b7c8d`); the root stays `/`. Process names are kept:
+//! they say what ran, which is the point of a report.
+
+use std::collections::BTreeMap;
+
+use crate::recording::Recording;
+
+/// FNV-1a, 32 bits: stable across Rust releases, unlike the std hasher.
+fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+fn placeholder(prefix: &str, name: &str) -> String {
+    format!("{prefix}-{:08x}", fnv1a(name))
+}
+
+/// A cgroup path with every component replaced; `?/name` (a cgroup that was
+/// gone before it could be located) keeps its `?/`.
+pub fn redact_path(path: &str) -> String {
+    let (lead, rest) = match path.strip_prefix("?/") {
+        Some(rest) => ("?", rest),
+        None => ("", path.trim_start_matches('/')),
+    };
+    if rest.is_empty() {
+        return if lead.is_empty() {
+            "/".into()
+        } else {
+            "?/".into()
+        };
+    }
+    let parts: Vec<String> = rest.split('/').map(|c| placeholder("c", c)).collect();
+    format!("{lead}/{}", parts.join("/"))
+}
+
+/// Replaces the host name and every cgroup path in `rec`, in the free text of
+/// the verdicts too.
+pub fn redact(rec: &mut Recording) {
+    let mut paths: BTreeMap<String, String> = BTreeMap::new();
+    let mut map = |p: &mut String| {
+        let redacted = redact_path(p);
+        paths.insert(p.clone(), redacted.clone());
+        *p = redacted;
+    };
+    for c in &mut rec.cgroups {
+        map(&mut c.path);
+        if let Some(q) = &mut c.quota {
+            map(&mut q.owner);
+        }
+        for b in &mut c.wait.blame {
+            map(&mut b.path);
+        }
+        if let Some(e) = &mut c.throttle_episodes {
+            let by = std::mem::take(&mut e.throttled_by);
+            for (mut path, n) in by {
+                if path.starts_with('/') || path.starts_with("?/") {
+                    map(&mut path);
+                }
+                *e.throttled_by.entry(path).or_default() += n;
+            }
+        }
+    }
+    for p in &mut rec.pids {
+        if let Some(c) = &mut p.cgroup {
+            map(c);
+        }
+        for b in &mut p.wait.blame {
+            map(&mut b.path);
+        }
+    }
+    for t in &mut rec.threads {
+        for b in &mut t.wait.blame {
+            map(&mut b.path);
+        }
+    }
+    let host = placeholder("host", &rec.host);
+    // Longest first, so that /a/b is replaced before /a.
+    let mut replacements: Vec<(String, String)> =
+        paths.into_iter().filter(|(from, _)| from != "/").collect();
+    replacements.push((rec.host.clone(), host.clone()));
+    replacements.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+    let scrub = |text: &mut String| {
+        for (from, to) in &replacements {
+            if !from.is_empty() && text.contains(from.as_str()) {
+                *text = text.replace(from.as_str(), to);
+            }
+        }
+    };
+    for v in rec
+        .cgroups
+        .iter_mut()
+        .map(|c| &mut c.verdict)
+        .chain(rec.pids.iter_mut().map(|p| &mut p.verdict))
+        .chain(rec.threads.iter_mut().map(|t| &mut t.verdict))
+    {
+        scrub(&mut v.text);
+        v.notes.iter_mut().for_each(&scrub);
+    }
+    rec.host = host;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dump;
+
+    #[test]
+    fn paths_keep_their_shape() {
+        assert_eq!(redact_path("/"), "/");
+        let a = redact_path("/kubepods/pod1/abc");
+        assert_eq!(a.matches('/').count(), 3);
+        assert!(a.starts_with("/c-") && !a.contains("kubepods"), "{a}");
+        // Stable, and a shared prefix stays shared.
+        assert_eq!(redact_path("/kubepods/pod1/abc"), a);
+        assert!(redact_path("/kubepods/pod2").starts_with(&a[..12]));
+        assert!(redact_path("?/gone").starts_with("?/c-"));
+        assert_ne!(redact_path("/a"), redact_path("/b"));
+    }
+
+    #[test]
+    fn a_redacted_dump_names_no_cgroup_or_host() {
+        let mut rec = dump::parse(include_bytes!("../tests/fixtures/record-v0.json")).unwrap();
+        rec.host = "db-prod-17.example.com".into();
+        let before = dump::to_json(&rec).unwrap();
+        assert!(before.contains("/svc") && before.contains("/neighbour"));
+        redact(&mut rec);
+        let after = dump::to_json(&rec).unwrap();
+        for secret in ["/svc", "/neighbour", "db-prod-17"] {
+            assert!(
+                !after.contains(secret),
+                "{secret} left in the redacted dump"
+            );
+        }
+        assert!(rec.host.starts_with("host-"));
+        // Still a dump, and the verdicts still read.
+        let back = dump::parse(after.as_bytes()).unwrap();
+        let svc = back
+            .cgroups
+            .iter()
+            .find(|c| c.path == redact_path("/svc"))
+            .unwrap();
+        assert!(
+            svc.verdict.text.contains(&redact_path("/svc")),
+            "{}",
+            svc.verdict.text
+        );
+    }
+}
