@@ -175,7 +175,11 @@ impl CpuHierarchy {
 #[derive(Debug)]
 pub struct Resolver {
     hierarchy: CpuHierarchy,
+    /// The cgroups of the last scan.
     paths: HashMap<u64, String>,
+    /// Cgroups seen in an earlier scan but gone since: still named in reports
+    /// until [`Self::forget`].
+    retired: HashMap<u64, String>,
 }
 
 impl Resolver {
@@ -183,6 +187,7 @@ impl Resolver {
         let mut r = Self {
             hierarchy,
             paths: HashMap::new(),
+            retired: HashMap::new(),
         };
         r.rescan();
         r
@@ -192,18 +197,39 @@ impl Resolver {
         &self.hierarchy
     }
 
-    /// Walks the whole hierarchy again (cgroups come and go).
+    /// Walks the whole hierarchy again (cgroups come and go). Cgroups no longer
+    /// there are retired, not forgotten.
     pub fn rescan(&mut self) {
         let prefix = self.hierarchy.mount_root.trim_end_matches('/').to_owned();
-        scan_tree(&self.hierarchy.mount, &prefix, &mut self.paths);
+        let mut fresh = HashMap::with_capacity(self.paths.len());
+        scan_tree(&self.hierarchy.mount, &prefix, &mut fresh);
+        for (id, path) in self.paths.drain() {
+            if !fresh.contains_key(&id) {
+                self.retired.insert(id, path);
+            }
+        }
+        self.paths = fresh;
     }
 
     /// The path of a cgroup id, rescanning once if it is not known yet.
     pub fn resolve(&mut self, id: u64) -> Option<String> {
-        if !self.paths.contains_key(&id) {
+        if !self.paths.contains_key(&id) && !self.retired.contains_key(&id) {
             self.rescan();
         }
-        self.paths.get(&id).cloned()
+        self.paths
+            .get(&id)
+            .or_else(|| self.retired.get(&id))
+            .cloned()
+    }
+
+    /// Whether the last scan found the cgroup.
+    pub fn is_present(&self, id: u64) -> bool {
+        self.paths.contains_key(&id)
+    }
+
+    /// Drops a retired cgroup's path.
+    pub fn forget(&mut self, id: u64) {
+        self.retired.remove(&id);
     }
 
     /// Every cgroup path known.
@@ -352,6 +378,14 @@ mod tests {
         // A cgroup created after the first scan is found by the rescan.
         std::fs::create_dir(root.join("late")).unwrap();
         assert_eq!(r.resolve(ino("late")).as_deref(), Some("/late"));
+        // A removed one keeps its name until forgotten.
+        let other = ino("other");
+        std::fs::remove_dir(root.join("other")).unwrap();
+        r.rescan();
+        assert!(!r.is_present(other));
+        assert_eq!(r.resolve(other).as_deref(), Some("/other"));
+        r.forget(other);
+        assert_eq!(r.resolve(other), None);
         assert_eq!(hierarchy.id_of("/a/b").unwrap(), ino("a/b"));
         assert!(hierarchy.id_of("/missing").is_err());
     }

@@ -22,6 +22,7 @@ pub mod programs;
 pub mod recording;
 pub mod redact;
 pub mod report;
+pub mod sample;
 pub mod selection;
 pub mod session;
 pub mod verdict;

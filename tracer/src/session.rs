@@ -13,7 +13,6 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuHashMap, RingBuf},
 };
 use tracer_common::{
-    hist::LatencyHist,
     layout::KernelLayout,
     maps::{
         BlameKey, BlameValue, CgroupStats, Counter, CpuState, DEFAULT_MAX_CGROUPS, EpisodeRecord,
@@ -34,6 +33,7 @@ use crate::{
         Blame, BlamedProcess, CgroupEntry, Episodes, Events, PidEntry, QuotaInfo, Recording,
         ThreadsEntry, WaitHistogram, WaitSplit,
     },
+    sample::{BlamePair, EpisodeTotals, Sample, SparseHist, Totals},
     selection::{Target, ThreadScanner, pid_target},
     verdict::{self, Facts, QuotaFacts},
 };
@@ -69,18 +69,9 @@ const THREAD_SCAN_EVERY: Duration = Duration::from_secs(1);
 const BLAME_CGROUPS: usize = 8;
 const BLAME_PROCESSES: usize = 3;
 
-/// A cgroup under a quota (its own or an ancestor's), as it was at the start.
-struct Limited {
-    quota: QuotaInfo,
-    start: Option<CpuStat>,
-}
-
-#[derive(Default)]
-struct EpisodeAcc {
-    hist: LatencyHist,
-    per_cpu: BTreeMap<u32, (u64, u64)>,
-    throttled_by: BTreeMap<u64, u64>,
-}
+/// Cgroup ids missing from the hierarchy in this many consecutive rescans are
+/// taken as gone (one miss may be a cgroup created after the rescan).
+const GONE_AFTER: u32 = 2;
 
 pub struct Session {
     ebpf: Ebpf,
@@ -99,13 +90,19 @@ pub struct Session {
     untraced: BTreeMap<u32, u64>,
     /// Leaf names from new-cgroup records, for cgroups gone before the end.
     names: HashMap<u64, String>,
-    episodes: HashMap<u64, EpisodeAcc>,
-    limited: BTreeMap<String, Limited>,
+    /// Throttle episodes from the ring buffer, per cgroup id.
+    episodes: BTreeMap<u64, EpisodeTotals>,
+    /// The quota each cgroup under one is under, by path.
+    quotas: BTreeMap<String, QuotaInfo>,
+    /// `cpu.stat` of those cgroups when the programs were attached (or when
+    /// the cgroup was first seen).
+    start_stats: BTreeMap<String, CpuStat>,
+    /// Cgroup ids in the kernel's maps that the hierarchy lacked, and how many
+    /// rescans in a row it did.
+    missing: HashMap<u64, u32>,
     started: Instant,
     started_unix_ns: u64,
-    detached_after: Option<Duration>,
-    /// `cpu.stat` of the limited cgroups when the programs were detached.
-    end_stats: Option<BTreeMap<String, CpuStat>>,
+    detached: bool,
 }
 
 impl Session {
@@ -180,19 +177,20 @@ impl Session {
             last_scan: Instant::now(),
             untraced: BTreeMap::new(),
             names: HashMap::new(),
-            episodes: HashMap::new(),
-            limited: BTreeMap::new(),
+            episodes: BTreeMap::new(),
+            quotas: BTreeMap::new(),
+            start_stats: BTreeMap::new(),
+            missing: HashMap::new(),
             started: Instant::now(),
             started_unix_ns: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0),
-            detached_after: None,
-            end_stats: None,
+            detached: false,
         };
         session.select_pids()?;
         session.scan_threads()?;
-        session.limited = snapshot_limited(&mut session.resolver);
+        session.refresh_quotas();
         Ok(session)
     }
 
@@ -275,7 +273,9 @@ impl Session {
                     let record: EpisodeRecord =
                         unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
                     let acc = self.episodes.entry(record.cgroup_id).or_default();
-                    acc.hist.record(record.duration_ns);
+                    let mut hist = acc.durations.to_hist();
+                    hist.record(record.duration_ns);
+                    acc.durations = SparseHist::from_hist(&hist);
                     let cpu = acc.per_cpu.entry(record.cpu).or_default();
                     cpu.0 += 1;
                     cpu.1 += record.duration_ns;
@@ -293,16 +293,52 @@ impl Session {
     /// freed when the session is dropped.
     pub fn stop(mut self) -> anyhow::Result<Recording> {
         programs::detach_all(&mut self.ebpf);
-        self.detached_after = Some(self.started.elapsed());
-        // Right away: a throttle ending after the detach must not count on one
-        // side only.
-        self.end_stats = Some(self.read_limited_stats());
-        self.read()
+        self.detached = true;
+        let sample = self.sample()?;
+        Ok(self.recording(&sample, None))
     }
 
-    /// `cpu.stat` now, of every cgroup that was under a quota at the start.
-    fn read_limited_stats(&self) -> BTreeMap<String, CpuStat> {
-        self.limited
+    /// Detaches every program and returns what they aggregated, keeping the
+    /// session for [`Self::recording`].
+    pub fn detach(&mut self) -> anyhow::Result<Sample> {
+        programs::detach_all(&mut self.ebpf);
+        self.detached = true;
+        self.sample()
+    }
+
+    /// What was traced since the start, as a recording.
+    pub fn read(&mut self) -> anyhow::Result<Recording> {
+        let sample = self.sample()?;
+        Ok(self.recording(&sample, None))
+    }
+
+    /// Reads everything aggregated so far (cumulative since the start).
+    pub fn sample(&mut self) -> anyhow::Result<Sample> {
+        // cpu.stat first: when the programs were just detached, a throttle
+        // ending meanwhile must not count on one side only.
+        let cpu_stats = self.read_quota_stats();
+        let elapsed_ns = self.started.elapsed().as_nanos() as u64;
+        self.drain_events();
+        let mut counters = [0u64; Counter::COUNT as usize];
+        for state in self.cpu_states()? {
+            for (total, n) in counters.iter_mut().zip(state.counters) {
+                *total += n;
+            }
+        }
+        Ok(Sample {
+            elapsed_ns,
+            counters,
+            cgroups: self.read_stats::<u64>(MAP_CGROUP_STATS)?,
+            selections: self.read_stats::<u32>(MAP_SELECTION_STATS)?,
+            blame: self.read_blame()?,
+            episodes: self.episodes.clone(),
+            cpu_stats,
+        })
+    }
+
+    /// `cpu.stat` now, of every cgroup under a quota.
+    fn read_quota_stats(&self) -> BTreeMap<String, CpuStat> {
+        self.quotas
             .keys()
             .filter_map(|path| {
                 let dir = self.resolver.hierarchy().dir_of(path);
@@ -311,38 +347,128 @@ impl Session {
             .collect()
     }
 
-    /// Reads the maps (cumulative since the start).
-    pub fn read(&mut self) -> anyhow::Result<Recording> {
-        self.drain_events();
-        let duration_ns = self
-            .detached_after
-            .unwrap_or_else(|| self.started.elapsed())
-            .as_nanos() as u64;
-        let events = self.read_counters()?;
-        let per_cgroup = self.read_stats::<u64>(MAP_CGROUP_STATS)?;
-        let per_selection = self.read_stats::<u32>(MAP_SELECTION_STATS)?;
-        let blame = self.read_blame()?;
-        let end_stats = match &self.end_stats {
-            Some(stats) => stats.clone(),
-            None => self.read_limited_stats(),
+    /// Finds which cgroups are under a quota (quotas change, cgroups come and
+    /// go) and notes the `cpu.stat` of those seen for the first time.
+    pub fn refresh_quotas(&mut self) {
+        self.resolver.rescan();
+        self.quotas = quotas_of(&self.resolver);
+        let new: Vec<String> = self
+            .quotas
+            .keys()
+            .filter(|p| !self.start_stats.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in new {
+            let dir = self.resolver.hierarchy().dir_of(&path);
+            if let Some(stat) = cpustat::read_cpu_stat(&dir) {
+                self.start_stats.insert(path, stat);
+            }
+        }
+        self.start_stats.retain(|p, _| self.quotas.contains_key(p));
+    }
+
+    /// Drops what the kernel and the session keep about cgroups that no longer
+    /// exist, so that a long-running session stays bounded however many cgroups
+    /// come and go. Returns how many were dropped.
+    pub fn evict_gone(&mut self) -> anyhow::Result<usize> {
+        self.resolver.rescan();
+        let mut stats: PerCpuHashMap<_, u64, CgroupStats> = PerCpuHashMap::try_from(
+            self.ebpf
+                .map_mut(MAP_CGROUP_STATS)
+                .ok_or_else(|| anyhow!("map {MAP_CGROUP_STATS} missing"))?,
+        )?;
+        let ids: Vec<u64> = stats.keys().filter_map(Result::ok).collect();
+        let mut gone = Vec::new();
+        let mut missing = HashMap::new();
+        for id in ids {
+            if self.resolver.is_present(id) {
+                continue;
+            }
+            let misses = self.missing.get(&id).copied().unwrap_or(0) + 1;
+            if misses >= GONE_AFTER {
+                gone.push(id);
+            } else {
+                missing.insert(id, misses);
+            }
+        }
+        self.missing = missing;
+        for id in &gone {
+            let _ = stats.remove(id);
+        }
+        let mut blame: BpfHashMap<_, BlameKey, BlameValue> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut(MAP_BLAME)
+                .ok_or_else(|| anyhow!("map {MAP_BLAME} missing"))?,
+        )?;
+        let stale: Vec<BlameKey> = blame
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| gone.contains(&k.victim) || gone.contains(&k.occupant_cgroup))
+            .collect();
+        for key in &stale {
+            let _ = blame.remove(key);
+        }
+        for id in &gone {
+            self.episodes.remove(id);
+            self.names.remove(id);
+            self.resolver.forget(*id);
+        }
+        Ok(gone.len())
+    }
+
+    /// Cgroups the kernel's per-cgroup map holds.
+    pub fn tracked_cgroups(&self) -> usize {
+        self.ebpf
+            .map(MAP_CGROUP_STATS)
+            .and_then(|m| PerCpuHashMap::<_, u64, CgroupStats>::try_from(m).ok())
+            .map_or(0, |m| m.keys().count())
+    }
+
+    /// The path of a cgroup id, as the report shows it.
+    pub fn path_of(&mut self, id: u64) -> String {
+        if let Some(path) = self.resolver.resolve(id) {
+            return path;
+        }
+        match self.names.get(&id) {
+            // Gone before we could see where it lived: keep what the kernel told us.
+            Some(name) => format!("?/{name}"),
+            None => format!("?/id-{id}"),
+        }
+    }
+
+    /// The quota a cgroup is under, by path.
+    pub fn quota_of(&self, path: &str) -> Option<&QuotaInfo> {
+        self.quotas.get(path)
+    }
+
+    /// The recording of `now`, or of the window from `since` to `now`.
+    pub fn recording(&mut self, now: &Sample, since: Option<&Sample>) -> Recording {
+        let window;
+        let (data, start_stats, offset_ns) = match since {
+            Some(earlier) => {
+                window = now.since(earlier);
+                (&window, earlier.cpu_stats.clone(), earlier.elapsed_ns)
+            }
+            None => (now, self.start_stats.clone(), 0),
+        };
+        let duration_ns = data.elapsed_ns;
+        let end_stats = &now.cpu_stats;
+        let stat_delta = |path: &str| -> Option<CpuStat> {
+            Some(start_stats.get(path)?.delta(end_stats.get(path)?))
         };
 
         let mut cgroups = Vec::new();
-        for (id, stats) in &per_cgroup {
+        for (id, totals) in &data.cgroups {
             let path = self.path_of(*id);
-            let wait = self.wait_split(stats, blame.get(id));
-            let limited = self.limited.get(&path);
-            let cpu_stat = limited.and_then(|l| Some(l.start?.delta(end_stats.get(&path)?)));
-            let quota = limited.map(|l| l.quota.clone());
-            let episodes = self.episodes(*id);
+            let wait = self.wait_split(totals, &data.blame, *id);
             cgroups.push(CgroupEntry {
+                cpu_stat: stat_delta(&path),
+                quota: self.quotas.get(&path).cloned(),
+                throttle_episodes: data.episodes.get(id).map(|e| self.episodes_of(e)),
                 path,
                 id: *id,
                 wait,
-                on_cpu: WaitHistogram::from_hist(&stats.on_cpu),
-                quota,
-                cpu_stat,
-                throttle_episodes: episodes,
+                on_cpu: WaitHistogram::from_hist(&totals.on_cpu.to_hist()),
                 verdict: verdict::judge(&Facts::default()),
             });
         }
@@ -352,11 +478,14 @@ impl Session {
             .map(|c| (c.path.clone(), c.on_cpu.summary.total_ns))
             .collect();
         for c in &mut cgroups {
-            let facts = self.facts(
+            let facts = facts(
                 &c.wait,
                 c.on_cpu.summary.total_ns,
                 c.quota.as_ref(),
-                &end_stats,
+                c.quota
+                    .as_ref()
+                    .and_then(|q| stat_delta(&q.owner))
+                    .unwrap_or_default(),
                 &run_by_path,
                 duration_ns,
                 Some(c.id),
@@ -369,12 +498,9 @@ impl Session {
         let targets = self.targets.clone();
         for (index, target) in targets.iter().enumerate() {
             let index = index as u32;
-            let stats = per_selection
-                .get(&index)
-                .copied()
-                .unwrap_or(CgroupStats::ZERO);
-            let wait = self.wait_split(&stats, blame.get(&(VICTIM_SELECTION | index as u64)));
-            let on_cpu = WaitHistogram::from_hist(&stats.on_cpu);
+            let totals = data.selections.get(&index).cloned().unwrap_or_default();
+            let wait = self.wait_split(&totals, &data.blame, VICTIM_SELECTION | u64::from(index));
+            let on_cpu = WaitHistogram::from_hist(&totals.on_cpu.to_hist());
             let cgroup = match target {
                 Target::Pid { .. } => self.target_cgroups.get(index as usize).cloned().flatten(),
                 Target::Threads { .. } => self
@@ -384,15 +510,15 @@ impl Session {
                     .and_then(|m| m.first())
                     .and_then(|t| process::cpu_cgroup(t.tgid, self.resolver.hierarchy())),
             };
-            let quota = cgroup
-                .as_ref()
-                .and_then(|c| self.limited.get(c))
-                .map(|l| l.quota.clone());
-            let facts = self.facts(
+            let quota = cgroup.as_ref().and_then(|c| self.quotas.get(c)).cloned();
+            let facts = facts(
                 &wait,
                 on_cpu.summary.total_ns,
                 quota.as_ref(),
-                &end_stats,
+                quota
+                    .as_ref()
+                    .and_then(|q| stat_delta(&q.owner))
+                    .unwrap_or_default(),
                 &run_by_path,
                 duration_ns,
                 None,
@@ -446,7 +572,11 @@ impl Session {
                 .then_with(|| a.path.cmp(&b.path))
         });
 
-        Ok(Recording {
+        let mut events = Events::default();
+        for counter in Counter::ALL {
+            events.set(counter, data.counters[counter as usize]);
+        }
+        Recording {
             format: crate::dump::FORMAT.into(),
             format_version: crate::dump::VERSION,
             tool: "tracer".into(),
@@ -457,111 +587,41 @@ impl Session {
             cgroup_mode: self.resolver.hierarchy().mode,
             cpu_hierarchy: self.resolver.hierarchy().mount.display().to_string(),
             throttle_method: layout::method_description(self.layout.throttle_method).into(),
-            started_unix_ns: self.started_unix_ns,
+            started_unix_ns: self.started_unix_ns + offset_ns,
             duration_ns,
             probes: self.probes.clone(),
             events,
             cgroups,
             pids,
             threads,
-        })
+        }
     }
 
-    /// The verdict's inputs for a group with wait `w` and run time `run_ns`.
-    #[expect(clippy::too_many_arguments, reason = "plain inputs of one computation")]
-    fn facts(
-        &self,
-        w: &WaitSplit,
-        run_ns: u64,
-        quota: Option<&QuotaInfo>,
-        end_stats: &BTreeMap<String, CpuStat>,
-        run_by_path: &[(String, u64)],
-        duration_ns: u64,
-        own_cgroup: Option<u64>,
-    ) -> Facts {
-        let (self_charged, others_charged): (u64, u64) = match own_cgroup {
-            Some(id) => w.blame.iter().fold((0, 0), |(s, o), b| {
-                if b.id == id {
-                    (s + b.ns, o)
-                } else {
-                    (s, o + b.ns)
-                }
-            }),
-            // A task selection has no cgroup of its own: all of it is "others".
-            None => (0, w.blame.iter().map(|b| b.ns).sum()),
+    /// The wait of `victim` (a cgroup id, or a selection's blame key), split
+    /// and with its blame grouped by occupant.
+    fn wait_split(
+        &mut self,
+        totals: &Totals,
+        blame: &BTreeMap<BlamePair, (String, u64)>,
+        victim: u64,
+    ) -> WaitSplit {
+        let from = BlamePair {
+            victim,
+            occupant_cgroup: 0,
+            occupant_tgid: 0,
         };
-        let charged_others: u64 = others_charged.max(1);
-        let top_other = w.blame.iter().find(|b| Some(b.id) != own_cgroup).map(|b| {
-            let process = b
-                .processes
-                .first()
-                .map(|p| format!("{} pid {}", p.comm, p.tgid))
-                .unwrap_or_default();
-            (b.path.clone(), b.ns as f64 / charged_others as f64, process)
-        });
-        let quota = quota.map(|q| {
-            let owner_stat = self
-                .limited
-                .get(&q.owner)
-                .and_then(|l| Some(l.start?.delta(end_stats.get(&q.owner)?)))
-                .unwrap_or_default();
-            let used: u64 = run_by_path
-                .iter()
-                .filter(|(path, _)| is_within(path, &q.owner))
-                .map(|(_, ns)| ns)
-                .sum();
-            QuotaFacts {
-                owner: q.owner.clone(),
-                cpus: q.quota.cpus(),
-                nr_periods: owner_stat.nr_periods,
-                nr_throttled: owner_stat.nr_throttled,
-                used_cpus: if duration_ns == 0 {
-                    0.0
-                } else {
-                    used as f64 / duration_ns as f64
-                },
-            }
-        });
-        Facts {
-            duration_ns,
-            wait_ns: w.runnable_wait.summary.total_ns,
-            run_ns,
-            p99_ns: w.runnable_wait.summary.p99_ns,
-            throttled_ns: w.throttled_ns,
-            contended_ns: w.contended_ns,
-            other_ns: w.other_ns,
-            self_charged_ns: self_charged,
-            others_charged_ns: others_charged,
-            top_other,
-            quota,
-        }
-    }
-
-    fn wait_split(&mut self, stats: &CgroupStats, blame: Option<&Vec<RawBlame>>) -> WaitSplit {
-        let blame = blame.map(|b| self.aggregate_blame(b)).unwrap_or_default();
-        let charged: u64 = blame.iter().map(|b| b.ns).sum();
-        WaitSplit {
-            runnable_wait: WaitHistogram::from_hist(&stats.runnable_wait),
-            throttled_ns: stats.throttled_ns,
-            contended_ns: stats.contended_ns,
-            other_ns: stats.other_ns,
-            throttled_waits: stats.throttled_waits,
-            unattributed_ns: stats.contended_ns.saturating_sub(charged),
-            blame,
-        }
-    }
-
-    /// Groups a victim's blame entries by occupant cgroup, largest first.
-    fn aggregate_blame(&mut self, raw: &[RawBlame]) -> Vec<Blame> {
         let mut by_cgroup: BTreeMap<u64, Vec<BlamedProcess>> = BTreeMap::new();
-        for r in raw {
-            by_cgroup.entry(r.cgroup).or_default().push(BlamedProcess {
-                tgid: r.tgid,
-                comm: r.comm.clone(),
-                ns: r.ns,
-            });
+        for (pair, (comm, ns)) in blame.range(from..).take_while(|(p, _)| p.victim == victim) {
+            by_cgroup
+                .entry(pair.occupant_cgroup)
+                .or_default()
+                .push(BlamedProcess {
+                    tgid: pair.occupant_tgid,
+                    comm: comm.clone(),
+                    ns: *ns,
+                });
         }
-        let mut out: Vec<Blame> = by_cgroup
+        let mut occupants: Vec<Blame> = by_cgroup
             .into_iter()
             .map(|(id, mut processes)| {
                 processes.sort_by_key(|p| std::cmp::Reverse(p.ns));
@@ -575,22 +635,29 @@ impl Session {
                 }
             })
             .collect();
-        out.sort_by_key(|b| std::cmp::Reverse(b.ns));
-        out.truncate(BLAME_CGROUPS);
-        out
+        occupants.sort_by_key(|b| std::cmp::Reverse(b.ns));
+        // Charged to anyone, before trimming the list for the report.
+        let charged: u64 = occupants.iter().map(|b| b.ns).sum();
+        occupants.truncate(BLAME_CGROUPS);
+        WaitSplit {
+            runnable_wait: WaitHistogram::from_hist(&totals.wait.to_hist()),
+            throttled_ns: totals.throttled_ns,
+            contended_ns: totals.contended_ns,
+            other_ns: totals.other_ns,
+            throttled_waits: totals.throttled_waits,
+            unattributed_ns: totals.contended_ns.saturating_sub(charged),
+            blame: occupants,
+        }
     }
 
-    fn episodes(&mut self, id: u64) -> Option<Episodes> {
-        let acc = self.episodes.get(&id)?;
-        let by: Vec<(u64, u64)> = acc.throttled_by.iter().map(|(&k, &v)| (k, v)).collect();
-        let per_cpu = acc
+    fn episodes_of(&mut self, e: &EpisodeTotals) -> Episodes {
+        let per_cpu = e
             .per_cpu
             .iter()
             .map(|(&cpu, &(n, ns))| [u64::from(cpu), n, ns])
             .collect();
-        let hist = acc.hist;
         let mut throttled_by = BTreeMap::new();
-        for (cgroup, n) in by {
+        for (&cgroup, &n) in &e.throttled_by {
             let path = if cgroup == 0 {
                 "(unknown)".to_owned()
             } else {
@@ -598,27 +665,16 @@ impl Session {
             };
             *throttled_by.entry(path).or_default() += n;
         }
-        Some(Episodes {
-            count: hist.count,
-            total_ns: hist.total_ns,
-            durations: WaitHistogram::from_hist(&hist),
+        Episodes {
+            count: e.durations.count,
+            total_ns: e.durations.total_ns,
+            durations: WaitHistogram::from_hist(&e.durations.to_hist()),
             per_cpu,
             throttled_by,
-        })
-    }
-
-    fn path_of(&mut self, id: u64) -> String {
-        if let Some(path) = self.resolver.resolve(id) {
-            return path;
-        }
-        match self.names.get(&id) {
-            // Gone before we could see where it lived: keep what the kernel told us.
-            Some(name) => format!("?/{name}"),
-            None => format!("?/id-{id}"),
         }
     }
 
-    fn read_stats<K: aya::Pod + Ord>(&self, map: &str) -> anyhow::Result<BTreeMap<K, CgroupStats>> {
+    fn read_stats<K: aya::Pod + Ord>(&self, map: &str) -> anyhow::Result<BTreeMap<K, Totals>> {
         let stats: PerCpuHashMap<_, K, CgroupStats> = PerCpuHashMap::try_from(
             self.ebpf
                 .map(map)
@@ -632,29 +688,31 @@ impl Session {
                 for v in per_cpu.iter() {
                     total.merge(v);
                 }
-                Ok((key, total))
+                Ok((key, Totals::from_stats(&total)))
             })
             .collect()
     }
 
-    /// Blame entries by victim.
-    fn read_blame(&self) -> anyhow::Result<HashMap<u64, Vec<RawBlame>>> {
+    /// Contended time charged, by victim and occupant.
+    fn read_blame(&self) -> anyhow::Result<BTreeMap<BlamePair, (String, u64)>> {
         let map: BpfHashMap<_, BlameKey, BlameValue> = BpfHashMap::try_from(
             self.ebpf
                 .map(MAP_BLAME)
                 .ok_or_else(|| anyhow!("map {MAP_BLAME} missing"))?,
         )?;
-        let mut out: HashMap<u64, Vec<RawBlame>> = HashMap::new();
-        for item in map.iter() {
-            let (key, value) = item.context("reading the blame map")?;
-            out.entry(key.victim).or_default().push(RawBlame {
-                cgroup: key.occupant_cgroup,
-                tgid: key.occupant_tgid,
-                comm: comm_str(&value.comm),
-                ns: value.ns,
-            });
-        }
-        Ok(out)
+        map.iter()
+            .map(|item| {
+                let (key, value) = item.context("reading the blame map")?;
+                Ok((
+                    BlamePair {
+                        victim: key.victim,
+                        occupant_cgroup: key.occupant_cgroup,
+                        occupant_tgid: key.occupant_tgid,
+                    },
+                    (comm_str(&value.comm), value.ns),
+                ))
+            })
+            .collect()
     }
 
     /// Every CPU's state (run history, counters).
@@ -669,27 +727,69 @@ impl Session {
             .map(|s| s.context("reading the per-CPU state"))
             .collect()
     }
-
-    fn read_counters(&self) -> anyhow::Result<Events> {
-        let mut totals = [0u64; Counter::COUNT as usize];
-        for state in self.cpu_states()? {
-            for (total, n) in totals.iter_mut().zip(state.counters) {
-                *total += n;
-            }
-        }
-        let mut events = Events::default();
-        for counter in Counter::ALL {
-            events.set(counter, totals[counter as usize]);
-        }
-        Ok(events)
-    }
 }
 
-struct RawBlame {
-    cgroup: u64,
-    tgid: u32,
-    comm: String,
-    ns: u64,
+/// The verdict's inputs for a group with wait `w` and run time `run_ns`.
+fn facts(
+    w: &WaitSplit,
+    run_ns: u64,
+    quota: Option<&QuotaInfo>,
+    owner_stat: CpuStat,
+    run_by_path: &[(String, u64)],
+    duration_ns: u64,
+    own_cgroup: Option<u64>,
+) -> Facts {
+    let (self_charged, others_charged): (u64, u64) = match own_cgroup {
+        Some(id) => w.blame.iter().fold((0, 0), |(s, o), b| {
+            if b.id == id {
+                (s + b.ns, o)
+            } else {
+                (s, o + b.ns)
+            }
+        }),
+        // A task selection has no cgroup of its own: all of it is "others".
+        None => (0, w.blame.iter().map(|b| b.ns).sum()),
+    };
+    let charged_others: u64 = others_charged.max(1);
+    let top_other = w.blame.iter().find(|b| Some(b.id) != own_cgroup).map(|b| {
+        let process = b
+            .processes
+            .first()
+            .map(|p| format!("{} pid {}", p.comm, p.tgid))
+            .unwrap_or_default();
+        (b.path.clone(), b.ns as f64 / charged_others as f64, process)
+    });
+    let quota = quota.map(|q| {
+        let used: u64 = run_by_path
+            .iter()
+            .filter(|(path, _)| is_within(path, &q.owner))
+            .map(|(_, ns)| ns)
+            .sum();
+        QuotaFacts {
+            owner: q.owner.clone(),
+            cpus: q.quota.cpus(),
+            nr_periods: owner_stat.nr_periods,
+            nr_throttled: owner_stat.nr_throttled,
+            used_cpus: if duration_ns == 0 {
+                0.0
+            } else {
+                used as f64 / duration_ns as f64
+            },
+        }
+    });
+    Facts {
+        duration_ns,
+        wait_ns: w.runnable_wait.summary.total_ns,
+        run_ns,
+        p99_ns: w.runnable_wait.summary.p99_ns,
+        throttled_ns: w.throttled_ns,
+        contended_ns: w.contended_ns,
+        other_ns: w.other_ns,
+        self_charged_ns: self_charged,
+        others_charged_ns: others_charged,
+        top_other,
+        quota,
+    }
 }
 
 fn comm_str(bytes: &[u8]) -> String {
@@ -697,35 +797,29 @@ fn comm_str(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// Every cgroup under a quota (its own or an ancestor's), with that quota and
-/// its `cpu.stat` now.
-fn snapshot_limited(resolver: &mut Resolver) -> BTreeMap<String, Limited> {
-    resolver.rescan();
+/// Every cgroup under a quota (its own or an ancestor's), with that quota.
+fn quotas_of(resolver: &Resolver) -> BTreeMap<String, QuotaInfo> {
     let hierarchy = resolver.hierarchy();
     let mut paths: Vec<String> = resolver.paths().cloned().collect();
     // Parents before children, so that a child finds its ancestor's quota.
     paths.sort();
-    let mut out: BTreeMap<String, Limited> = BTreeMap::new();
-    let mut quotas: BTreeMap<String, Quota> = BTreeMap::new();
+    let mut own: BTreeMap<String, Quota> = BTreeMap::new();
+    let mut out = BTreeMap::new();
     for path in paths {
-        let dir = hierarchy.dir_of(&path);
-        if let Some(q) = cpustat::read_quota(hierarchy, &dir) {
-            quotas.insert(path.clone(), q);
+        if let Some(q) = cpustat::read_quota(hierarchy, &hierarchy.dir_of(&path)) {
+            own.insert(path.clone(), q);
         }
         // The nearest quota: the deepest ancestor-or-self that has one.
-        let owner = quotas
+        let owner = own
             .iter()
             .filter(|(p, _)| is_within(&path, p))
             .max_by_key(|(p, _)| p.len());
         if let Some((owner, quota)) = owner {
             out.insert(
                 path.clone(),
-                Limited {
-                    quota: QuotaInfo {
-                        quota: *quota,
-                        owner: owner.clone(),
-                    },
-                    start: cpustat::read_cpu_stat(&dir),
+                QuotaInfo {
+                    quota: *quota,
+                    owner: owner.clone(),
                 },
             );
         }
