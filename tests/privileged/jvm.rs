@@ -2,9 +2,8 @@
 //! name, are throttled, and the verdict on its cgroup is quota expiry.
 
 use std::{
-    io::Read as _,
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -87,10 +86,13 @@ fn run_jvm(dir: &Path, cpu: usize) -> TestResult {
         cg.dir.display(),
         dir.display()
     );
+    // Into files, not pipes: hundreds of GC log lines would fill a pipe
+    // nobody reads until the JVM exits, and the JVM would block on it.
+    let (out_path, err_path) = (dir.join("java.out"), dir.join("java.err"));
     let mut java = Command::new("sh")
         .args(["-c", &script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
@@ -100,23 +102,22 @@ fn run_jvm(dir: &Path, cpu: usize) -> TestResult {
             break status;
         }
         if Instant::now() > deadline {
+            // Say where it is stuck: throttled (cpu.stat climbing) or not runnable.
+            let states = thread_states(java.id());
+            let stat = std::fs::read_to_string(cg.dir.join("cpu.stat")).unwrap_or_default();
             let _ = java.kill();
             let _ = java.wait();
-            return Err("the JVM did not finish within 120 s".into());
+            return Err(format!(
+                "the JVM did not finish within 120 s; thread states {states}; cpu.stat: {}",
+                stat.replace('\n', ", ")
+            )
+            .into());
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     let rec = session.stop()?;
-    let mut stdout = String::new();
-    java.stdout
-        .take()
-        .ok_or("no stdout")?
-        .read_to_string(&mut stdout)?;
-    let mut stderr = String::new();
-    java.stderr
-        .take()
-        .ok_or("no stderr")?
-        .read_to_string(&mut stderr)?;
+    let stdout = std::fs::read_to_string(&out_path)?;
+    let stderr = std::fs::read_to_string(&err_path)?;
     check(status.success() && stdout.contains("done"), || {
         format!("the JVM failed ({status}): {stdout}{stderr}")
     })?;
@@ -151,4 +152,20 @@ fn run_jvm(dir: &Path, cpu: usize) -> TestResult {
         format!("verdict on the JVM's cgroup: {}", e.verdict.text)
     })?;
     Ok(Completion::Completed)
+}
+
+/// How many threads of the processes under `pid` (the shell, then the JVM it
+/// execs) are in each scheduler state, e.g. `R: 2, S: 17`.
+fn thread_states(pid: u32) -> String {
+    let mut counts = std::collections::BTreeMap::<char, usize>::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.filter_map(|e| e.ok()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for t in tasks {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        if let Some(state) = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next()) {
+            *counts.entry(state).or_default() += 1;
+        }
+    }
+    format!("{counts:?}")
 }
