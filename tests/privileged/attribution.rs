@@ -295,8 +295,12 @@ fn nested() -> TestResult {
     })?;
     check(apart(e.wait.throttled_ns, local) <= 0.03, || {
         format!(
-            "traced {} ns throttled, cpu.stat.local says {local} ns",
-            e.wait.throttled_ns
+            "traced {} ns throttled in {} waits, cpu.stat.local says {local} ns ({} of {} periods throttled); lost: {:?}",
+            e.wait.throttled_ns,
+            e.wait.throttled_waits,
+            kernel.nr_throttled,
+            kernel.nr_periods,
+            rec.events.losses()
         )
     })?;
     check(kernel.throttled_ns == 0, || {

@@ -8,11 +8,10 @@ use std::{
 
 use libtest_mimic::{Completion, Trial};
 use tracer_tests::{
-    Load, TestCgroup, Worker, loaded_tracer_programs, settle_tracer_programs, tracer_bin,
-    tracer_command,
+    Load, TestCgroup, Worker, loaded_tracer_programs, settle_tracer_programs, tracer_command,
 };
 
-use crate::{TestResult, check, cpus, measured, or_skip, privileged};
+use crate::{TestResult, bin, check, cpus, measured, or_skip, privileged};
 
 pub fn tests() -> Vec<Trial> {
     vec![
@@ -29,12 +28,6 @@ pub fn tests() -> Vec<Trial> {
         ),
         Trial::ignorable_test("unprivileged_run_says_it_needs_root", cli_unprivileged),
     ]
-}
-
-fn bin() -> Result<std::path::PathBuf, Completion> {
-    tracer_bin().ok_or_else(|| {
-        Completion::ignored_with("tracer binary not built (run the tests with `cargo xtask test`)")
-    })
 }
 
 /// `tracer record --json` writes the documented keys, with values that match the

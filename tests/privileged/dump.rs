@@ -10,9 +10,9 @@ use std::{
 
 use libtest_mimic::{Completion, Failed, Trial};
 use tracer::dump;
-use tracer_tests::{Load, TestCgroup, Worker, tracer_bin, tracer_command};
+use tracer_tests::{Load, TestCgroup, Worker, tracer_command};
 
-use crate::{TestResult, check, cpus, measured, or_skip, privileged};
+use crate::{Scratch, TestResult, bin, check, cpus, measured, or_skip, privileged};
 
 pub fn tests() -> Vec<Trial> {
     vec![
@@ -20,35 +20,6 @@ pub fn tests() -> Vec<Trial> {
         privileged("a_redacted_dump_names_no_cgroup_or_host", redacted),
         Trial::ignorable_test("the_html_report_renders_in_chromium", html_in_chromium),
     ]
-}
-
-fn bin() -> Result<PathBuf, Completion> {
-    tracer_bin().ok_or_else(|| {
-        Completion::ignored_with("tracer binary not built (run the tests with `cargo xtask test`)")
-    })
-}
-
-/// A scratch directory anyone may write to (the unprivileged runs write there).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("tracer-test-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
-        Ok(Self(dir))
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// `nobody` when the tests run as root, so that the reading side proves it

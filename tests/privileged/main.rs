@@ -3,6 +3,7 @@
 //! own counters. They need root; without it each reports as ignored with the
 //! reason. They run one at a time because they share CPUs and the scheduler.
 
+mod agent;
 mod attribution;
 mod cli;
 mod dump;
@@ -16,7 +17,9 @@ use tracer::{
     recording::{CgroupEntry, Recording},
     session::{Config, Session},
 };
-use tracer_tests::{TestCgroup, missing_privilege, online_cpus, run_worker_if_requested};
+use tracer_tests::{
+    TestCgroup, missing_privilege, online_cpus, run_worker_if_requested, tracer_bin,
+};
 
 type TestResult = Result<Completion, Failed>;
 
@@ -44,6 +47,7 @@ fn main() {
     tests.extend(jvm::tests());
     tests.extend(cli::tests());
     tests.extend(dump::tests());
+    tests.extend(agent::tests());
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -53,6 +57,38 @@ fn privileged(name: &str, f: impl FnOnce() -> TestResult + Send + 'static) -> Tr
         Some(reason) => Ok(Completion::ignored_with(reason)),
         None => f(),
     })
+}
+
+/// The `tracer` binary the end-to-end tests run, or why they are ignored.
+fn bin() -> Result<std::path::PathBuf, Completion> {
+    tracer_bin().ok_or_else(|| {
+        Completion::ignored_with("tracer binary not built (run the tests with `cargo xtask test`)")
+    })
+}
+
+/// A scratch directory anyone may write to (unprivileged runs write there),
+/// removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("tracer-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+        Ok(Self(dir))
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Two CPUs: one for the contended workloads, one for everything else.

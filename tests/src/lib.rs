@@ -17,6 +17,8 @@ use std::{
 use anyhow::{Context as _, anyhow, bail, ensure};
 use tracer::cgroup::CpuHierarchy;
 
+pub mod services;
+
 const WORKER_ENV: &str = "TRACER_TEST_WORKER";
 
 /// Why the privileged tests cannot run here, if they cannot.
@@ -108,6 +110,34 @@ impl Drop for TestCgroup {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Starts `program args` already inside `cgroup`: the child moves itself
+/// there between fork and exec, so even a process that lives a millisecond
+/// runs only in the cgroup.
+pub fn spawn_in(cgroup: &TestCgroup, program: &str, args: &[&str]) -> anyhow::Result<Child> {
+    use std::os::fd::AsRawFd as _;
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.procs_file())
+        .with_context(|| format!("opening {}", cgroup.procs_file().display()))?;
+    let fd = procs.as_raw_fd();
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null());
+    // SAFETY: only write(2) runs between fork and exec (async-signal-safe); the
+    // fd is open in the parent until spawn returns and closes on exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // "0": the writing process itself.
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("starting a process in a test cgroup")?;
+    drop(procs);
+    Ok(child)
 }
 
 /// What a worker does.

@@ -15,6 +15,8 @@ pub const MAP_SELECT_THREAD: &str = "SELECT_THREAD";
 pub const MAP_BLAME: &str = "BLAME";
 /// Per-CPU scheduling state shared across CPUs: `u32` CPU -> [`CpuState`].
 pub const MAP_CPU_STATE: &str = "CPU_STATE";
+/// Array of [`SpillSlot`]s, [`SPILL_PER_CPU`] per possible CPU.
+pub const MAP_SPILL: &str = "SPILL";
 /// Rare records for userspace ([`NewCgroupRecord`], [`EpisodeRecord`]).
 pub const MAP_EVENTS: &str = "EVENTS";
 
@@ -196,6 +198,30 @@ impl Default for CgroupStats {
     }
 }
 
+/// Slots per CPU in [`MAP_SPILL`].
+pub const SPILL_PER_CPU: u32 = 4;
+
+/// Where a cgroup's statistics go on one CPU while its entry in the per-cgroup
+/// map cannot be allocated: the kernel's allocator keeps only one to three
+/// entries of this size ready per CPU and refills them asynchronously, so a
+/// burst of new cgroups on one CPU finds it empty. Preallocated; userspace
+/// adds the slots to their cgroups' figures and frees them when the cgroup
+/// is gone. Only its own CPU writes a slot.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SpillSlot {
+    /// 0: free.
+    pub cgroup_id: u64,
+    pub stats: CgroupStats,
+}
+
+impl SpillSlot {
+    pub const ZERO: Self = Self {
+        cgroup_id: 0,
+        stats: CgroupStats::ZERO,
+    };
+}
+
 /// Blame victims that are selections rather than cgroups have this bit set.
 pub const VICTIM_SELECTION: u64 = 1 << 63;
 
@@ -254,10 +280,13 @@ pub enum Counter {
     Episode = 13,
     /// Waits that began before the first run interval the CPU remembers.
     RingOverrun = 14,
+    /// Events recorded in a spill slot because the cgroup's entry could not be
+    /// allocated yet (not lost: userspace adds them up).
+    CgroupSpilled = 15,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Switch,
         Counter::Wakeup,
@@ -274,6 +303,7 @@ impl Counter {
         Counter::BlameMapFull,
         Counter::Episode,
         Counter::RingOverrun,
+        Counter::CgroupSpilled,
     ];
 
     /// Stable snake_case name used in the JSON output.
@@ -294,6 +324,7 @@ impl Counter {
             Counter::BlameMapFull => "blame_map_full",
             Counter::Episode => "throttle_episodes",
             Counter::RingOverrun => "blame_ring_overruns",
+            Counter::CgroupSpilled => "cgroup_entries_spilled",
         }
     }
 }

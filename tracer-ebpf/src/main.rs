@@ -40,7 +40,8 @@ use tracer_common::{
     maps::{
         BlameKey, BlameValue, CGROUP_NAME_LEN, CgroupStats, Counter, CpuState, DEFAULT_MAX_CGROUPS,
         EVENTS_BYTES, EpisodeRecord, MAX_BLAME, MAX_SELECTED_TASKS, MAX_SELECTIONS,
-        NewCgroupRecord, Occupant, RECORD_EPISODE, RECORD_NEW_CGROUP, TaskWait, VICTIM_SELECTION,
+        NewCgroupRecord, Occupant, RECORD_EPISODE, RECORD_NEW_CGROUP, SPILL_PER_CPU, SpillSlot,
+        TaskWait, VICTIM_SELECTION,
     },
 };
 
@@ -63,6 +64,10 @@ static CGROUP_STATS: PerCpuHashMap<
     { DEFAULT_MAX_CGROUPS as usize },
     NO_PREALLOC,
 > = PerCpuHashMap::new();
+
+/// See [`SpillSlot`]; userspace sizes it to the possible CPUs.
+#[btf_map]
+static SPILL: Array<SpillSlot, { MAX_CPUS * SPILL_PER_CPU as usize }> = Array::new();
 
 #[btf_map]
 static SELECTION_STATS: PerCpuHashMap<u32, CgroupStats, { MAX_SELECTIONS as usize }, NO_PREALLOC> =
@@ -205,11 +210,37 @@ fn cgroup_stats(cgroup_id: u64, kn: *const u8) -> Option<*mut CgroupStats> {
     if let Some(stats) = CGROUP_STATS.get_ptr_mut(cgroup_id) {
         return Some(stats);
     }
-    let created = insert_cgroup(cgroup_id, kn);
-    if created.is_none() {
-        count(Counter::CgroupMapFull);
+    if let Some(stats) = insert_cgroup(cgroup_id, kn) {
+        return Some(stats);
     }
-    created
+    // No entry could be allocated right now: this CPU's spill slots keep the
+    // figures until a later event's allocation succeeds.
+    if let Some(stats) = spill_slot(cgroup_id) {
+        count(Counter::CgroupSpilled);
+        return Some(stats);
+    }
+    count(Counter::CgroupMapFull);
+    None
+}
+
+/// This CPU's spill slot for a cgroup: the one it already has, or a free one.
+#[inline(never)]
+fn spill_slot(cgroup_id: u64) -> Option<*mut CgroupStats> {
+    let base = unsafe { bpf_get_smp_processor_id() }.checked_mul(SPILL_PER_CPU)?;
+    for i in 0..SPILL_PER_CPU {
+        let slot = SPILL.get_ptr_mut(base + i)?;
+        // SAFETY: a map value; only this CPU writes its slots, with
+        // preemption off in a tracepoint.
+        unsafe {
+            if (*slot).cgroup_id == 0 {
+                (*slot).cgroup_id = cgroup_id;
+            }
+            if (*slot).cgroup_id == cgroup_id {
+                return Some(&raw mut (*slot).stats);
+            }
+        }
+    }
+    None
 }
 
 /// Creates a cgroup's entry and tells userspace about the cgroup.

@@ -227,6 +227,16 @@ impl Resolver {
         self.paths.contains_key(&id)
     }
 
+    /// Keeps the retired cgroups `keep` wants, drops the others' paths.
+    pub fn retain_retired(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        self.retired.retain(|&id, _| keep(id));
+    }
+
+    /// Cgroups retired and not yet forgotten.
+    pub fn retired(&self) -> usize {
+        self.retired.len()
+    }
+
     /// Drops a retired cgroup's path.
     pub fn forget(&mut self, id: u64) {
         self.retired.remove(&id);

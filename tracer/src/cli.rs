@@ -23,6 +23,40 @@ pub enum Command {
     Report(ReportArgs),
     /// Compare two dumps per cgroup: did the fix work?
     Diff(DiffArgs),
+    /// Run continuously and serve Prometheus / OpenMetrics on /metrics (needs root).
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Where to serve /metrics and /health [default: 127.0.0.1:9477, or the
+    /// config file's `listen`].
+    #[arg(short, long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// A TOML configuration file (keys in the README); flags override it.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// How often the kernel's maps are read [default: 5s].
+    #[arg(short, long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Write rolling dumps here [default: /var/lib/tracer].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_dumps")]
+    pub dump_dir: Option<PathBuf>,
+
+    /// How often a rolling dump is written [default: 10m].
+    #[arg(long, value_name = "D", value_parser = parse_duration, conflicts_with = "no_dumps")]
+    pub dump_every: Option<Duration>,
+
+    /// Write no dumps (not on SIGUSR1, not at exit either).
+    #[arg(long)]
+    pub no_dumps: bool,
+
+    /// The lock that keeps a second agent from starting [default: /run/tracer-agent.lock].
+    #[arg(long, value_name = "FILE")]
+    pub lock_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

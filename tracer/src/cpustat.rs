@@ -113,7 +113,18 @@ pub fn read_quota(hierarchy: &CpuHierarchy, dir: &Path) -> Option<Quota> {
         Mode::V2 => ["cpu.max", "", "cpu.max.burst"],
         Mode::V1 | Mode::Hybrid => ["cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.cfs_burst_us"],
     };
-    let files = names.map(|n| if n.is_empty() { None } else { read(dir, n) });
+    let limit = read(dir, names[0])?;
+    // Most cgroups have no quota: one read says so (v1 "-1", v2 "max ...").
+    if limit.trim() == "-1" || limit.starts_with("max") {
+        return None;
+    }
+    let files = [
+        Some(limit),
+        (!names[1].is_empty())
+            .then(|| read(dir, names[1]))
+            .flatten(),
+        read(dir, names[2]),
+    ];
     parse_quota(
         hierarchy.mode,
         [
@@ -132,6 +143,35 @@ pub fn read_cpu_stat(dir: &Path) -> Option<CpuStat> {
 
 #[cfg(test)]
 mod tests {
+    use crate::cgroup::CpuHierarchy;
+
+    #[test]
+    fn quotas_from_files_v1_and_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |mode| CpuHierarchy {
+            mode,
+            mount: dir.path().to_owned(),
+            mount_root: "/".into(),
+        };
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("cpu.cfs_quota_us", "-1\n");
+        write("cpu.cfs_period_us", "100000\n");
+        assert_eq!(read_quota(&at(Mode::V1), dir.path()), None, "unlimited");
+        write("cpu.cfs_quota_us", "20000\n");
+        let q = read_quota(&at(Mode::Hybrid), dir.path()).unwrap();
+        assert_eq!((q.quota_us, q.period_us, q.burst_us), (20_000, 100_000, 0));
+        write("cpu.max", "max 100000\n");
+        assert_eq!(read_quota(&at(Mode::V2), dir.path()), None);
+        write("cpu.max", "50000 100000\n");
+        write("cpu.max.burst", "1000\n");
+        let q = read_quota(&at(Mode::V2), dir.path()).unwrap();
+        assert_eq!(
+            (q.quota_us, q.period_us, q.burst_us),
+            (50_000, 100_000, 1_000)
+        );
+        assert_eq!(read_quota(&at(Mode::V2), &dir.path().join("gone")), None);
+    }
+
     use super::*;
 
     #[test]

@@ -5,12 +5,14 @@
 //! histogram math, rendering, CLI parsing) lives in modules that do not touch the
 //! kernel; [`session`] and [`programs`] are the privileged part.
 
+pub mod agent;
 pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod commands;
 pub mod cpustat;
 pub mod diff;
+pub mod drain;
 pub mod dump;
 pub mod hdr;
 pub mod histogram;

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             Command::Record(args) => commands::record::run(args).await,
             Command::Report(args) => commands::report::run(args),
             Command::Diff(args) => commands::diff::run(args),
+            Command::Agent(args) => commands::agent::run(args).await,
         }
     });
     match result {

@@ -12,7 +12,9 @@ use aya::{
 use serde::{Deserialize, Serialize};
 use tracer_common::{
     layout::KernelLayout,
-    maps::{GLOBAL_LAYOUT, GLOBAL_SELECTIONS, MAP_CGROUP_STATS, MAP_CPU_STATE},
+    maps::{
+        GLOBAL_LAYOUT, GLOBAL_SELECTIONS, MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_SPILL, SPILL_PER_CPU,
+    },
 };
 
 /// The object built from `tracer-ebpf` by build.rs.
@@ -123,6 +125,7 @@ pub fn load_and_attach(options: &LoadOptions) -> anyhow::Result<(Ebpf, Vec<Probe
         .override_global(GLOBAL_SELECTIONS, &selections, true)
         .map_max_entries(MAP_CGROUP_STATS, options.max_cgroups)
         .map_max_entries(MAP_CPU_STATE, cpus)
+        .map_max_entries(MAP_SPILL, cpus * SPILL_PER_CPU)
         .load(OBJECT)
         .map_err(|e| {
             anyhow!(

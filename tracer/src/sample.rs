@@ -49,6 +49,13 @@ impl SparseHist {
         h
     }
 
+    /// Adds another histogram's counts.
+    pub fn add(&mut self, other: &Self) {
+        let mut h = self.to_hist();
+        h.merge(&other.to_hist());
+        *self = Self::from_hist(&h);
+    }
+
     /// What was added since `earlier` (a sample of the same histogram). The
     /// maximum of the window is not known exactly: it is the cumulative maximum
     /// if that grew in the window, otherwise the top of the highest bucket that
@@ -113,6 +120,15 @@ impl Totals {
             other_ns: self.other_ns.saturating_sub(earlier.other_ns),
             throttled_waits: self.throttled_waits.saturating_sub(earlier.throttled_waits),
         }
+    }
+
+    pub fn add(&mut self, other: &Self) {
+        self.wait.add(&other.wait);
+        self.on_cpu.add(&other.on_cpu);
+        self.throttled_ns += other.throttled_ns;
+        self.contended_ns += other.contended_ns;
+        self.other_ns += other.other_ns;
+        self.throttled_waits += other.throttled_waits;
     }
 
     /// Nothing happened: no wait and no run.
@@ -187,6 +203,9 @@ pub struct Sample {
     pub selections: BTreeMap<u32, Totals>,
     /// Contended ns charged, with the occupant's process name.
     pub blame: BTreeMap<BlamePair, (String, u64)>,
+    /// Which accumulation of `blame` this is: the session starts a new one
+    /// (from zero) when it releases what it kept.
+    pub blame_epoch: u64,
     pub episodes: BTreeMap<u64, EpisodeTotals>,
     /// `cpu.stat` of the cgroups under a quota, by path.
     pub cpu_stats: BTreeMap<String, crate::cpustat::CpuStat>,
@@ -201,11 +220,18 @@ impl Sample {
             *c = c.saturating_sub(e);
         }
 
+        // Across a release the blame started again from zero.
+        let no_blame = BTreeMap::new();
+        let earlier_blame = if earlier.blame_epoch == self.blame_epoch {
+            &earlier.blame
+        } else {
+            &no_blame
+        };
         let blame = self
             .blame
             .iter()
             .filter_map(|(k, (comm, ns))| {
-                let old = earlier.blame.get(k).map_or(0, |(_, n)| *n);
+                let old = earlier_blame.get(k).map_or(0, |(_, n)| *n);
                 (*ns > old).then(|| (*k, (comm.clone(), ns - old)))
             })
             .collect();
@@ -222,6 +248,7 @@ impl Sample {
             cgroups: window(&self.cgroups, &earlier.cgroups),
             selections: window(&self.selections, &earlier.selections),
             blame,
+            blame_epoch: self.blame_epoch,
             episodes,
             cpu_stats: self.cpu_stats.clone(),
         }
@@ -302,5 +329,51 @@ mod tests {
         assert_eq!(w.cgroups[&7].throttled_ns, 15);
         assert_eq!(w.cgroups[&7].wait.count, 1);
         assert_eq!(w.blame.values().next().unwrap().1, 40);
+    }
+
+    #[test]
+    fn totals_add_up() {
+        let mut a = Totals::from_stats(&{
+            let mut s = CgroupStats::ZERO;
+            s.runnable_wait.record(1_000);
+            s.on_cpu.record(5_000);
+            s.contended_ns = 7;
+            s
+        });
+        let b = Totals::from_stats(&{
+            let mut s = CgroupStats::ZERO;
+            s.runnable_wait.record(3_000_000);
+            s.throttled_ns = 9;
+            s.throttled_waits = 1;
+            s
+        });
+        a.add(&b);
+        assert_eq!(a.wait.count, 2);
+        assert_eq!(a.wait.total_ns, 3_001_000);
+        assert_eq!(a.wait.max_ns, 3_000_000);
+        assert_eq!(a.wait.to_hist().buckets, hist(&[1_000, 3_000_000]).buckets);
+        assert_eq!(a.on_cpu.count, 1);
+        assert_eq!(
+            (a.contended_ns, a.throttled_ns, a.throttled_waits),
+            (7, 9, 1)
+        );
+    }
+
+    #[test]
+    fn blame_windows_across_a_release() {
+        let pair = BlamePair {
+            victim: 1,
+            occupant_cgroup: 2,
+            occupant_tgid: 3,
+        };
+        let mut earlier = Sample::default();
+        earlier.blame.insert(pair, ("x".into(), 100));
+        let mut now = earlier.clone();
+        now.blame.insert(pair, ("x".into(), 130));
+        assert_eq!(now.since(&earlier).blame[&pair].1, 30);
+        // Released after `earlier`: the 20 are all new.
+        now.blame_epoch = 1;
+        now.blame.insert(pair, ("x".into(), 20));
+        assert_eq!(now.since(&earlier).blame[&pair].1, 20);
     }
 }

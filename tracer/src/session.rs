@@ -2,7 +2,7 @@
 //! [`Recording`].
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -17,8 +17,8 @@ use tracer_common::{
     maps::{
         BlameKey, BlameValue, CgroupStats, Counter, CpuState, DEFAULT_MAX_CGROUPS, EpisodeRecord,
         MAP_BLAME, MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_EVENTS, MAP_SELECT_PROCESS,
-        MAP_SELECT_THREAD, MAP_SELECTION_STATS, MAX_SELECTIONS, NewCgroupRecord, RECORD_EPISODE,
-        RECORD_NEW_CGROUP, VICTIM_SELECTION,
+        MAP_SELECT_THREAD, MAP_SELECTION_STATS, MAP_SPILL, MAX_SELECTIONS, NewCgroupRecord,
+        RECORD_EPISODE, RECORD_NEW_CGROUP, SpillSlot, VICTIM_SELECTION,
     },
 };
 
@@ -26,7 +26,7 @@ use crate::{
     btf::Btf,
     cgroup::{CpuHierarchy, Resolver, is_within},
     cpustat::{self, CpuStat, Quota},
-    layout, privilege,
+    drain, layout, privilege,
     process::{self, PidKind},
     programs::{self, LoadOptions, ProbeStatus},
     recording::{
@@ -69,6 +69,16 @@ const THREAD_SCAN_EVERY: Duration = Duration::from_secs(1);
 const BLAME_CGROUPS: usize = 8;
 const BLAME_PROCESSES: usize = 3;
 
+/// How often the kernel's blame map is drained while tracing: often enough
+/// that the pairs of one interval fit in it.
+const BLAME_DRAIN_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the spill slots are folded while tracing.
+const SPILL_FOLD_EVERY: Duration = Duration::from_millis(200);
+
+/// How long a cgroup's own quota, once read, is taken as still set.
+const QUOTA_READ_EVERY: Duration = Duration::from_secs(30);
+
 /// Cgroup ids missing from the hierarchy in this many consecutive rescans are
 /// taken as gone (one miss may be a cgroup created after the rescan).
 const GONE_AFTER: u32 = 2;
@@ -94,12 +104,37 @@ pub struct Session {
     episodes: BTreeMap<u64, EpisodeTotals>,
     /// The quota each cgroup under one is under, by path.
     quotas: BTreeMap<String, QuotaInfo>,
+    /// The quota set on each cgroup itself, and when it was read: quotas
+    /// change rarely, and reading them all every interval is most of what a
+    /// refresh costs on a host with hundreds of cgroups.
+    own_quotas: HashMap<String, (Option<Quota>, Instant)>,
     /// `cpu.stat` of those cgroups when the programs were attached (or when
     /// the cgroup was first seen).
     start_stats: BTreeMap<String, CpuStat>,
     /// Cgroup ids in the kernel's maps that the hierarchy lacked, and how many
     /// rescans in a row it did.
     missing: HashMap<u64, u32>,
+    /// The last figures of cgroups gone and removed from the kernel's maps,
+    /// still part of every sample until [`Self::release_departed`]: a dump
+    /// covering the minutes a short-lived cgroup lived must still show it.
+    departed: BTreeMap<u64, Totals>,
+    /// Contended time charged, by victim and occupant: what the kernel's map
+    /// accumulated, drained into here (since the start, or the last release).
+    /// The kernel's map then only holds the pairs of one drain interval,
+    /// however many processes and cgroups come and go.
+    blame: BTreeMap<BlamePair, (String, u64)>,
+    /// Counts releases of `blame`; a sample carries it so that windows
+    /// across a release are computed right.
+    blame_epoch: u64,
+    last_blame_drain: Instant,
+    /// What spill slots held for cgroups that have their map entry now
+    /// (folded here so that the slots are free for others), by cgroup id.
+    spilled: HashMap<u64, Totals>,
+    /// Spill slots were in use at the last read, and how many spilled events
+    /// the programs had counted then.
+    spill_in_use: bool,
+    spill_events_seen: u64,
+    last_spill_fold: Instant,
     started: Instant,
     started_unix_ns: u64,
     detached: bool,
@@ -179,8 +214,17 @@ impl Session {
             names: HashMap::new(),
             episodes: BTreeMap::new(),
             quotas: BTreeMap::new(),
+            own_quotas: HashMap::new(),
             start_stats: BTreeMap::new(),
             missing: HashMap::new(),
+            departed: BTreeMap::new(),
+            blame: BTreeMap::new(),
+            blame_epoch: 0,
+            last_blame_drain: Instant::now(),
+            spilled: HashMap::new(),
+            spill_in_use: false,
+            spill_events_seen: 0,
+            last_spill_fold: Instant::now(),
             started: Instant::now(),
             started_unix_ns: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -190,12 +234,34 @@ impl Session {
         };
         session.select_pids()?;
         session.scan_threads()?;
-        session.refresh_quotas();
+        session.note_quotas();
         Ok(session)
     }
 
     pub fn probes(&self) -> &[ProbeStatus] {
         &self.probes
+    }
+
+    /// How this kernel's throttled time is measured, as reports name it.
+    pub fn throttle_method(&self) -> &'static str {
+        layout::method_description(self.layout.throttle_method)
+    }
+
+    /// Each program's cumulative run time (ns) and run count, from the kernel's
+    /// BPF statistics: zero unless they are enabled (`aya::sys::enable_stats`,
+    /// or the sysctl `kernel.bpf_stats_enabled`).
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some((
+                    name.to_owned(),
+                    info.run_time().as_nanos() as u64,
+                    info.run_count(),
+                ))
+            })
+            .collect()
     }
 
     /// One of the selection maps (tgid or tid -> selection index).
@@ -287,6 +353,13 @@ impl Session {
         if !self.scanner.is_empty() && self.last_scan.elapsed() >= THREAD_SCAN_EVERY {
             let _ = self.scan_threads();
         }
+        if self.last_blame_drain.elapsed() >= BLAME_DRAIN_EVERY {
+            let _ = self.drain_blame();
+        }
+        // Spill slots are few: free them soon for the next burst of new cgroups.
+        if self.last_spill_fold.elapsed() >= SPILL_FOLD_EVERY {
+            let _ = self.fold_spill();
+        }
     }
 
     /// Detaches every program, then reads what they aggregated. The maps are
@@ -325,12 +398,30 @@ impl Session {
                 *total += n;
             }
         }
+        let slots = self.fold_spill()?;
+        let mut cgroups = self.read_stats::<u64>(MAP_CGROUP_STATS)?;
+        for (_, slot) in slots {
+            cgroups
+                .entry(slot.cgroup_id)
+                .or_default()
+                .add(&Totals::from_stats(&slot.stats));
+        }
+        for (id, totals) in &self.spilled {
+            cgroups.entry(*id).or_default().add(totals);
+        }
+        for (id, totals) in &self.departed {
+            // Normally absent from the map; present if a dying task ran again
+            // after its cgroup was evicted, and then the two add up.
+            cgroups.entry(*id).or_default().add(totals);
+        }
+        self.drain_blame()?;
         Ok(Sample {
             elapsed_ns,
             counters,
-            cgroups: self.read_stats::<u64>(MAP_CGROUP_STATS)?,
+            cgroups,
             selections: self.read_stats::<u32>(MAP_SELECTION_STATS)?,
-            blame: self.read_blame()?,
+            blame: self.blame.clone(),
+            blame_epoch: self.blame_epoch,
             episodes: self.episodes.clone(),
             cpu_stats,
         })
@@ -347,11 +438,61 @@ impl Session {
             .collect()
     }
 
-    /// Finds which cgroups are under a quota (quotas change, cgroups come and
-    /// go) and notes the `cpu.stat` of those seen for the first time.
-    pub fn refresh_quotas(&mut self) {
+    /// Keeps a long-running session bounded however many cgroups come and go:
+    /// rescans the hierarchy, moves the figures of cgroups that are gone out
+    /// of the kernel's map (they stay in samples until
+    /// [`Self::release_departed`]) and refreshes the quotas. Returns the ids
+    /// of the cgroups found gone.
+    pub fn maintain(&mut self) -> anyhow::Result<Vec<u64>> {
         self.resolver.rescan();
-        self.quotas = quotas_of(&self.resolver);
+        let gone = self.evict_gone()?;
+        self.note_quotas();
+        Ok(gone)
+    }
+
+    /// Forgets the cgroups [`Self::maintain`] set aside and the blame
+    /// accumulated so far: samples from now on start their blame afresh (a
+    /// new epoch, which [`Sample::since`] knows to handle). Call it when no
+    /// window needs to reach back before now: the agent does when it starts
+    /// a new dump window.
+    pub fn release_departed(&mut self) {
+        for id in std::mem::take(&mut self.departed).into_keys() {
+            self.episodes.remove(&id);
+            self.names.remove(&id);
+            self.resolver.forget(id);
+        }
+        self.blame.clear();
+        self.blame_epoch += 1;
+    }
+
+    /// Whether [`Self::maintain`] set this cgroup aside (it is gone).
+    pub fn is_departed(&self, id: u64) -> bool {
+        self.departed.contains_key(&id)
+    }
+
+    /// Cgroups set aside by [`Self::maintain`] and not yet released.
+    pub fn departed_cgroups(&self) -> usize {
+        self.departed.len()
+    }
+
+    /// Finds which cgroups are under a quota (quotas change, cgroups come and
+    /// go) in the last scan, and notes the `cpu.stat` of those seen for the
+    /// first time.
+    fn note_quotas(&mut self) {
+        let hierarchy = self.resolver.hierarchy();
+        let cache = &mut self.own_quotas;
+        cache.retain(|_, (_, at)| at.elapsed() < QUOTA_READ_EVERY);
+        self.quotas = quotas_of(self.resolver.paths(), |path| {
+            cache
+                .entry(path.to_owned())
+                .or_insert_with(|| {
+                    (
+                        cpustat::read_quota(hierarchy, &hierarchy.dir_of(path)),
+                        Instant::now(),
+                    )
+                })
+                .0
+        });
         let new: Vec<String> = self
             .quotas
             .keys()
@@ -367,20 +508,21 @@ impl Session {
         self.start_stats.retain(|p, _| self.quotas.contains_key(p));
     }
 
-    /// Drops what the kernel and the session keep about cgroups that no longer
-    /// exist, so that a long-running session stays bounded however many cgroups
-    /// come and go. Returns how many were dropped.
-    pub fn evict_gone(&mut self) -> anyhow::Result<usize> {
-        self.resolver.rescan();
+    /// Moves the cgroups missing from the last scans out of the kernel's
+    /// per-cgroup map into `departed`.
+    fn evict_gone(&mut self) -> anyhow::Result<Vec<u64>> {
+        let slots = self.fold_spill()?;
         let mut stats: PerCpuHashMap<_, u64, CgroupStats> = PerCpuHashMap::try_from(
             self.ebpf
                 .map_mut(MAP_CGROUP_STATS)
                 .ok_or_else(|| anyhow!("map {MAP_CGROUP_STATS} missing"))?,
         )?;
-        let ids: Vec<u64> = stats.keys().filter_map(Result::ok).collect();
+        let mut ids: HashSet<u64> = stats.keys().filter_map(Result::ok).collect();
+        ids.extend(slots.iter().map(|(_, slot)| slot.cgroup_id));
+        ids.extend(self.spilled.keys());
         let mut gone = Vec::new();
         let mut missing = HashMap::new();
-        for id in ids {
+        for &id in &ids {
             if self.resolver.is_present(id) {
                 continue;
             }
@@ -392,28 +534,118 @@ impl Session {
             }
         }
         self.missing = missing;
-        for id in &gone {
-            let _ = stats.remove(id);
+        gone.sort_unstable();
+        for &id in &gone {
+            let mut total = CgroupStats::ZERO;
+            if let Ok(per_cpu) = stats.get(&id, 0) {
+                for v in per_cpu.iter() {
+                    total.merge(v);
+                }
+            }
+            for (_, slot) in slots.iter().filter(|(_, s)| s.cgroup_id == id) {
+                total.merge(&slot.stats);
+            }
+            let departed = self.departed.entry(id).or_default();
+            departed.add(&Totals::from_stats(&total));
+            if let Some(folded) = self.spilled.remove(&id) {
+                departed.add(&folded);
+            }
+            let _ = stats.remove(&id);
         }
-        let mut blame: BpfHashMap<_, BlameKey, BlameValue> = BpfHashMap::try_from(
+        // A gone cgroup's slots are free for others: nothing writes them any more.
+        let mut spill: Array<_, SpillSlot> = Array::try_from(
             self.ebpf
-                .map_mut(MAP_BLAME)
-                .ok_or_else(|| anyhow!("map {MAP_BLAME} missing"))?,
+                .map_mut(MAP_SPILL)
+                .ok_or_else(|| anyhow!("map {MAP_SPILL} missing"))?,
         )?;
-        let stale: Vec<BlameKey> = blame
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| gone.contains(&k.victim) || gone.contains(&k.occupant_cgroup))
-            .collect();
-        for key in &stale {
-            let _ = blame.remove(key);
+        for (index, slot) in &slots {
+            if gone.binary_search(&slot.cgroup_id).is_ok() {
+                let _ = spill.set(*index, SpillSlot::ZERO, 0);
+            }
         }
-        for id in &gone {
-            self.episodes.remove(id);
-            self.names.remove(id);
-            self.resolver.forget(*id);
+        // Paths of cgroups that were never in the map (no task ran there) are
+        // not needed; those of cgroups set aside are, until released.
+        let departed = &self.departed;
+        self.resolver
+            .retain_retired(|id| ids.contains(&id) || departed.contains_key(&id));
+        Ok(gone)
+    }
+
+    /// Folds the spill slots of cgroups whose map entry now exists into
+    /// `spilled` and frees them (the programs no longer write a slot once the
+    /// entry exists), and returns the slots still in use, by index. Reads the
+    /// slots only while there may be some in use: a read copies every slot of
+    /// every CPU.
+    fn fold_spill(&mut self) -> anyhow::Result<Vec<(u32, SpillSlot)>> {
+        self.last_spill_fold = Instant::now();
+        let events = self
+            .cpu_states()?
+            .iter()
+            .map(|s| s.counters[Counter::CgroupSpilled as usize])
+            .sum::<u64>();
+        if events == self.spill_events_seen && !self.spill_in_use {
+            return Ok(Vec::new());
         }
-        Ok(gone.len())
+        self.spill_events_seen = events;
+        let with_entry: HashSet<u64> = PerCpuHashMap::<_, u64, CgroupStats>::try_from(
+            self.ebpf
+                .map(MAP_CGROUP_STATS)
+                .ok_or_else(|| anyhow!("map {MAP_CGROUP_STATS} missing"))?,
+        )?
+        .keys()
+        .filter_map(Result::ok)
+        .collect();
+        let mut spill: Array<_, SpillSlot> = Array::try_from(
+            self.ebpf
+                .map_mut(MAP_SPILL)
+                .ok_or_else(|| anyhow!("map {MAP_SPILL} missing"))?,
+        )?;
+        let mut in_use = Vec::new();
+        for i in 0..spill.len() {
+            let Ok(slot) = spill.get(&i, 0) else { continue };
+            if slot.cgroup_id == 0 {
+                continue;
+            }
+            if with_entry.contains(&slot.cgroup_id) {
+                self.spilled
+                    .entry(slot.cgroup_id)
+                    .or_default()
+                    .add(&Totals::from_stats(&slot.stats));
+                let _ = spill.set(i, SpillSlot::ZERO, 0);
+            } else {
+                in_use.push((i, slot));
+            }
+        }
+        self.spill_in_use = !in_use.is_empty();
+        Ok(in_use)
+    }
+
+    /// Moves what the kernel's blame map accumulated into `blame`.
+    fn drain_blame(&mut self) -> anyhow::Result<()> {
+        self.last_blame_drain = Instant::now();
+        let data = self
+            .ebpf
+            .map_mut(MAP_BLAME)
+            .ok_or_else(|| anyhow!("map {MAP_BLAME} missing"))?;
+        let fd = match data {
+            aya::maps::Map::HashMap(d) => drain::raw_fd(d),
+            _ => bail!("map {MAP_BLAME} is not a hash map"),
+        };
+        let mut map: BpfHashMap<_, BlameKey, BlameValue> = BpfHashMap::try_from(data)?;
+        let rows = drain::drain(&mut map, fd).context("draining the blame map")?;
+        for (key, value) in rows {
+            let pair = BlamePair {
+                victim: key.victim,
+                occupant_cgroup: key.occupant_cgroup,
+                occupant_tgid: key.occupant_tgid,
+            };
+            let row = self
+                .blame
+                .entry(pair)
+                .or_insert_with(|| (comm_str(&value.comm), 0));
+            row.1 += value.ns;
+        }
+        Ok(())
     }
 
     /// Cgroups the kernel's per-cgroup map holds.
@@ -693,28 +925,6 @@ impl Session {
             .collect()
     }
 
-    /// Contended time charged, by victim and occupant.
-    fn read_blame(&self) -> anyhow::Result<BTreeMap<BlamePair, (String, u64)>> {
-        let map: BpfHashMap<_, BlameKey, BlameValue> = BpfHashMap::try_from(
-            self.ebpf
-                .map(MAP_BLAME)
-                .ok_or_else(|| anyhow!("map {MAP_BLAME} missing"))?,
-        )?;
-        map.iter()
-            .map(|item| {
-                let (key, value) = item.context("reading the blame map")?;
-                Ok((
-                    BlamePair {
-                        victim: key.victim,
-                        occupant_cgroup: key.occupant_cgroup,
-                        occupant_tgid: key.occupant_tgid,
-                    },
-                    (comm_str(&value.comm), value.ns),
-                ))
-            })
-            .collect()
-    }
-
     /// Every CPU's state (run history, counters).
     fn cpu_states(&self) -> anyhow::Result<Vec<CpuState>> {
         let states: Array<_, CpuState> = Array::try_from(
@@ -797,22 +1007,25 @@ fn comm_str(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// Every cgroup under a quota (its own or an ancestor's), with that quota.
-fn quotas_of(resolver: &Resolver) -> BTreeMap<String, QuotaInfo> {
-    let hierarchy = resolver.hierarchy();
-    let mut paths: Vec<String> = resolver.paths().cloned().collect();
+/// Every cgroup of `paths` under a quota (its own or an ancestor's), with
+/// that quota; `own` gives the quota set on a cgroup itself.
+fn quotas_of<'a>(
+    paths: impl Iterator<Item = &'a String>,
+    mut own_quota: impl FnMut(&str) -> Option<Quota>,
+) -> BTreeMap<String, QuotaInfo> {
+    let mut paths: Vec<&String> = paths.collect();
     // Parents before children, so that a child finds its ancestor's quota.
     paths.sort();
     let mut own: BTreeMap<String, Quota> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for path in paths {
-        if let Some(q) = cpustat::read_quota(hierarchy, &hierarchy.dir_of(&path)) {
+        if let Some(q) = own_quota(path) {
             own.insert(path.clone(), q);
         }
         // The nearest quota: the deepest ancestor-or-self that has one.
         let owner = own
             .iter()
-            .filter(|(p, _)| is_within(&path, p))
+            .filter(|(p, _)| is_within(path, p))
             .max_by_key(|(p, _)| p.len());
         if let Some((owner, quota)) = owner {
             out.insert(
@@ -841,4 +1054,51 @@ pub fn kernel_release() -> String {
 
 pub fn online_cpus() -> usize {
     aya::util::online_cpus().map(|c| c.len()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quota_covers_its_subtree_and_the_nearest_one_wins() {
+        let q = |quota_us| Quota {
+            quota_us,
+            period_us: 100_000,
+            burst_us: 0,
+        };
+        let paths: Vec<String> = ["/", "/k", "/k/a", "/k/a/x", "/k/b", "/k-b", "/sys"]
+            .map(String::from)
+            .to_vec();
+        let mut asked = Vec::new();
+        let quotas = quotas_of(paths.iter(), |p| {
+            asked.push(p.to_owned());
+            match p {
+                "/k" => Some(q(200_000)),
+                "/k/a" => Some(q(50_000)),
+                _ => None,
+            }
+        });
+        assert_eq!(
+            asked.len(),
+            paths.len(),
+            "each cgroup's own quota asked once"
+        );
+        let owner = |p: &str| quotas.get(p).map(|i| (i.owner.as_str(), i.quota.quota_us));
+        assert_eq!(owner("/k"), Some(("/k", 200_000)));
+        assert_eq!(owner("/k/a"), Some(("/k/a", 50_000)));
+        assert_eq!(
+            owner("/k/a/x"),
+            Some(("/k/a", 50_000)),
+            "the nearest ancestor"
+        );
+        assert_eq!(owner("/k/b"), Some(("/k", 200_000)));
+        assert_eq!(
+            owner("/k-b"),
+            None,
+            "a sibling with a common prefix is not below /k"
+        );
+        assert_eq!(owner("/"), None);
+        assert_eq!(owner("/sys"), None);
+    }
 }

@@ -5,6 +5,7 @@
 //! with nothing attached, with `tracer record` attached and with libbpf-tools'
 //! `runqlat` attached. The three alternate round by round, in rotating order, so
 //! that drift of the machine hits all of them alike; the medians are compared.
+//! Then the agent's own cost is measured (see `bench_agent`).
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -26,6 +27,12 @@ pub struct Options {
     /// Round trips per run of the ping-pong.
     #[arg(long, default_value_t = 200_000)]
     loops: u64,
+    /// Seconds of ping-pong per agent measurement.
+    #[arg(long, default_value_t = 30)]
+    agent_seconds: u64,
+    /// Run only one part: `switch` (cost per context switch) or `agent`.
+    #[arg(long, value_parser = ["switch", "agent"])]
+    only: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -122,7 +129,7 @@ fn attach(variant: Variant, tracer: &Path) -> anyhow::Result<Attached> {
 }
 
 /// One ping-pong run pinned to `cpu`: nanoseconds per context switch.
-fn ping_pong(cpu: u32, loops: u64) -> anyhow::Result<f64> {
+pub fn ping_pong(cpu: u32, loops: u64) -> anyhow::Result<f64> {
     let out = cmd::output(Command::new("taskset").args([
         "-c",
         &cpu.to_string(),
@@ -151,7 +158,7 @@ fn ping_pong(cpu: u32, loops: u64) -> anyhow::Result<f64> {
     Ok(usecs_per_op * 1000.0 / 2.0)
 }
 
-fn median(values: &[f64]) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -192,13 +199,22 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     );
     // Warm caches and frequency before the first measured run.
     ping_pong(cpu, options.loops / 4)?;
+    if options.only.as_deref() != Some("agent") {
+        switch_cost(&options, &tracer, cpu)?;
+    }
+    if options.only.as_deref() != Some("switch") {
+        crate::bench_agent::run(&tracer, cpu, options.loops, options.agent_seconds)?;
+    }
+    Ok(())
+}
 
+fn switch_cost(options: &Options, tracer: &Path, cpu: u32) -> anyhow::Result<()> {
     let mut results: Vec<(Variant, Vec<f64>)> =
         Variant::ALL.iter().map(|&v| (v, Vec::new())).collect();
     for round in 0..options.rounds {
         for i in 0..Variant::ALL.len() {
             let variant = Variant::ALL[(i + round) % Variant::ALL.len()];
-            let attached = attach(variant, &tracer)?;
+            let attached = attach(variant, tracer)?;
             let ns = ping_pong(cpu, options.loops)?;
             drop(attached);
             if let Some((_, v)) = results.iter_mut().find(|(v, _)| *v == variant) {

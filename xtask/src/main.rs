@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | run | test | bench`.
 
 mod bench;
+mod bench_agent;
 mod cmd;
 mod run;
 mod setup;
@@ -26,7 +27,8 @@ enum Task {
     Run(run::Options),
     /// Run every test: unit tests and the privileged integration tests.
     Test(test::Options),
-    /// Measure the tracer's cost per context switch against no tracing and runqlat.
+    /// Measure the tracer's cost per context switch (against no tracing and runqlat)
+    /// and the agent's CPU and memory.
     Bench(bench::Options),
 }
 

@@ -13,10 +13,11 @@ pub struct Options {
 
 pub fn run(options: Options) -> anyhow::Result<()> {
     setup::ensure()?;
-    // A real JVM for the GC-thread test, a real browser for the HTML report test.
+    // A real JVM for the GC-thread test, a real browser for the HTML report
+    // test, a real Prometheus server (and promtool) for the agent's.
     setup::apt_packages(
-        &["openjdk-17-jdk-headless", "chromium"],
-        "for the JVM and HTML report tests",
+        &["openjdk-17-jdk-headless", "chromium", "prometheus"],
+        "for the JVM, HTML report and agent tests",
     )?;
     // The CLI tests run the real binary; build it with the tests' profile.
     println!("test: cargo build -p tracer");

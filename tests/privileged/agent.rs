@@ -1,0 +1,450 @@
+//! `tracer agent` end to end: scraped by a real Prometheus server, under
+//! cgroup churn, and through its life cycle (signals, dumps, the lock).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use libtest_mimic::{Completion, Failed, Trial};
+use tracer::dump;
+use tracer_tests::{
+    Load, TestCgroup, Worker, loaded_tracer_programs,
+    services::{self, Agent, PROMETHEUS, Prometheus, sample_value, series_count, wait_for},
+    settle_tracer_programs, spawn_in,
+};
+
+use crate::{Scratch, TestResult, bin, check, cpus, measured, or_skip, privileged};
+
+pub fn tests() -> Vec<Trial> {
+    vec![
+        privileged(
+            "agent_series_hold_the_expected_values_in_prometheus",
+            prometheus,
+        ),
+        privileged(
+            "agent_memory_and_series_stay_bounded_under_cgroup_churn",
+            churn,
+        ),
+        privileged("agent_lock_signals_dumps_and_a_clean_exit", lifecycle),
+    ]
+}
+
+fn within(what: &str, value: f64, range: std::ops::RangeInclusive<f64>) -> Result<(), Failed> {
+    check(range.contains(&value), || {
+        format!("{what} = {value:.3}, expected {range:?}")
+    })
+}
+
+/// Two hogs pinned to one CPU in one cgroup (each waits half the time: 1 s of
+/// wait per second between them) and a hog under a 20 ms / 100 ms quota
+/// (throttled 80 % of the time), read back through Prometheus' query API.
+fn prometheus() -> TestResult {
+    let (quiet, busy) = or_skip!(cpus());
+    let bin = or_skip!(bin());
+    if !Path::new(PROMETHEUS).exists() {
+        return Ok(Completion::ignored_with(
+            "no Prometheus server (apt-get install prometheus; `cargo xtask test` does)",
+        ));
+    }
+    let scratch = Scratch::new("prometheus")?;
+    let pair = TestCgroup::create("prom-pair")?;
+    let limited = TestCgroup::create("prom-quota")?;
+    limited.set_quota(20_000, 100_000)?;
+    let _w1 = Worker::start(Load::Spin, &pair, busy)?;
+    let _w2 = Worker::start(Load::Spin, &pair, busy)?;
+    let _w3 = Worker::start(Load::Spin, &limited, quiet)?;
+
+    let agent = Agent::start(
+        &bin,
+        &[
+            "--interval",
+            "1s",
+            "--no-dumps",
+            "--lock-file",
+            &scratch.file("agent.lock"),
+        ],
+        &scratch.0,
+    )?;
+    let prom = Prometheus::start(agent.addr, &scratch.0)?;
+    wait_for("Prometheus' first scrape", Duration::from_secs(20), || {
+        (prom.value("up{job=\"tracer\"}").ok()? == 1.0).then_some(())
+    })?;
+    // Ten seconds of scrapes, then rates over the last ten.
+    std::thread::sleep(Duration::from_secs(11));
+    let rate = |metric: &str, labels: &str| prom.value(&format!("rate({metric}{{{labels}}}[10s])"));
+    let p = format!("cgroup=\"{}\"", pair.path);
+    let q = format!("cgroup=\"{}\"", limited.path);
+
+    let contended = rate(
+        "tracer_wait_seconds_total",
+        &format!("{p},cause=\"contended\""),
+    )?;
+    let wait_sum = rate("tracer_runnable_wait_seconds_sum", &p)?;
+    let waits = rate("tracer_runnable_wait_seconds_count", &p)?;
+    let p50 = prom.value(&format!(
+        "histogram_quantile(0.5, rate(tracer_runnable_wait_seconds_bucket{{{p}}}[10s]))"
+    ))?;
+    let self_blame = rate(
+        "tracer_contended_by_seconds_total",
+        &format!("{p},occupant=\"{}\"", pair.path),
+    )?;
+    let throttled = rate(
+        "tracer_wait_seconds_total",
+        &format!("{q},cause=\"throttled\""),
+    )?;
+    let kernel_throttled = rate("tracer_cpu_stat_throttled_seconds_total", &q)?;
+    let episodes = rate("tracer_throttle_episodes_total", &q)?;
+    let quota = prom.value(&format!("tracer_cpu_quota_cpus{{{q}}}"))?;
+    let switches = rate("tracer_events_total", "event=\"sched_switch\"")?;
+    let lost = prom.value("sum(tracer_lost_total)")?;
+    let program_cpu = prom.value("sum(tracer_program_cpu_ratio)")?;
+    let switch_run = prom.value("tracer_program_run_seconds{program=\"sched_switch\"}")?;
+    let agent_cpu = rate("tracer_agent_cpu_seconds_total", "")?;
+    let method = prom.query("tracer_build_info")?;
+    measured(format!(
+        "pair: contended {contended:.3} s/s, wait sum {wait_sum:.3} s/s over {waits:.0} waits/s, p50 {:.2} ms, self-blame {self_blame:.3}; \
+         quota: throttled {throttled:.3} s/s vs cpu.stat {kernel_throttled:.3}, {episodes:.1} episodes/s; \
+         {switches:.0} switches/s, programs {:.3} % of a CPU (sched_switch {:.0} ns a run), agent {:.3} %",
+        p50 * 1e3,
+        program_cpu * 100.0,
+        switch_run * 1e9,
+        agent_cpu * 100.0
+    ));
+
+    within(
+        "contended wait of two hogs on one CPU (s/s)",
+        contended,
+        0.9..=1.1,
+    )?;
+    within("runnable wait histogram sum (s/s)", wait_sum, 0.9..=1.1)?;
+    // The mean wait is one slice of the other hog; the median is within a
+    // bucket (a factor of four) of it.
+    let mean = wait_sum / waits;
+    within("p50 / mean wait", p50 / mean, 0.25..=4.0)?;
+    within(
+        "share charged to the pair itself",
+        self_blame / contended,
+        0.9..=1.01,
+    )?;
+    within(
+        "throttled wait of a 20 % quota hog (s/s)",
+        throttled,
+        0.72..=0.88,
+    )?;
+    within(
+        "tracer throttled / cpu.stat throttled_time",
+        throttled / kernel_throttled,
+        0.95..=1.05,
+    )?;
+    within(
+        "throttle episodes per 100 ms period",
+        episodes / 10.0,
+        0.8..=1.2,
+    )?;
+    within("tracer_cpu_quota_cpus", quota, 0.2..=0.2)?;
+    check(switches > 100.0, || format!("{switches} switches/s"))?;
+    check(lost == 0.0, || format!("{lost} events lost"))?;
+    check(program_cpu > 0.0, || {
+        "the programs' own run time reads 0".into()
+    })?;
+    check(
+        method
+            .first()
+            .is_some_and(|(l, _)| l.get("throttle_method").is_some_and(|m| !m.is_empty())),
+        || format!("tracer_build_info without throttle_method: {method:?}"),
+    )?;
+
+    // The Prometheus text format (no Accept header) passes promtool's linter.
+    let page = agent.metrics()?;
+    if Path::new("/usr/bin/promtool").exists() {
+        let mut lint = Command::new("/usr/bin/promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .output_with_stdin(page.as_bytes())?;
+        check(lint.status.success(), || {
+            format!(
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&std::mem::take(&mut lint.stdout)),
+                String::from_utf8_lossy(&lint.stderr)
+            )
+        })?;
+    }
+    agent.terminate(Duration::from_secs(10))?;
+    Ok(Completion::Completed)
+}
+
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output> {
+        use std::io::Write as _;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .map(|mut s| s.write_all(input))
+            .transpose()?;
+        child.wait_with_output()
+    }
+}
+
+/// Reads the agent's own gauges from its page.
+struct Page(String);
+
+impl Page {
+    fn of(agent: &Agent) -> Result<Self, Failed> {
+        Ok(Self(agent.metrics()?))
+    }
+
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64, Failed> {
+        sample_value(&self.0, name, labels)
+            .ok_or_else(|| format!("{name}{labels:?} missing from /metrics").into())
+    }
+
+    fn cgroups(&self, state: &str) -> Result<f64, Failed> {
+        self.get("tracer_cgroups", &[("state", state)])
+    }
+
+    fn series(&self) -> usize {
+        series_count(&self.0)
+    }
+}
+
+/// Short-lived processes in `n` new cgroups under `parent`, all at once; the
+/// cgroups are removed when the processes have exited.
+fn churn_batch(parent: &TestCgroup, batch: usize, n: usize) -> Result<(), Failed> {
+    let cgroups: Vec<TestCgroup> = (0..n)
+        .map(|i| parent.child(&format!("b{batch}-{i}")))
+        .collect::<anyhow::Result<_>>()?;
+    let children: Vec<Child> = cgroups
+        .iter()
+        .map(|cg| {
+            // A sleep (so that the cgroup sees a wakeup even if the shell were
+            // never preempted), then a few milliseconds of shell arithmetic.
+            spawn_in(
+                cg,
+                "/bin/sh",
+                &[
+                    "-c",
+                    "sleep 0.01; i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done",
+                ],
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for mut c in children {
+        c.wait()?;
+    }
+    drop(cgroups);
+    Ok(())
+}
+
+/// 2,000 cgroups come and go, in two rounds of 1,000 (batches of 100, each
+/// with a short-lived process). The kernel's map returns to its size before,
+/// exported series stay within the limit, and the second round does not grow
+/// the agent's memory: what the first one left behind is reused, not added to.
+fn churn() -> TestResult {
+    let bin = or_skip!(bin());
+    let scratch = Scratch::new("churn")?;
+    let config = scratch.file("agent.toml");
+    const LIMIT: usize = 50;
+    std::fs::write(
+        &config,
+        format!(
+            "interval = \"500ms\"\nexport_limit = {LIMIT}\nlock_file = \"{}\"\n\
+             [dumps]\ndir = \"{}\"\nevery = \"2s\"\nkeep = 2\n",
+            scratch.file("agent.lock"),
+            scratch.file("dumps")
+        ),
+    )?;
+    let agent = Agent::start(&bin, &["--config", &config], &scratch.0)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let before = Page::of(&agent)?;
+    let (tracked_before, series_before) = (before.cgroups("tracked")?, before.series());
+    let evicted_before = before.get("tracer_cgroups_evicted_total", &[])?;
+    let rss_before = agent.resident_bytes()?;
+
+    let parent = TestCgroup::create("churn")?;
+    let mut peak_exported = 0.0f64;
+    let mut peak_series = 0;
+    let mut resident = Vec::new();
+    let settle = |what: &str| -> Result<Page, Failed> {
+        // Gone for two rescans, then released with the next dump.
+        Ok(wait_for(what, Duration::from_secs(20), || {
+            let page = Page::of(&agent).ok()?;
+            (page.cgroups("tracked").ok()? <= tracked_before + 2.0
+                && page.cgroups("departed").ok()? == 0.0)
+                .then_some(page)
+        })?)
+    };
+    let started = Instant::now();
+    for round in 0..2 {
+        for batch in 0..10 {
+            churn_batch(&parent, round * 10 + batch, 100)?;
+            let page = Page::of(&agent)?;
+            peak_exported = peak_exported.max(page.cgroups("exported")?);
+            peak_series = peak_series.max(page.series());
+        }
+        settle(&format!("the agent to evict round {round}'s cgroups"))?;
+        resident.push(agent.resident_bytes()?);
+    }
+    let churned = started.elapsed();
+    drop(parent);
+    let after = settle("the agent to evict the churn's parent")?;
+    let evicted = after.get("tracer_cgroups_evicted_total", &[])? - evicted_before;
+    let dumps = std::fs::read_dir(scratch.file("dumps"))?.count();
+    let other_waits = after.get("tracer_runnable_wait_seconds_count", &[("cgroup", "other")])?;
+    let spilled = after.get(
+        "tracer_events_total",
+        &[("event", "cgroup_entries_spilled")],
+    )? - before.get(
+        "tracer_events_total",
+        &[("event", "cgroup_entries_spilled")],
+    )?;
+    let lost = after.get("tracer_lost_total", &[("reason", "cgroup_map_full")])?
+        - before.get("tracer_lost_total", &[("reason", "cgroup_map_full")])?;
+    measured(format!(
+        "2000 cgroups in {:.1} s: {evicted} evicted, tracked {tracked_before} -> {}, series {series_before} -> {} (peak {peak_series}, exported peak {peak_exported}), \
+         resident {:.1} MiB -> {:.1} MiB after round 1 -> {:.1} MiB after round 2, {dumps} dumps kept; \
+         events spilled {spilled}, lost to allocation {lost}",
+        churned.as_secs_f64(),
+        after.cgroups("tracked")?,
+        after.series(),
+        rss_before as f64 / 1048576.0,
+        resident[0] as f64 / 1048576.0,
+        resident[1] as f64 / 1048576.0,
+    ));
+    check(evicted >= 2000.0, || {
+        format!("only {evicted} of 2000+ cgroups evicted")
+    })?;
+    check(peak_exported <= LIMIT as f64, || {
+        format!("{peak_exported} cgroups exported, over the limit of {LIMIT}")
+    })?;
+    check(other_waits > 0.0, || {
+        "nothing summed into cgroup=\"other\"".into()
+    })?;
+    // Per exported cgroup: 17 histogram lines, 3 causes, on-CPU, 2 episode
+    // counters, 3 occupants at most: 26.
+    check(peak_series <= series_before + (LIMIT + 1) * 26, || {
+        format!("{peak_series} series at the peak, from {series_before}")
+    })?;
+    check(after.series() <= series_before + 26, || {
+        format!(
+            "{} series after the churn, {series_before} before",
+            after.series()
+        )
+    })?;
+    check(resident[1] <= resident[0] + (2 << 20), || {
+        format!(
+            "resident memory grew from {} to {} bytes in the second round",
+            resident[0], resident[1]
+        )
+    })?;
+    check(dumps <= 2, || format!("{dumps} dumps kept, keep = 2"))?;
+    agent.terminate(Duration::from_secs(10))?;
+    Ok(Completion::Completed)
+}
+
+/// One agent per host, a dump on SIGUSR1, rolling dumps pruned, and SIGTERM:
+/// exit status 0, a last dump, no program left in the kernel.
+fn lifecycle() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let bin = or_skip!(bin());
+    let scratch = Scratch::new("lifecycle")?;
+    let dumps = PathBuf::from(scratch.file("dumps"));
+    let config = scratch.file("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval = \"500ms\"\nlock_file = \"{}\"\n[dumps]\ndir = \"{}\"\nevery = \"2s\"\nkeep = 3\n",
+            scratch.file("agent.lock"),
+            dumps.display()
+        ),
+    )?;
+    let cg = TestCgroup::create("agent-life")?;
+    let _w = Worker::start(Load::Spin, &cg, busy)?;
+    let programs_before = settle_tracer_programs(loaded_tracer_programs());
+
+    let agent = Agent::start(&bin, &["--config", &config], &scratch.0)?;
+    let (status, health) = services::http_get(agent.addr, "/health", None)?;
+    check(
+        status == 200 && health.contains("\"status\":\"ok\""),
+        || format!("/health: {status} {health}"),
+    )?;
+    let (status, _) = services::http_get(agent.addr, "/nowhere", None)?;
+    check(status == 404, || format!("/nowhere answered {status}"))?;
+    let (_, openmetrics) = services::http_get(
+        agent.addr,
+        "/metrics",
+        Some("application/openmetrics-text; version=1.0.0"),
+    )?;
+    check(openmetrics.ends_with("# EOF\n"), || {
+        "OpenMetrics page without # EOF".into()
+    })?;
+
+    // A second agent on the same host is refused, whatever port it asks for.
+    let second = Command::new(&bin)
+        .args(["agent", "--config", &config, "--listen", "127.0.0.1:0"])
+        .output()?;
+    let err = String::from_utf8_lossy(&second.stderr);
+    check(!second.status.success(), || "a second agent started".into())?;
+    check(
+        err.contains("another tracer agent is running") && err.contains(&agent.pid.to_string()),
+        || format!("second agent's error does not say who holds the lock: {err}"),
+    )?;
+
+    agent.signal(libc::SIGUSR1);
+    let signalled = wait_for("the SIGUSR1 dump", Duration::from_secs(10), || {
+        find_dump(&dumps, "-signal.json")
+    })?;
+    let rec = dump::read(&signalled)?;
+    let entry = rec.cgroups.iter().find(|c| c.path == cg.path);
+    check(entry.is_some_and(|e| e.on_cpu.summary.total_ns > 0), || {
+        format!("{} missing or idle in the SIGUSR1 dump", cg.path)
+    })?;
+
+    std::thread::sleep(Duration::from_secs(5));
+    let kept = dump_files(&dumps).len();
+    check(kept <= 3, || format!("{kept} dumps kept, keep = 3"))?;
+
+    let pid = agent.pid;
+    let (status, log) = agent.terminate(Duration::from_secs(10))?;
+    check(status.success(), || {
+        format!("agent {pid} exited with {status} on SIGTERM: {log}")
+    })?;
+    check(log.contains("every program detached"), || {
+        format!("the agent did not report detaching: {log}")
+    })?;
+    let last = find_dump(&dumps, "-exit.json").ok_or("no dump written at exit")?;
+    let rec = dump::read(&last)?;
+    check(rec.duration_ns > 0, || "empty exit dump".into())?;
+    let left = settle_tracer_programs(programs_before);
+    measured(format!(
+        "dumps kept {kept}; exit dump covers {:.1} s; programs loaded after exit: {left} (before: {programs_before})",
+        rec.duration_ns as f64 / 1e9
+    ));
+    check(left <= programs_before, || {
+        format!("{left} tracer programs still loaded after SIGTERM ({programs_before} before)")
+    })?;
+    Ok(Completion::Completed)
+}
+
+fn dump_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn find_dump(dir: &Path, suffix: &str) -> Option<PathBuf> {
+    dump_files(dir)
+        .into_iter()
+        .rfind(|p| p.to_string_lossy().ends_with(suffix))
+}

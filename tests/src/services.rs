@@ -1,0 +1,290 @@
+//! Long-running processes the agent tests talk to over HTTP: the agent itself
+//! and a real Prometheus server scraping it. Both are killed by pid on drop.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+
+/// A TCP port on 127.0.0.1 nobody listens on (at the moment of asking).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `GET path` over HTTP/1.0: status and body.
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n")?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("no HTTP head in {text:?}"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// Percent-encodes a query parameter.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or fails after `limit`.
+pub fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running `tracer agent`.
+pub struct Agent {
+    child: Option<Child>,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    stderr: PathBuf,
+}
+
+impl Agent {
+    /// Starts `bin agent --listen <free port> <args>` and waits until its
+    /// `/metrics` answers with data.
+    pub fn start(bin: &Path, args: &[&str], scratch: &Path) -> anyhow::Result<Self> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let stderr = scratch.join(format!("agent-{}.log", addr.port()));
+        let child = Command::new(bin)
+            .arg("agent")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr)?)
+            .spawn()
+            .context("starting the agent")?;
+        let mut agent = Self {
+            pid: child.id(),
+            child: Some(child),
+            addr,
+            stderr,
+        };
+        let ready = wait_for(
+            "the agent's first snapshot",
+            Duration::from_secs(20),
+            || {
+                if let Some(Ok(Some(_))) = agent.child.as_mut().map(Child::try_wait) {
+                    return Some(false);
+                }
+                matches!(http_get(addr, "/metrics", None), Ok((200, _))).then_some(true)
+            },
+        )?;
+        ensure!(ready, "the agent exited at start: {}", agent.log());
+        Ok(agent)
+    }
+
+    /// What the agent wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let (status, body) = http_get(self.addr, "/metrics", None)?;
+        ensure!(status == 200, "/metrics answered {status}: {body}");
+        Ok(body)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: a signal to our own child, by pid.
+        unsafe { libc::kill(self.pid as i32, signal) };
+    }
+
+    /// Sends SIGTERM and waits (up to `limit`) for the agent to exit: its
+    /// exit status and everything it wrote to stderr.
+    pub fn terminate(mut self, limit: Duration) -> anyhow::Result<(ExitStatus, String)> {
+        self.signal(libc::SIGTERM);
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("already stopped"))?;
+        let status = wait_for("the agent to exit", limit, || {
+            child.try_wait().ok().flatten()
+        });
+        if status.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok((status?, self.log()))
+    }
+
+    /// Resident memory, from `/proc/<pid>/status`.
+    pub fn resident_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS"))?;
+        Ok(kb * 1024)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text page, the
+/// labels given in the order the page writes them.
+pub fn sample_value(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut key = name.to_owned();
+    if !labels.is_empty() {
+        let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        key = format!("{key}{{{}}}", inner.join(","));
+    }
+    page.lines()
+        .find_map(|l| l.strip_prefix(&key)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Sample lines (not comments) in a metrics page: the number of series.
+pub fn series_count(page: &str) -> usize {
+    page.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+/// A Prometheus server on 127.0.0.1 scraping one target every second.
+pub struct Prometheus {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+}
+
+/// Where Debian's package puts the server.
+pub const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+impl Prometheus {
+    pub fn start(target: SocketAddr, dir: &Path) -> anyhow::Result<Self> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let dir = dir.join("prometheus");
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )?;
+        let child = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log"))?)
+            .spawn()
+            .context("starting prometheus")?;
+        let p = Self { child, addr, dir };
+        wait_for("prometheus to be ready", Duration::from_secs(30), || {
+            matches!(http_get(addr, "/-/ready", None), Ok((200, _))).then_some(())
+        })
+        .with_context(|| p.log())?;
+        Ok(p)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// An instant query: each series' labels and value.
+    pub fn query(&self, expr: &str) -> anyhow::Result<Vec<(BTreeMap<String, String>, f64)>> {
+        let (status, body) = http_get(
+            self.addr,
+            &format!("/api/v1/query?query={}", encode(expr)),
+            None,
+        )?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("query {expr}: {body}"))?;
+        ensure!(
+            status == 200 && json["status"] == "success",
+            "query {expr}: {status} {body}"
+        );
+        let results = json["data"]["result"]
+            .as_array()
+            .ok_or_else(|| anyhow!("query {expr}: no result vector: {body}"))?;
+        results
+            .iter()
+            .map(|r| {
+                let labels = r["metric"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let value = r["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| anyhow!("query {expr}: no value in {r}"))?;
+                Ok((labels, value))
+            })
+            .collect()
+    }
+
+    /// The single value of `expr`, which must select exactly one series.
+    pub fn value(&self, expr: &str) -> anyhow::Result<f64> {
+        let r = self.query(expr)?;
+        ensure!(r.len() == 1, "query {expr} gave {} series: {r:?}", r.len());
+        Ok(r[0].1)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

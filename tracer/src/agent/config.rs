@@ -1,0 +1,243 @@
+//! The agent's configuration: a TOML file (`--config`), with command-line
+//! flags on top.
+//!
+//! ```toml
+//! listen = "0.0.0.0:9477"     # where /metrics and /health are served
+//! interval = "5s"             # how often the kernel's maps are read
+//! export_limit = 200          # cgroups with series of their own; the rest are summed
+//! include = ["/kubepods"]     # export only cgroups under these paths (default: all)
+//! exclude = ["/kubepods/besteffort"]
+//! top_occupants = 3           # occupants named per cgroup
+//! program_stats = true        # sample the programs' own cost (kernel BPF statistics)
+//!
+//! lock_file = "/run/tracer-agent.lock"
+//!
+//! [dumps]                     # rolling dumps (and one on SIGUSR1, one at exit)
+//! dir = "/var/lib/tracer"
+//! every = "10m"
+//! keep = 24                   # at most ~1 MB each with 200 cgroups
+//! enabled = true
+//! ```
+//!
+//! The values shown are the defaults, except `include` and `exclude`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+use crate::cli::parse_duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub interval: Duration,
+    pub export_limit: usize,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub top_occupants: usize,
+    pub program_stats: bool,
+    pub dumps: Option<Dumps>,
+    /// Where the single-instance lock lives.
+    pub lock_file: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dumps {
+    pub dir: PathBuf,
+    pub every: Duration,
+    pub keep: usize,
+}
+
+impl Default for Dumps {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/tracer"),
+            every: Duration::from_secs(600),
+            keep: 24,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("a valid address"),
+            interval: Duration::from_secs(5),
+            export_limit: 200,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            top_occupants: 3,
+            program_stats: true,
+            dumps: Some(Dumps::default()),
+            lock_file: PathBuf::from("/run/tracer-agent.lock"),
+        }
+    }
+}
+
+/// The file as written; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    interval: Option<String>,
+    export_limit: Option<usize>,
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    top_occupants: Option<usize>,
+    program_stats: Option<bool>,
+    lock_file: Option<PathBuf>,
+    dumps: Option<DumpsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DumpsFile {
+    dir: Option<PathBuf>,
+    every: Option<String>,
+    keep: Option<usize>,
+    enabled: Option<bool>,
+}
+
+fn duration(key: &str, text: &str) -> anyhow::Result<Duration> {
+    parse_duration(text).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+}
+
+fn path_prefix(key: &str, p: String) -> anyhow::Result<String> {
+    if !p.starts_with('/') {
+        bail!("{key}: {p:?} must be a cgroup path starting with /");
+    }
+    Ok(p)
+}
+
+impl Config {
+    /// Parses a configuration file's text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: File = toml::from_str(text)?;
+        let mut c = Self::default();
+        if let Some(l) = file.listen {
+            c.listen = l
+                .parse()
+                .with_context(|| format!("listen: {l:?} is not an address like 0.0.0.0:9477"))?;
+        }
+        if let Some(i) = file.interval {
+            c.interval = duration("interval", &i)?;
+        }
+        if let Some(n) = file.export_limit {
+            c.export_limit = n;
+        }
+        if let Some(v) = file.include {
+            c.include = v
+                .into_iter()
+                .map(|p| path_prefix("include", p))
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if let Some(v) = file.exclude {
+            c.exclude = v
+                .into_iter()
+                .map(|p| path_prefix("exclude", p))
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if let Some(n) = file.top_occupants {
+            c.top_occupants = n;
+        }
+        if let Some(b) = file.program_stats {
+            c.program_stats = b;
+        }
+        if let Some(l) = file.lock_file {
+            c.lock_file = l;
+        }
+        if let Some(d) = file.dumps {
+            let default = Dumps::default();
+            c.dumps = match d.enabled {
+                Some(false) => None,
+                _ => Some(Dumps {
+                    dir: d.dir.unwrap_or(default.dir),
+                    every: match d.every {
+                        Some(e) => duration("dumps.every", &e)?,
+                        None => default.every,
+                    },
+                    keep: match d.keep {
+                        Some(0) => bail!("dumps.keep: keep at least 1 (or set enabled = false)"),
+                        Some(n) => n,
+                        None => default.keep,
+                    },
+                }),
+            };
+        }
+        if c.interval < Duration::from_millis(100) {
+            bail!("interval: {:?} is too short; at least 100ms", c.interval);
+        }
+        Ok(c)
+    }
+
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.dumps, Some(Dumps::default()));
+        assert!(
+            Config::parse("[dumps]\nenabled = false")
+                .unwrap()
+                .dumps
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_full_file() {
+        let c = Config::parse(
+            r#"
+            listen = "0.0.0.0:9000"
+            interval = "2s"
+            export_limit = 50
+            include = ["/kubepods"]
+            exclude = ["/kubepods/besteffort"]
+            top_occupants = 5
+            program_stats = false
+            [dumps]
+            dir = "/var/lib/tracer"
+            every = "5m"
+            keep = 3
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.interval, Duration::from_secs(2));
+        assert_eq!(
+            (c.export_limit, c.top_occupants, c.program_stats),
+            (50, 5, false)
+        );
+        assert_eq!(c.include, ["/kubepods"]);
+        let d = c.dumps.unwrap();
+        assert_eq!((d.every, d.keep), (Duration::from_secs(300), 3));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |t: &str| format!("{:#}", Config::parse(t).unwrap_err());
+        assert!(err("listen = \"nowhere\"").contains("listen"));
+        assert!(err("interval = \"soon\"").contains("interval"));
+        assert!(err("include = [\"kubepods\"]").contains("starting with /"));
+        assert!(
+            err("colour = \"blue\"").contains("colour"),
+            "unknown keys are refused"
+        );
+        assert!(err("[dumps]\nkeep = 0").contains("keep at least 1"));
+        assert!(err("interval = \"1ms\"").contains("too short"));
+    }
+}

@@ -1,0 +1,493 @@
+//! The `/metrics` page: Prometheus text format 0.0.4, or OpenMetrics 1.0 when
+//! the scraper asks for it. The metric families are documented in the README.
+
+use std::fmt::Write as _;
+
+use tracer_common::maps::Counter;
+
+use super::{
+    export::{LE_NS, OTHER, Series},
+    program_cost::ProgramCost,
+};
+use crate::cpustat::CpuStat;
+
+/// One exported cgroup.
+#[derive(Clone, Debug, Default)]
+pub struct CgroupSeries {
+    pub path: String,
+    pub series: Series,
+    /// Its own `cpu.stat` counters (absolute), if it is under a quota.
+    pub cpu_stat: Option<CpuStat>,
+    /// The quota it is under, in CPUs.
+    pub quota_cpus: Option<f64>,
+    /// Who held the CPU while it waited: occupant cgroup path and ns, largest first.
+    pub occupants: Vec<(String, u64)>,
+}
+
+/// Everything `/metrics` shows.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub cgroups: Vec<CgroupSeries>,
+    /// The sum of the cgroups without series of their own, if there are any.
+    pub other: Option<Series>,
+    pub counters: [u64; Counter::COUNT as usize],
+    /// The programs' cost in the last sampled window; empty before the first.
+    pub programs: Vec<ProgramCost>,
+    pub agent_cpu_ns: u64,
+    pub agent_resident_bytes: u64,
+    pub tracked_cgroups: usize,
+    /// Gone, out of the kernel's maps, kept for the current dump window.
+    pub departed_cgroups: usize,
+    pub exported_cgroups: usize,
+    /// Cgroups found gone and evicted since the start.
+    pub evicted_cgroups: u64,
+    pub version: String,
+    pub kernel: String,
+    pub throttle_method: String,
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn seconds(ns: u64) -> String {
+    format!("{}", ns as f64 / 1e9)
+}
+
+struct Writer {
+    out: String,
+    openmetrics: bool,
+}
+
+impl Writer {
+    /// A metric family header. Counters are named without `_total` in
+    /// OpenMetrics' TYPE line and with it in Prometheus' text format.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let base = if self.openmetrics {
+            name.strip_suffix("_total").unwrap_or(name)
+        } else {
+            name
+        };
+        let _ = writeln!(self.out, "# HELP {base} {help}");
+        let _ = writeln!(self.out, "# TYPE {base} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", label(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+pub fn content_type(openmetrics: bool) -> &'static str {
+    if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    }
+}
+
+pub fn render(s: &Snapshot, openmetrics: bool) -> String {
+    let mut w = Writer {
+        out: String::new(),
+        openmetrics,
+    };
+    let groups: Vec<(&str, &Series)> = s
+        .cgroups
+        .iter()
+        .map(|c| (c.path.as_str(), &c.series))
+        .chain(s.other.as_ref().map(|o| (OTHER, o)))
+        .collect();
+
+    w.family(
+        "tracer_runnable_wait_seconds",
+        "histogram",
+        "Time runnable threads waited for a CPU (run-queue wait), per wait; bucket bounds are powers of four of ns, exclusive.",
+    );
+    for (cgroup, series) in &groups {
+        let mut cumulative = 0;
+        for (i, n) in series.wait_buckets.iter().enumerate() {
+            cumulative += n;
+            let le = LE_NS.get(i).map_or("+Inf".to_owned(), |&ns| seconds(ns));
+            w.sample(
+                "tracer_runnable_wait_seconds_bucket",
+                &[("cgroup", cgroup), ("le", &le)],
+                cumulative,
+            );
+        }
+        w.sample(
+            "tracer_runnable_wait_seconds_sum",
+            &[("cgroup", cgroup)],
+            seconds(series.wait_ns),
+        );
+        w.sample(
+            "tracer_runnable_wait_seconds_count",
+            &[("cgroup", cgroup)],
+            series.wait_count,
+        );
+    }
+
+    w.family(
+        "tracer_wait_seconds_total",
+        "counter",
+        "Run-queue wait by cause, summed over threads: throttled (CFS quota), contended (other tasks held the CPU), other (idle CPU).",
+    );
+    for (cgroup, series) in &groups {
+        for (cause, ns) in [
+            ("throttled", series.throttled_ns),
+            ("contended", series.contended_ns),
+            ("other", series.other_ns),
+        ] {
+            w.sample(
+                "tracer_wait_seconds_total",
+                &[("cgroup", cgroup), ("cause", cause)],
+                seconds(ns),
+            );
+        }
+    }
+
+    w.family(
+        "tracer_on_cpu_seconds_total",
+        "counter",
+        "Time the cgroup's tasks ran, summed over threads.",
+    );
+    for (cgroup, series) in &groups {
+        w.sample(
+            "tracer_on_cpu_seconds_total",
+            &[("cgroup", cgroup)],
+            seconds(series.on_cpu_ns),
+        );
+    }
+
+    w.family(
+        "tracer_throttle_episodes_total",
+        "counter",
+        "Times a cfs_rq of the cgroup was throttled (its quota, or an ancestor's, ran out on a CPU).",
+    );
+    for (cgroup, series) in &groups {
+        w.sample(
+            "tracer_throttle_episodes_total",
+            &[("cgroup", cgroup)],
+            series.episodes,
+        );
+    }
+    w.family(
+        "tracer_throttle_episode_seconds_total",
+        "counter",
+        "Duration of those throttle episodes, summed over CPUs.",
+    );
+    for (cgroup, series) in &groups {
+        w.sample(
+            "tracer_throttle_episode_seconds_total",
+            &[("cgroup", cgroup)],
+            seconds(series.episode_ns),
+        );
+    }
+
+    let limited: Vec<(&str, &CpuStat)> = s
+        .cgroups
+        .iter()
+        .filter_map(|c| Some((c.path.as_str(), c.cpu_stat.as_ref()?)))
+        .collect();
+    for (name, help, get) in [
+        (
+            "tracer_cpu_stat_periods_total",
+            "cpu.stat nr_periods: enforcement periods elapsed.",
+            (|s: &CpuStat| s.nr_periods.to_string()) as fn(&CpuStat) -> String,
+        ),
+        (
+            "tracer_cpu_stat_throttled_periods_total",
+            "cpu.stat nr_throttled: periods in which the cgroup was throttled.",
+            |s: &CpuStat| s.nr_throttled.to_string(),
+        ),
+        (
+            "tracer_cpu_stat_throttled_seconds_total",
+            "cpu.stat throttled time, summed over CPUs (0 for a cgroup throttled through its parent).",
+            |s: &CpuStat| seconds(s.throttled_ns),
+        ),
+    ] {
+        w.family(name, "counter", help);
+        for (cgroup, stat) in &limited {
+            w.sample(name, &[("cgroup", cgroup)], get(stat));
+        }
+    }
+    w.family(
+        "tracer_cpu_stat_local_throttled_seconds_total",
+        "counter",
+        "cpu.stat.local throttled time: however the cgroup was throttled, its ancestors' quotas included (6.6+).",
+    );
+    for (cgroup, stat) in &limited {
+        if let Some(ns) = stat.local_throttled_ns {
+            w.sample(
+                "tracer_cpu_stat_local_throttled_seconds_total",
+                &[("cgroup", cgroup)],
+                seconds(ns),
+            );
+        }
+    }
+    w.family(
+        "tracer_cpu_quota_cpus",
+        "gauge",
+        "The CFS quota the cgroup is under (its own or an ancestor's), in CPUs.",
+    );
+    for c in &s.cgroups {
+        if let Some(q) = c.quota_cpus {
+            w.sample("tracer_cpu_quota_cpus", &[("cgroup", &c.path)], q);
+        }
+    }
+
+    w.family(
+        "tracer_contended_by_seconds_total",
+        "counter",
+        "Contended wait of the cgroup charged to the cgroups that held the CPU, by how long each ran (top occupants).",
+    );
+    for c in &s.cgroups {
+        for (occupant, ns) in &c.occupants {
+            w.sample(
+                "tracer_contended_by_seconds_total",
+                &[("cgroup", &c.path), ("occupant", occupant)],
+                seconds(*ns),
+            );
+        }
+    }
+
+    // The agent's own health.
+    w.family(
+        "tracer_events_total",
+        "counter",
+        "Events the programs handled (rate() gives events per second).",
+    );
+    for c in [
+        Counter::Switch,
+        Counter::Wakeup,
+        Counter::WakeupNew,
+        Counter::Exit,
+        Counter::WaitRecorded,
+        Counter::Episode,
+        Counter::WaitMigrated,
+        Counter::CgroupSpilled,
+    ] {
+        w.sample(
+            "tracer_events_total",
+            &[("event", c.name())],
+            s.counters[c as usize],
+        );
+    }
+    w.family(
+        "tracer_lost_total",
+        "counter",
+        "What could not be recorded: ring-buffer drops, full maps, failed allocations or reads.",
+    );
+    for c in [
+        Counter::RingbufDrop,
+        Counter::CgroupMapFull,
+        Counter::SelectionMapFull,
+        Counter::BlameMapFull,
+        Counter::TaskStorageFail,
+        Counter::ReadFail,
+    ] {
+        w.sample(
+            "tracer_lost_total",
+            &[("reason", c.name())],
+            s.counters[c as usize],
+        );
+    }
+    w.family(
+        "tracer_program_cpu_ratio",
+        "gauge",
+        "Share of one CPU each eBPF program used, measured in a 1 s window every minute (kernel BPF statistics, off in between).",
+    );
+    for p in &s.programs {
+        w.sample(
+            "tracer_program_cpu_ratio",
+            &[("program", &p.name)],
+            p.cpu_ratio,
+        );
+    }
+    w.family(
+        "tracer_program_run_seconds",
+        "gauge",
+        "Mean run time of each eBPF program in that window.",
+    );
+    for p in &s.programs {
+        w.sample(
+            "tracer_program_run_seconds",
+            &[("program", &p.name)],
+            p.ns_per_run / 1e9,
+        );
+    }
+    w.family(
+        "tracer_agent_cpu_seconds_total",
+        "counter",
+        "CPU time of the agent process (user and system).",
+    );
+    w.sample(
+        "tracer_agent_cpu_seconds_total",
+        &[],
+        seconds(s.agent_cpu_ns),
+    );
+    w.family(
+        "tracer_agent_resident_bytes",
+        "gauge",
+        "Resident memory of the agent process.",
+    );
+    w.sample("tracer_agent_resident_bytes", &[], s.agent_resident_bytes);
+    w.family(
+        "tracer_cgroups",
+        "gauge",
+        "Cgroups in the kernel's maps (tracked), gone but kept for the current dump window (departed), with series of their own (exported).",
+    );
+    w.sample("tracer_cgroups", &[("state", "tracked")], s.tracked_cgroups);
+    w.sample(
+        "tracer_cgroups",
+        &[("state", "departed")],
+        s.departed_cgroups,
+    );
+    w.sample(
+        "tracer_cgroups",
+        &[("state", "exported")],
+        s.exported_cgroups,
+    );
+    w.family(
+        "tracer_cgroups_evicted_total",
+        "counter",
+        "Cgroups found removed and dropped from the kernel's maps and the exported series.",
+    );
+    w.sample("tracer_cgroups_evicted_total", &[], s.evicted_cgroups);
+    w.family(
+        "tracer_build_info",
+        "gauge",
+        "The tracer and the kernel it runs on.",
+    );
+    w.sample(
+        "tracer_build_info",
+        &[
+            ("version", &s.version),
+            ("kernel", &s.kernel),
+            ("throttle_method", &s.throttle_method),
+        ],
+        1,
+    );
+    if openmetrics {
+        w.out.push_str("# EOF\n");
+    }
+    w.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let mut series = Series {
+            wait_count: 3,
+            wait_ns: 3_000_000,
+            throttled_ns: 2_000_000_000,
+            contended_ns: 500_000_000,
+            ..Series::default()
+        };
+        series.wait_buckets[5] = 2;
+        series.wait_buckets[7] = 1;
+        let mut counters = [0; Counter::COUNT as usize];
+        counters[Counter::Switch as usize] = 1234;
+        counters[Counter::RingbufDrop as usize] = 2;
+        Snapshot {
+            cgroups: vec![CgroupSeries {
+                path: "/kube\"pods\"/a".into(),
+                series: series.clone(),
+                cpu_stat: Some(CpuStat {
+                    nr_periods: 40,
+                    nr_throttled: 38,
+                    throttled_ns: 2_500_000_000,
+                    local_throttled_ns: Some(2_500_000_000),
+                }),
+                quota_cpus: Some(0.2),
+                occupants: vec![("/system.slice/cron.service".into(), 400_000_000)],
+            }],
+            other: Some(series),
+            counters,
+            programs: vec![ProgramCost {
+                name: "sched_switch".into(),
+                cpu_ratio: 0.02,
+                ns_per_run: 200.0,
+                runs_per_second: 100_000.0,
+            }],
+            agent_cpu_ns: 1_500_000_000,
+            agent_resident_bytes: 12 << 20,
+            tracked_cgroups: 5,
+            departed_cgroups: 0,
+            evicted_cgroups: 7,
+            exported_cgroups: 1,
+            version: "0.1.0".into(),
+            kernel: "6.18".into(),
+            throttle_method: "self".into(),
+        }
+    }
+
+    #[test]
+    fn prometheus_text() {
+        let text = render(&snapshot(), false);
+        let cg = r#"cgroup="/kube\"pods\"/a""#;
+        assert!(text.contains("# TYPE tracer_runnable_wait_seconds histogram\n"));
+        // Cumulative buckets: 2 by 1.05 ms (2^20 ns), 3 from 16.8 ms on.
+        assert!(
+            text.contains(&format!(
+                "tracer_runnable_wait_seconds_bucket{{{cg},le=\"0.001048576\"}} 2\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "tracer_runnable_wait_seconds_bucket{{{cg},le=\"0.016777216\"}} 3\n"
+        )));
+        assert!(text.contains(&format!(
+            "tracer_runnable_wait_seconds_bucket{{{cg},le=\"+Inf\"}} 3\n"
+        )));
+        assert!(text.contains(&format!("tracer_runnable_wait_seconds_count{{{cg}}} 3\n")));
+        assert!(text.contains("# TYPE tracer_wait_seconds_total counter\n"));
+        assert!(text.contains(&format!(
+            "tracer_wait_seconds_total{{{cg},cause=\"throttled\"}} 2\n"
+        )));
+        assert!(
+            text.contains("tracer_wait_seconds_total{cgroup=\"other\",cause=\"contended\"} 0.5\n")
+        );
+        assert!(text.contains(&format!(
+            "tracer_cpu_stat_throttled_periods_total{{{cg}}} 38\n"
+        )));
+        assert!(text.contains(&format!("tracer_cpu_quota_cpus{{{cg}}} 0.2\n")));
+        assert!(text.contains(&format!(
+            "tracer_contended_by_seconds_total{{{cg},occupant=\"/system.slice/cron.service\"}} 0.4\n"
+        )));
+        assert!(text.contains("tracer_events_total{event=\"sched_switch\"} 1234\n"));
+        assert!(text.contains("tracer_lost_total{reason=\"ringbuf_dropped\"} 2\n"));
+        assert!(text.contains("tracer_agent_cpu_seconds_total 1.5\n"));
+        assert!(text.contains("tracer_program_cpu_ratio{program=\"sched_switch\"} 0.02\n"));
+        assert!(text.contains("tracer_program_run_seconds{program=\"sched_switch\"} 0.0000002\n"));
+        assert!(!text.contains("# EOF"));
+        // Every sample line is `name{labels} value` with a number.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn openmetrics_names_counters_without_total_and_ends_with_eof() {
+        let text = render(&snapshot(), true);
+        assert!(text.contains("# TYPE tracer_wait_seconds counter\n"));
+        assert!(text.contains("tracer_wait_seconds_total{cgroup=\"other\",cause=\"other\"} 0\n"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

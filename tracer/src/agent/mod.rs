@@ -1,0 +1,401 @@
+//! `tracer agent`: the programs stay attached, the kernel's maps are read
+//! every interval into a snapshot that `/metrics` serves, rolling dumps are
+//! written, and SIGTERM detaches everything and writes a last dump.
+//!
+//! Reading the maps is the agent's only real work; scrapes render the last
+//! snapshot, so a scraper polling often costs almost nothing.
+
+pub mod config;
+pub mod dumps;
+pub mod export;
+pub mod http;
+pub mod lock;
+pub mod metrics;
+pub mod program_cost;
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    time::{MissedTickBehavior, interval_at},
+};
+
+use self::{
+    config::Config,
+    export::{Exporter, Occupancy, Series, Slot},
+    metrics::{CgroupSeries, Snapshot},
+};
+use crate::{
+    privilege,
+    sample::Sample,
+    session::{self, Session},
+};
+
+/// How often the ring buffer is drained between reads of the maps.
+const DRAIN_EVERY: Duration = Duration::from_millis(250);
+
+/// Serves the last snapshot.
+struct Published {
+    snapshot: Mutex<Option<(Arc<Snapshot>, Instant)>>,
+    interval: Duration,
+    probes: String,
+}
+
+impl Published {
+    /// Considered stuck when no refresh succeeded for this many intervals.
+    const STALE_AFTER: u32 = 3;
+
+    fn last(&self) -> Option<(Arc<Snapshot>, Instant)> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl http::Handler for Published {
+    fn handle(&self, path: &str, accept: &str) -> http::Response {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        match path {
+            "/metrics" => match self.last() {
+                Some((snapshot, _)) => {
+                    let openmetrics = accept.contains("application/openmetrics-text");
+                    (
+                        200,
+                        metrics::content_type(openmetrics),
+                        metrics::render(&snapshot, openmetrics),
+                    )
+                }
+                None => (
+                    503,
+                    TEXT,
+                    "no data yet: the first read of the maps is pending\n".into(),
+                ),
+            },
+            "/health" => {
+                let (status, age) = match self.last() {
+                    None => ("starting", None),
+                    Some((_, at)) if at.elapsed() > self.interval * Self::STALE_AFTER => {
+                        ("stale", Some(at.elapsed()))
+                    }
+                    Some((_, at)) => ("ok", Some(at.elapsed())),
+                };
+                let body = serde_json::json!({
+                    "status": status,
+                    "seconds_since_refresh": age.map(|a| a.as_secs_f64()),
+                    "interval_seconds": self.interval.as_secs_f64(),
+                    "probes": self.probes,
+                });
+                (
+                    if status == "ok" { 200 } else { 503 },
+                    "application/json",
+                    format!("{body}\n"),
+                )
+            }
+            "/" => (
+                200,
+                TEXT,
+                "tracer agent: /metrics (Prometheus text or OpenMetrics), /health\n".into(),
+            ),
+            _ => (404, TEXT, "not found: try /metrics or /health\n".into()),
+        }
+    }
+}
+
+/// The agent's state between refreshes.
+struct Agent {
+    session: Session,
+    config: Config,
+    exporter: Exporter,
+    occupancy: Occupancy,
+    /// Where the current dump window started.
+    window_start: Sample,
+    evicted: u64,
+    /// The programs' cost in the last sampled window.
+    program_costs: Vec<program_cost::ProgramCost>,
+    /// While BPF statistics are on.
+    cost_window: Option<program_cost::Window>,
+    cost_warned: bool,
+}
+
+impl Agent {
+    /// Reads the maps and builds the next snapshot.
+    fn refresh(&mut self) -> anyhow::Result<Snapshot> {
+        let gone: HashSet<u64> = self.session.maintain()?.into_iter().collect();
+        let now = self.session.sample()?;
+        self.note_blame(&now);
+
+        let mut cgroups = Vec::new();
+        for (&id, totals) in &now.cgroups {
+            // Set aside earlier and already evicted from the exporter.
+            if self.session.is_departed(id) && !gone.contains(&id) {
+                continue;
+            }
+            let path = self.session.path_of(id);
+            let series = Series::from_totals(totals, now.episodes.get(&id));
+            match self.exporter.slot(id, &path) {
+                Slot::Own if !gone.contains(&id) => {
+                    let quota = self.session.quota_of(&path).cloned();
+                    let occupants = self
+                        .occupancy
+                        .top(id, self.config.top_occupants)
+                        .into_iter()
+                        .map(|(occupant, ns)| (self.session.path_of(occupant), ns))
+                        .collect();
+                    cgroups.push(CgroupSeries {
+                        cpu_stat: quota
+                            .as_ref()
+                            .and_then(|_| now.cpu_stats.get(&path).copied()),
+                        quota_cpus: quota.map(|q| q.quota.cpus()),
+                        path,
+                        series,
+                        occupants,
+                    });
+                }
+                Slot::Own | Slot::Skipped => {}
+                Slot::Other => self.exporter.update_summed(id, series),
+            }
+        }
+        self.evicted += gone.len() as u64;
+        for &id in &gone {
+            self.exporter.evict(id);
+            self.occupancy.evict(id);
+        }
+        if self.config.dumps.is_none() {
+            // No dump window reaches back: nothing set aside is needed again.
+            self.session.release_departed();
+        }
+
+        let (agent_cpu_ns, agent_resident_bytes) = own_usage();
+        Ok(Snapshot {
+            other: self.exporter.other(),
+            cgroups,
+            counters: now.counters,
+            programs: self.program_costs.clone(),
+            agent_cpu_ns,
+            agent_resident_bytes,
+            tracked_cgroups: self.session.tracked_cgroups(),
+            departed_cgroups: self.session.departed_cgroups(),
+            exported_cgroups: self.exporter.exported(),
+            evicted_cgroups: self.evicted,
+            version: env!("CARGO_PKG_VERSION").into(),
+            kernel: session::kernel_release(),
+            throttle_method: self.session.throttle_method().into(),
+        })
+    }
+
+    /// Turns BPF statistics on for a window (see [`program_cost`]).
+    fn open_cost_window(&mut self) {
+        if self.cost_window.is_some() {
+            return;
+        }
+        match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => {
+                self.cost_window = Some(program_cost::Window {
+                    _on: fd,
+                    opened: Instant::now(),
+                    start: self.session.program_stats(),
+                });
+            }
+            Err(e) if !self.cost_warned => {
+                self.cost_warned = true;
+                eprintln!(
+                    "tracer agent: cannot turn on BPF statistics (needs CAP_SYS_ADMIN), the programs' cost is not measured: {e}"
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Reads the window's figures and turns the statistics off again.
+    fn close_cost_window(&mut self) {
+        if let Some(window) = self.cost_window.take() {
+            let end = self.session.program_stats();
+            self.program_costs =
+                program_cost::between(&window.start, &end, window.opened.elapsed());
+        }
+    }
+
+    fn note_blame(&mut self, now: &Sample) {
+        self.occupancy.update(
+            now.blame_epoch,
+            now.blame.iter().map(|(pair, (_, ns))| (pair, *ns)),
+        );
+    }
+
+    /// Writes the dump of the window since the last one (`now` is the sample
+    /// that ends it) and starts the next window.
+    fn dump(&mut self, now: Sample, why: &str) {
+        let Some(d) = self.config.dumps.clone() else {
+            return;
+        };
+        // The blame up to now counts before it is released below.
+        self.note_blame(&now);
+        let rec = self.session.recording(&now, Some(&self.window_start));
+        match dumps::write_rolling(&d.dir, &rec, why, d.keep) {
+            Ok(path) => eprintln!("tracer agent: wrote {}", path.display()),
+            Err(e) => eprintln!("tracer agent: cannot write a dump: {e:#}"),
+        }
+        self.window_start = now;
+        self.session.release_departed();
+    }
+}
+
+/// The agent process's CPU time (user + system, ns) and resident memory (bytes).
+fn own_usage() -> (u64, u64) {
+    // SAFETY: getrusage fills the struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let cpu = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        ns(ru.ru_utime) + ns(ru.ru_stime)
+    } else {
+        0
+    };
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let resident = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page);
+    (cpu, resident)
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(reason) = privilege::check() {
+        anyhow::bail!("{reason}; run the agent as root (see deploy/ for a systemd unit)");
+    }
+    let _lock = lock::acquire(&config.lock_file)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+    let address = listener.local_addr()?;
+    if let Some(d) = &config.dumps {
+        std::fs::create_dir_all(&d.dir).with_context(|| {
+            format!(
+                "cannot create the dump directory {} (--dump-dir, or --no-dumps)",
+                d.dir.display()
+            )
+        })?;
+    }
+
+    let mut session = Session::start(session::Config::default())?;
+    let probes: Vec<String> = session
+        .probes()
+        .iter()
+        .filter(|p| p.attached)
+        .map(|p| p.name.clone())
+        .collect();
+    let window_start = session.sample()?;
+    let published = Arc::new(Published {
+        snapshot: Mutex::new(None),
+        interval: config.interval,
+        probes: probes.join(","),
+    });
+    eprintln!(
+        "tracer agent: {} probes attached ({}), throttled time from {}; serving http://{address}/metrics every {:?}{}",
+        probes.len(),
+        probes.join(", "),
+        session.throttle_method(),
+        config.interval,
+        match &config.dumps {
+            Some(d) => format!("; dumps in {} every {:?}", d.dir.display(), d.every),
+            None => String::new(),
+        }
+    );
+    let server = tokio::spawn(http::serve(listener, published.clone()));
+
+    let mut agent = Agent {
+        exporter: Exporter::new(
+            config.export_limit,
+            config.include.clone(),
+            config.exclude.clone(),
+        ),
+        occupancy: Occupancy::default(),
+        session,
+        window_start,
+        config,
+        evicted: 0,
+        program_costs: Vec::new(),
+        cost_window: None,
+        cost_warned: false,
+    };
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut user1 = signal(SignalKind::user_defined1())?;
+    let start = tokio::time::Instant::now();
+    let mut refresh = interval_at(start, agent.config.interval);
+    refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut dump_tick = agent.config.dumps.as_ref().map(|d| {
+        let mut tick = interval_at(start + d.every, d.every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick
+    });
+    // Between reads: new-cgroup records off the ring buffer while their
+    // cgroups still exist, spill slots freed for the next burst.
+    let mut drain = interval_at(start, DRAIN_EVERY);
+    drain.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut costs = agent.config.program_stats.then(|| {
+        let mut tick = interval_at(start, program_cost::EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick
+    });
+    let mut failures = 0u32;
+    loop {
+        let cost_window_end = agent
+            .cost_window
+            .as_ref()
+            .map(|w| tokio::time::Instant::from_std(w.opened + program_cost::WINDOW));
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = async { costs.as_mut()?.tick().await; Some(()) }, if costs.is_some() => {
+                agent.open_cost_window();
+            }
+            _ = async { tokio::time::sleep_until(cost_window_end?).await; Some(()) }, if cost_window_end.is_some() => {
+                agent.close_cost_window();
+            }
+            _ = drain.tick() => agent.session.drain_events(),
+            _ = refresh.tick() => match agent.refresh() {
+                Ok(snapshot) => {
+                    failures = 0;
+                    *published.snapshot.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((Arc::new(snapshot), Instant::now()));
+                }
+                Err(e) => {
+                    // /health turns stale; say it once, not every interval.
+                    failures += 1;
+                    if failures == 1 {
+                        eprintln!("tracer agent: cannot read the maps: {e:#}");
+                    }
+                }
+            },
+            _ = async { dump_tick.as_mut()?.tick().await; Some(()) }, if dump_tick.is_some() => match agent.session.sample() {
+                Ok(now) => agent.dump(now, "periodic"),
+                Err(e) => eprintln!("tracer agent: cannot read the maps for a dump: {e:#}"),
+            },
+            _ = user1.recv() => {
+                if agent.config.dumps.is_none() {
+                    eprintln!("tracer agent: SIGUSR1 ignored: dumps are disabled (--no-dumps)");
+                } else {
+                    match agent.session.sample() {
+                        Ok(now) => agent.dump(now, "signal"),
+                        Err(e) => eprintln!("tracer agent: cannot read the maps for a dump: {e:#}"),
+                    }
+                }
+            }
+        }
+    }
+
+    server.abort();
+    agent.close_cost_window();
+    let last = agent.session.detach()?;
+    eprintln!("tracer agent: every program detached");
+    agent.dump(last, "exit");
+    Ok(())
+}
