@@ -368,7 +368,9 @@ fn lifecycle() -> TestResult {
         ),
     )?;
     let cg = TestCgroup::create("agent-life")?;
-    let _w = Worker::start(Load::Spin, &cg, busy)?;
+    // Wakes every 20 ms, so that every dump window sees it run (a hog alone on
+    // its CPU may not be switched out, and so not counted, for a whole window).
+    let _w = Worker::start(Load::MostlySleep, &cg, busy)?;
     let programs_before = settle_tracer_programs(loaded_tracer_programs());
 
     let agent = Agent::start(&bin, &["--config", &config], &scratch.0)?;
@@ -399,6 +401,9 @@ fn lifecycle() -> TestResult {
         || format!("second agent's error does not say who holds the lock: {err}"),
     )?;
 
+    // The window since the start: long enough for the worker to run in it,
+    // shorter than the 2 s after which a periodic dump starts a new one.
+    std::thread::sleep(Duration::from_millis(1000));
     agent.signal(libc::SIGUSR1);
     let signalled = wait_for("the SIGUSR1 dump", Duration::from_secs(10), || {
         find_dump(&dumps, "-signal.json")
@@ -406,7 +411,15 @@ fn lifecycle() -> TestResult {
     let rec = dump::read(&signalled)?;
     let entry = rec.cgroups.iter().find(|c| c.path == cg.path);
     check(entry.is_some_and(|e| e.on_cpu.summary.total_ns > 0), || {
-        format!("{} missing or idle in the SIGUSR1 dump", cg.path)
+        format!(
+            "{} missing or idle in the SIGUSR1 dump of {} ms: {:?}",
+            cg.path,
+            rec.duration_ns / 1_000_000,
+            rec.cgroups
+                .iter()
+                .map(|c| (&c.path, c.on_cpu.summary.count))
+                .collect::<Vec<_>>()
+        )
     })?;
 
     std::thread::sleep(Duration::from_secs(5));
