@@ -320,8 +320,10 @@ fn churn() -> TestResult {
         resident[0] as f64 / 1048576.0,
         resident[1] as f64 / 1048576.0,
     ));
-    check(evicted >= 2000.0, || {
-        format!("only {evicted} of 2000+ cgroups evicted")
+    // Every cgroup ran a task, so each was in the kernel's map and is evicted,
+    // unless all its events failed to get an entry (and were counted lost).
+    check(evicted >= 2000.0 - lost, || {
+        format!("only {evicted} of 2000 cgroups evicted, {lost} events lost")
     })?;
     check(peak_exported <= LIMIT as f64, || {
         format!("{peak_exported} cgroups exported, over the limit of {LIMIT}")
