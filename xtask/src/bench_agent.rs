@@ -183,6 +183,8 @@ struct Measured {
     rss: u64,
     hwm: u64,
     tracked: f64,
+    /// Scrapes answered during the run.
+    scrapes: u64,
 }
 
 /// Runs the ping-pong throughout and the agent beside it, scraped every
@@ -248,6 +250,7 @@ fn measure(
         programs_cpu: metric_sum(&page, "tracer_program_cpu_ratio"),
         rss,
         hwm,
+        scrapes: scrapes.load(Ordering::Relaxed),
         tracked: page
             .lines()
             .find_map(|l| l.strip_prefix("tracer_cgroups{state=\"tracked\"} "))
@@ -286,7 +289,7 @@ pub fn run(tracer: &Path, cpu: u32, loops: u64, seconds: u64) -> anyhow::Result<
     );
     for (label, m) in [("as is", &quiet), ("+200 busy cgroups", &busy)] {
         println!(
-            "{:<20} {:>12.0} {:>10.1} {:>+8.1} {:>10.3}% {:>13.3}% {:>7.1} MiB {:>7.1} MiB   ({} cgroups tracked)",
+            "{:<20} {:>12.0} {:>10.1} {:>+8.1} {:>10.3}% {:>13.3}% {:>7.1} MiB {:>7.1} MiB   ({} cgroups tracked, {} scrapes)",
             label,
             m.switches_per_s,
             m.ns_per_switch,
@@ -296,6 +299,7 @@ pub fn run(tracer: &Path, cpu: u32, loops: u64, seconds: u64) -> anyhow::Result<
             m.rss as f64 / 1048576.0,
             m.hwm as f64 / 1048576.0,
             m.tracked,
+            m.scrapes,
         );
     }
     let worst = quiet.agent_cpu.max(busy.agent_cpu);
