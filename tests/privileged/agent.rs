@@ -159,14 +159,11 @@ fn prometheus() -> TestResult {
     // The Prometheus text format (no Accept header) passes promtool's linter.
     let page = agent.metrics()?;
     if Path::new("/usr/bin/promtool").exists() {
-        let mut lint = Command::new("/usr/bin/promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .output_with_stdin(page.as_bytes())?;
+        let lint = promtool_check_metrics(&page)?;
         check(lint.status.success(), || {
             format!(
                 "promtool check metrics: {}{}",
-                String::from_utf8_lossy(&std::mem::take(&mut lint.stdout)),
+                String::from_utf8_lossy(&lint.stdout),
                 String::from_utf8_lossy(&lint.stderr)
             )
         })?;
@@ -175,24 +172,19 @@ fn prometheus() -> TestResult {
     Ok(Completion::Completed)
 }
 
-trait OutputWithStdin {
-    fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output>;
-}
-
-impl OutputWithStdin for Command {
-    fn output_with_stdin(&mut self, input: &[u8]) -> std::io::Result<std::process::Output> {
-        use std::io::Write as _;
-        let mut child = self
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        child
-            .stdin
-            .take()
-            .map(|mut s| s.write_all(input))
-            .transpose()?;
-        child.wait_with_output()
+/// `promtool check metrics` on a page given on its standard input.
+fn promtool_check_metrics(page: &str) -> std::io::Result<std::process::Output> {
+    use std::{io::Write as _, process::Stdio};
+    let mut child = Command::new("/usr/bin/promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(page.as_bytes())?;
     }
+    child.wait_with_output()
 }
 
 /// Reads the agent's own gauges from its page.

@@ -232,11 +232,6 @@ impl Resolver {
         self.retired.retain(|&id, _| keep(id));
     }
 
-    /// Cgroups retired and not yet forgotten.
-    pub fn retired(&self) -> usize {
-        self.retired.len()
-    }
-
     /// Drops a retired cgroup's path.
     pub fn forget(&mut self, id: u64) {
         self.retired.remove(&id);

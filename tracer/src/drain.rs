@@ -14,7 +14,8 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _},
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use anyhow::{Context as _, bail};
+use aya::maps::{HashMap as BpfHashMap, Map};
 
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 
@@ -35,15 +36,17 @@ struct BatchAttr {
 /// Entries taken per system call.
 const CHUNK: usize = 1024;
 
-/// Takes every entry out of `map`.
-pub fn drain<K: aya::Pod, V: aya::Pod>(
-    map: &mut BpfHashMap<&mut MapData, K, V>,
-    data_fd: i32,
-) -> io::Result<Vec<(K, V)>> {
-    match drain_batched::<K, V>(data_fd) {
+/// Takes every entry out of a hash map.
+pub fn drain<K: aya::Pod, V: aya::Pod>(map: &mut Map) -> anyhow::Result<Vec<(K, V)>> {
+    let fd = match &*map {
+        Map::HashMap(data) => data.fd().as_fd().as_raw_fd(),
+        _ => bail!("only hash maps can be drained"),
+    };
+    match drain_batched::<K, V>(fd) {
         Ok(entries) => Ok(entries),
         // No batch operations (before 5.6): one key at a time.
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | 524)) => {
+            let mut map: BpfHashMap<_, K, V> = BpfHashMap::try_from(map)?;
             let keys: Vec<K> = map.keys().filter_map(Result::ok).collect();
             let mut out = Vec::with_capacity(keys.len());
             for key in keys {
@@ -54,13 +57,8 @@ pub fn drain<K: aya::Pod, V: aya::Pod>(
             }
             Ok(out)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e).context("BPF_MAP_LOOKUP_AND_DELETE_BATCH"),
     }
-}
-
-/// The raw fd of a map, for [`drain`].
-pub fn raw_fd(map: &MapData) -> i32 {
-    map.fd().as_fd().as_raw_fd()
 }
 
 fn drain_batched<K: aya::Pod, V: aya::Pod>(fd: i32) -> io::Result<Vec<(K, V)>> {

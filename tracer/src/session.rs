@@ -135,6 +135,8 @@ pub struct Session {
     spill_in_use: bool,
     spill_events_seen: u64,
     last_spill_fold: Instant,
+    /// Entries in the kernel's per-cgroup map at the last sample.
+    tracked: usize,
     started: Instant,
     started_unix_ns: u64,
     detached: bool,
@@ -225,6 +227,7 @@ impl Session {
             spill_in_use: false,
             spill_events_seen: 0,
             last_spill_fold: Instant::now(),
+            tracked: 0,
             started: Instant::now(),
             started_unix_ns: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -357,8 +360,10 @@ impl Session {
             let _ = self.drain_blame();
         }
         // Spill slots are few: free them soon for the next burst of new cgroups.
-        if self.last_spill_fold.elapsed() >= SPILL_FOLD_EVERY {
-            let _ = self.fold_spill();
+        if self.last_spill_fold.elapsed() >= SPILL_FOLD_EVERY
+            && let Ok(events) = self.spilled_events()
+        {
+            let _ = self.fold_spill(events);
         }
     }
 
@@ -379,27 +384,25 @@ impl Session {
         self.sample()
     }
 
-    /// What was traced since the start, as a recording.
-    pub fn read(&mut self) -> anyhow::Result<Recording> {
-        let sample = self.sample()?;
-        Ok(self.recording(&sample, None))
-    }
-
     /// Reads everything aggregated so far (cumulative since the start).
     pub fn sample(&mut self) -> anyhow::Result<Sample> {
         // cpu.stat first: when the programs were just detached, a throttle
         // ending meanwhile must not count on one side only.
         let cpu_stats = self.read_quota_stats();
         let elapsed_ns = self.started.elapsed().as_nanos() as u64;
-        self.drain_events();
         let mut counters = [0u64; Counter::COUNT as usize];
         for state in self.cpu_states()? {
             for (total, n) in counters.iter_mut().zip(state.counters) {
                 *total += n;
             }
         }
-        let slots = self.fold_spill()?;
+        let slots = self.fold_spill(counters[Counter::CgroupSpilled as usize])?;
+        self.drain_blame()?;
+        // The ring buffer's records; blame and spill slots were just read, so
+        // this does not read them again.
+        self.drain_events();
         let mut cgroups = self.read_stats::<u64>(MAP_CGROUP_STATS)?;
+        self.tracked = cgroups.len();
         for (_, slot) in slots {
             cgroups
                 .entry(slot.cgroup_id)
@@ -414,7 +417,6 @@ impl Session {
             // after its cgroup was evicted, and then the two add up.
             cgroups.entry(*id).or_default().add(totals);
         }
-        self.drain_blame()?;
         Ok(Sample {
             elapsed_ns,
             counters,
@@ -511,7 +513,7 @@ impl Session {
     /// Moves the cgroups missing from the last scans out of the kernel's
     /// per-cgroup map into `departed`.
     fn evict_gone(&mut self) -> anyhow::Result<Vec<u64>> {
-        let slots = self.fold_spill()?;
+        let slots = self.fold_spill(self.spilled_events()?)?;
         let mut stats: PerCpuHashMap<_, u64, CgroupStats> = PerCpuHashMap::try_from(
             self.ebpf
                 .map_mut(MAP_CGROUP_STATS)
@@ -571,18 +573,22 @@ impl Session {
         Ok(gone)
     }
 
-    /// Folds the spill slots of cgroups whose map entry now exists into
-    /// `spilled` and frees them (the programs no longer write a slot once the
-    /// entry exists), and returns the slots still in use, by index. Reads the
-    /// slots only while there may be some in use: a read copies every slot of
-    /// every CPU.
-    fn fold_spill(&mut self) -> anyhow::Result<Vec<(u32, SpillSlot)>> {
-        self.last_spill_fold = Instant::now();
-        let events = self
+    /// Events the programs have put in spill slots so far, over all CPUs.
+    fn spilled_events(&self) -> anyhow::Result<u64> {
+        Ok(self
             .cpu_states()?
             .iter()
             .map(|s| s.counters[Counter::CgroupSpilled as usize])
-            .sum::<u64>();
+            .sum())
+    }
+
+    /// Folds the spill slots of cgroups whose map entry now exists into
+    /// `spilled` and frees them (the programs no longer write a slot once the
+    /// entry exists), and returns the slots still in use, by index. `events`
+    /// is [`Self::spilled_events`]: the slots are read only while there may
+    /// be some in use, as a read copies every slot of every CPU.
+    fn fold_spill(&mut self, events: u64) -> anyhow::Result<Vec<(u32, SpillSlot)>> {
+        self.last_spill_fold = Instant::now();
         if events == self.spill_events_seen && !self.spill_in_use {
             return Ok(Vec::new());
         }
@@ -623,16 +629,11 @@ impl Session {
     /// Moves what the kernel's blame map accumulated into `blame`.
     fn drain_blame(&mut self) -> anyhow::Result<()> {
         self.last_blame_drain = Instant::now();
-        let data = self
+        let map = self
             .ebpf
             .map_mut(MAP_BLAME)
             .ok_or_else(|| anyhow!("map {MAP_BLAME} missing"))?;
-        let fd = match data {
-            aya::maps::Map::HashMap(d) => drain::raw_fd(d),
-            _ => bail!("map {MAP_BLAME} is not a hash map"),
-        };
-        let mut map: BpfHashMap<_, BlameKey, BlameValue> = BpfHashMap::try_from(data)?;
-        let rows = drain::drain(&mut map, fd).context("draining the blame map")?;
+        let rows = drain::drain::<BlameKey, BlameValue>(map).context("draining the blame map")?;
         for (key, value) in rows {
             let pair = BlamePair {
                 victim: key.victim,
@@ -648,12 +649,9 @@ impl Session {
         Ok(())
     }
 
-    /// Cgroups the kernel's per-cgroup map holds.
+    /// Cgroups the kernel's per-cgroup map held at the last sample.
     pub fn tracked_cgroups(&self) -> usize {
-        self.ebpf
-            .map(MAP_CGROUP_STATS)
-            .and_then(|m| PerCpuHashMap::<_, u64, CgroupStats>::try_from(m).ok())
-            .map_or(0, |m| m.keys().count())
+        self.tracked
     }
 
     /// The path of a cgroup id, as the report shows it.

@@ -159,42 +159,27 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         }
     }
 
-    w.family(
-        "tracer_on_cpu_seconds_total",
-        "counter",
-        "Time the cgroup's tasks ran, summed over threads.",
-    );
-    for (cgroup, series) in &groups {
-        w.sample(
+    for (name, help, get) in [
+        (
             "tracer_on_cpu_seconds_total",
-            &[("cgroup", cgroup)],
-            seconds(series.on_cpu_ns),
-        );
-    }
-
-    w.family(
-        "tracer_throttle_episodes_total",
-        "counter",
-        "Times a cfs_rq of the cgroup was throttled (its quota, or an ancestor's, ran out on a CPU).",
-    );
-    for (cgroup, series) in &groups {
-        w.sample(
+            "Time the cgroup's tasks ran, summed over threads.",
+            (|s: &Series| seconds(s.on_cpu_ns)) as fn(&Series) -> String,
+        ),
+        (
             "tracer_throttle_episodes_total",
-            &[("cgroup", cgroup)],
-            series.episodes,
-        );
-    }
-    w.family(
-        "tracer_throttle_episode_seconds_total",
-        "counter",
-        "Duration of those throttle episodes, summed over CPUs.",
-    );
-    for (cgroup, series) in &groups {
-        w.sample(
+            "Times a cfs_rq of the cgroup was throttled (its quota, or an ancestor's, ran out on a CPU).",
+            |s: &Series| s.episodes.to_string(),
+        ),
+        (
             "tracer_throttle_episode_seconds_total",
-            &[("cgroup", cgroup)],
-            seconds(series.episode_ns),
-        );
+            "Duration of those throttle episodes, summed over CPUs.",
+            |s: &Series| seconds(s.episode_ns),
+        ),
+    ] {
+        w.family(name, "counter", help);
+        for (cgroup, series) in &groups {
+            w.sample(name, &[("cgroup", cgroup)], get(series));
+        }
     }
 
     let limited: Vec<(&str, &CpuStat)> = s

@@ -122,6 +122,8 @@ struct Agent {
     /// While BPF statistics are on.
     cost_window: Option<program_cost::Window>,
     cost_warned: bool,
+    /// The kernel release, read once.
+    kernel: String,
 }
 
 impl Agent {
@@ -138,10 +140,9 @@ impl Agent {
                 continue;
             }
             let path = self.session.path_of(id);
-            let series = Series::from_totals(totals, now.episodes.get(&id));
+            let series = || Series::from_totals(totals, now.episodes.get(&id));
             match self.exporter.slot(id, &path) {
                 Slot::Own if !gone.contains(&id) => {
-                    let quota = self.session.quota_of(&path).cloned();
                     let occupants = self
                         .occupancy
                         .top(id, self.config.top_occupants)
@@ -149,17 +150,16 @@ impl Agent {
                         .map(|(occupant, ns)| (self.session.path_of(occupant), ns))
                         .collect();
                     cgroups.push(CgroupSeries {
-                        cpu_stat: quota
-                            .as_ref()
-                            .and_then(|_| now.cpu_stats.get(&path).copied()),
-                        quota_cpus: quota.map(|q| q.quota.cpus()),
+                        // Read for the cgroups under a quota only.
+                        cpu_stat: now.cpu_stats.get(&path).copied(),
+                        quota_cpus: self.session.quota_of(&path).map(|q| q.quota.cpus()),
+                        series: series(),
                         path,
-                        series,
                         occupants,
                     });
                 }
                 Slot::Own | Slot::Skipped => {}
-                Slot::Other => self.exporter.update_summed(id, series),
+                Slot::Other => self.exporter.update_summed(id, series()),
             }
         }
         self.evicted += gone.len() as u64;
@@ -185,7 +185,7 @@ impl Agent {
             exported_cgroups: self.exporter.exported(),
             evicted_cgroups: self.evicted,
             version: env!("CARGO_PKG_VERSION").into(),
-            kernel: session::kernel_release(),
+            kernel: self.kernel.clone(),
             throttle_method: self.session.throttle_method().into(),
         })
     }
@@ -324,6 +324,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         program_costs: Vec::new(),
         cost_window: None,
         cost_warned: false,
+        kernel: session::kernel_release(),
     };
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
