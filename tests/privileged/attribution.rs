@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Completion, Failed, Trial};
 use tracer::{
+    programs::TierChoice,
     recording::{CgroupEntry, Recording},
     session::{Config, Session},
     verdict::Kind,
@@ -16,29 +17,63 @@ use crate::{
     TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, measured, or_skip, privileged, share,
 };
 
+/// An attribution test, run once per tier.
+type TierTest = fn(TierChoice) -> TestResult;
+
 pub fn tests() -> Vec<Trial> {
-    vec![
-        privileged(
+    let mut trials = Vec::new();
+    // Each attribution test runs on both tiers: the tracepoints alone, and
+    // fentry on the CFS bandwidth functions where the kernel allows it (ignored,
+    // with the kernel's reason, where it does not). Both must give the same
+    // answers within the same tolerances.
+    let split: [(&str, TierTest); 4] = [
+        (
             "quota_only_is_throttled_80_percent_and_matches_cpu_stat",
             quota_only,
         ),
-        privileged(
+        (
             "contention_only_is_contended_half_and_blames_the_other_cgroup",
             contention_only,
         ),
-        privileged(
+        (
             "quota_and_neighbour_split_into_throttled_and_contended",
             mixed,
         ),
-        privileged(
+        (
             "a_parent_quota_throttles_the_child_as_cpu_stat_local_says",
             nested,
         ),
-        privileged(
-            "bursts_throttled_below_the_average_quota_are_flagged",
-            bursts_below_quota,
-        ),
-    ]
+    ];
+    for (name, test) in split {
+        for (tier, suffix) in [
+            (TierChoice::Tracepoints, "on_tracepoints"),
+            (TierChoice::Fentry, "on_fentry"),
+        ] {
+            trials.push(privileged(&format!("{name}_{suffix}"), move || test(tier)));
+        }
+    }
+    trials.push(privileged(
+        "bursts_throttled_below_the_average_quota_are_flagged",
+        bursts_below_quota,
+    ));
+    trials
+}
+
+/// A session on `tier`; the fentry tier is skipped where the kernel refuses it.
+fn start(tier: TierChoice) -> Result<Result<Session, Completion>, Failed> {
+    match Session::start(Config {
+        tier,
+        ..Config::default()
+    }) {
+        Ok(session) => Ok(Ok(session)),
+        Err(e) if tier == TierChoice::Fentry && format!("{e:#}").contains("fentry tier") => {
+            Ok(Err(Completion::ignored_with(format!(
+                "no fentry tier on this kernel: {}",
+                e.root_cause()
+            ))))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Time after the workloads stop for the last throttle to end (a killed task
@@ -47,8 +82,14 @@ const DRAIN: Duration = Duration::from_millis(200);
 
 /// Runs `workers` (cgroup, CPU) as pinned CPU hogs under a session, for
 /// [`TRACE_FOR`]; returns the recording and how long the hogs ran.
-fn trace_hogs(workers: &[(&TestCgroup, usize)]) -> Result<(Recording, u64), Failed> {
-    let session = Session::start(Config::default())?;
+fn trace_hogs(
+    workers: &[(&TestCgroup, usize)],
+    tier: TierChoice,
+) -> Result<Result<(Recording, u64), Completion>, Failed> {
+    let session = match start(tier)? {
+        Ok(session) => session,
+        Err(skip) => return Ok(Err(skip)),
+    };
     let started = Instant::now();
     let running: Vec<Worker> = workers
         .iter()
@@ -60,7 +101,12 @@ fn trace_hogs(workers: &[(&TestCgroup, usize)]) -> Result<(Recording, u64), Fail
     }
     let wall = started.elapsed().as_nanos() as u64;
     std::thread::sleep(DRAIN);
-    Ok((session.stop()?, wall))
+    let rec = session.stop()?;
+    measured(format!(
+        "tier: {}",
+        rec.tier.split(" (").next().unwrap_or_default()
+    ));
+    Ok(Ok((rec, wall)))
 }
 
 fn shares(e: &CgroupEntry, wall: u64) -> String {
@@ -87,12 +133,12 @@ fn blamed_on(e: &CgroupEntry, other: &TestCgroup) -> f64 {
 
 /// One hog under a 20 ms / 100 ms quota on a CPU of its own runs 20 % of the time
 /// and is throttled the other 80 %; the kernel's `cpu.stat` agrees.
-fn quota_only() -> TestResult {
+fn quota_only(tier: TierChoice) -> TestResult {
     let (_, busy) = or_skip!(cpus());
     let cg = TestCgroup::create("quota")?;
     cg.set_quota(20_000, 100_000)?;
     let before = cg.cpu_stat()?;
-    let (rec, wall) = trace_hogs(&[(&cg, busy)])?;
+    let (rec, wall) = or_skip!(trace_hogs(&[(&cg, busy)], tier)?);
     let after = cg.cpu_stat()?;
     let kernel = before.delta(&after);
     let e = cgroup_in(&rec, &cg)?;
@@ -145,11 +191,11 @@ fn quota_only() -> TestResult {
 
 /// Two unlimited hogs in two cgroups share a CPU: each waits half the time, all
 /// of it contended, behind the other.
-fn contention_only() -> TestResult {
+fn contention_only(tier: TierChoice) -> TestResult {
     let (_, busy) = or_skip!(cpus());
     let a = TestCgroup::create("left")?;
     let b = TestCgroup::create("right")?;
-    let (rec, wall) = trace_hogs(&[(&a, busy), (&b, busy)])?;
+    let (rec, wall) = or_skip!(trace_hogs(&[(&a, busy), (&b, busy)], tier)?);
     for (me, other) in [(&a, &b), (&b, &a)] {
         let e = cgroup_in(&rec, me)?;
         let blamed = blamed_on(e, other);
@@ -194,13 +240,13 @@ fn contention_only() -> TestResult {
 /// runs 30 % of the time and waits the other 70 %: throttled once its quota is
 /// spent, contended while the neighbour runs before that. The neighbour waits
 /// exactly while the limited hog runs.
-fn mixed() -> TestResult {
+fn mixed(tier: TierChoice) -> TestResult {
     let (_, busy) = or_skip!(cpus());
     let limited = TestCgroup::create("limited")?;
     limited.set_quota(30_000, 100_000)?;
     let neighbour = TestCgroup::create("neighbour")?;
     let before = limited.cpu_stat()?;
-    let (rec, wall) = trace_hogs(&[(&limited, busy), (&neighbour, busy)])?;
+    let (rec, wall) = or_skip!(trace_hogs(&[(&limited, busy), (&neighbour, busy)], tier)?);
     let kernel = before.delta(&limited.cpu_stat()?);
     let q = cgroup_in(&rec, &limited)?;
     let n = cgroup_in(&rec, &neighbour)?;
@@ -265,23 +311,29 @@ fn mixed() -> TestResult {
 
 /// The quota sits on a parent, the hog in a child: the child's time is
 /// throttled time, as its `cpu.stat.local` says (its own `cpu.stat` says 0).
-fn nested() -> TestResult {
+fn nested(tier: TierChoice) -> TestResult {
     let (_, busy) = or_skip!(cpus());
     let parent = TestCgroup::create("parent")?;
     parent.set_quota(20_000, 100_000)?;
     let child = parent.child("child")?;
     let before = child.cpu_stat()?;
-    if before.local_throttled_ns.is_none() {
-        return Ok(Completion::ignored_with(
-            "no cpu.stat.local in this kernel (6.6+) to compare with",
-        ));
-    }
-    let (rec, wall) = trace_hogs(&[(&child, busy)])?;
+    let parent_before = parent.cpu_stat()?;
+    let (rec, wall) = or_skip!(trace_hogs(&[(&child, busy)], tier)?);
     let kernel = before.delta(&child.cpu_stat()?);
-    let local = kernel.local_throttled_ns.unwrap_or(0);
+    // The kernel's figure for the child's throttled time: its cpu.stat.local
+    // (6.6+); before that, the parent's cpu.stat, which is the same time here
+    // because the child's one hog is pinned to one CPU, the only one where the
+    // parent's quota runs out.
+    let (local, truth) = match kernel.local_throttled_ns {
+        Some(local) => (local, "cpu.stat.local"),
+        None => (
+            parent_before.delta(&parent.cpu_stat()?).throttled_ns,
+            "the parent's cpu.stat (no cpu.stat.local before 6.6)",
+        ),
+    };
     let e = cgroup_in(&rec, &child)?;
     measured(format!(
-        "{}; traced throttled {} ns, cpu.stat.local {local} ns ({:.2} % apart)",
+        "{}; traced throttled {} ns, {truth} {local} ns ({:.2} % apart)",
         shares(e, wall),
         e.wait.throttled_ns,
         apart(e.wait.throttled_ns, local) * 100.0
@@ -295,7 +347,7 @@ fn nested() -> TestResult {
     })?;
     check(apart(e.wait.throttled_ns, local) <= 0.03, || {
         format!(
-            "traced {} ns throttled in {} waits, cpu.stat.local says {local} ns ({} of {} periods throttled); lost: {:?}",
+            "traced {} ns throttled in {} waits, {truth} says {local} ns ({} of {} periods throttled); lost: {:?}",
             e.wait.throttled_ns,
             e.wait.throttled_waits,
             kernel.nr_throttled,

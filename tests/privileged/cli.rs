@@ -61,7 +61,11 @@ fn cli_json() -> TestResult {
     let stderr = String::from_utf8_lossy(&out.stderr);
     check(out.status.success(), || format!("tracer failed: {stderr}"))?;
     check(
-        stdout.contains(&cg.path) && stdout.contains("probes: tp_btf/sched_switch"),
+        stdout.contains(&cg.path)
+            && stdout
+                .lines()
+                .any(|l| l.starts_with("probes: ") && l.contains("tp_btf/sched_switch"))
+            && stdout.contains("\ntier: "),
         || format!("report lacks the cgroup or the probes:\n{stdout}"),
     )?;
 

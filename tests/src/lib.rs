@@ -54,6 +54,14 @@ impl TestCgroup {
 
     /// A cgroup below this one. Drop it before its parent.
     pub fn child(&self, name: &str) -> anyhow::Result<Self> {
+        // cgroup v2: a child has the cpu controller only if its parent
+        // delegates it.
+        let delegate = self.dir.join("cgroup.subtree_control");
+        if delegate.exists() {
+            std::fs::write(&delegate, "+cpu").with_context(|| {
+                format!("enabling the cpu controller in {}", delegate.display())
+            })?;
+        }
         Self::at(format!("{}/{name}", self.path))
     }
 
@@ -320,11 +328,15 @@ pub fn run_delay_ns(pid: u32) -> anyhow::Result<u64> {
 /// The tracer's programs currently loaded in the kernel, by name (the kernel
 /// keeps 15 characters of a program name).
 pub fn loaded_tracer_programs() -> usize {
-    const NAMES: [&str; 4] = [
+    const NAMES: [&str; 8] = [
         "sched_switch",
         "sched_wakeup",
         "sched_wakeup_ne",
+        "sched_migrate_t",
         "sched_process_e",
+        "throttle_cfs_rq",
+        "tg_throttle_dow",
+        "tg_unthrottle_u",
     ];
     aya::programs::loaded_programs()
         .filter_map(Result::ok)

@@ -57,19 +57,22 @@ pub fn log2_floor(v: u64) -> u32 {
 }
 
 /// Bucket index of a value in nanoseconds.
+///
+/// One formula for every value (below `SUB_BUCKETS` the shift is 0 and the
+/// index is the value itself) rather than a separate branch for small values:
+/// the compiler may test `v < SUB_BUCKETS` twice on such a branch, and
+/// verifiers before 6.6 then follow the impossible side with contradictory
+/// bounds and refuse the program.
 #[inline(always)]
 pub fn bucket_index(v: u64) -> usize {
-    if v < SUB_BUCKETS {
-        return v as usize;
-    }
-    let h = log2_floor(v);
+    let h = log2_floor(v | 1);
     if h >= MAX_POWER {
         return OVERFLOW_BUCKET;
     }
-    let shift = h - GROUPING_POWER;
-    // (h - GROUPING_POWER + 1) octaves of SUB_BUCKETS precede this one; within it the
-    // top GROUPING_POWER + 1 bits of v select the sub-bucket.
-    (((shift as u64 + 1) * SUB_BUCKETS) + ((v >> shift) - SUB_BUCKETS)) as usize
+    // Within the octave of 2^h, the top GROUPING_POWER + 1 bits of v select the
+    // sub-bucket; (h - GROUPING_POWER + 1) octaves of SUB_BUCKETS precede it.
+    let shift = h.saturating_sub(GROUPING_POWER);
+    ((shift as u64 * SUB_BUCKETS) + (v >> shift)) as usize
 }
 
 /// Half-open range `[low, high)` of values that map to bucket `index`.

@@ -17,6 +17,10 @@ pub const FEATURE_AUTOGROUP: u32 = 1 << 1;
 /// `task_struct.throttled` set and comes back without a wakeup.
 pub const FEATURE_TASK_THROTTLE: u32 = 1 << 2;
 
+/// The fentry programs are attached (the fentry tier): they report throttle
+/// episodes, so the tracepoint programs do not.
+pub const FEATURE_FENTRY: u32 = 1 << 3;
+
 /// How the programs read a cfs_rq's cumulative throttled time `S` (see
 /// [`KernelLayout::throttle_method`]). `S` grows while the cfs_rq or one of its
 /// ancestors is throttled on that CPU; a wait's throttled part is `ΔS` over the
@@ -37,6 +41,11 @@ pub mod method {
     /// `rq.clock_pelt - throttled_clock_pelt` while `throttle_count > 0`. The PELT
     /// clock is scaled by CPU capacity and frequency: approximate.
     pub const PELT_CLOCK: u32 = 3;
+    /// The fentry tier's own clock (see `ThrottleClock`): time from
+    /// `tg_throttle_down` to `tg_unthrottle_up` per cfs_rq, on
+    /// `bpf_ktime_get_ns()`. Used where the kernel's counter is approximate
+    /// or missing (before 6.6).
+    pub const FENTRY: u32 = 4;
 }
 
 /// Byte offsets of every kernel field the programs read. All offsets are from the
@@ -80,6 +89,8 @@ pub struct KernelLayout {
     pub cfs_rq_rq: u32,
     /// `cfs_rq.tg`.
     pub cfs_rq_tg: u32,
+    /// `cfs_rq.load.weight` (unsigned long): non-zero while entities are queued.
+    pub cfs_rq_load_weight: u32,
     /// `cfs_rq.throttle_count` (int): > 0 while this level or an ancestor is
     /// throttled on the cfs_rq's CPU.
     pub cfs_rq_throttle_count: u32,
@@ -122,6 +133,7 @@ impl KernelLayout {
         kn_name: ABSENT,
         cfs_rq_rq: ABSENT,
         cfs_rq_tg: ABSENT,
+        cfs_rq_load_weight: ABSENT,
         cfs_rq_throttle_count: ABSENT,
         cfs_rq_throttled: ABSENT,
         cfs_rq_throttled_mask: 0,
@@ -138,4 +150,4 @@ impl KernelLayout {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 26 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 27 * 4);

@@ -19,6 +19,11 @@ pub const MAP_CPU_STATE: &str = "CPU_STATE";
 pub const MAP_SPILL: &str = "SPILL";
 /// Rare records for userspace ([`NewCgroupRecord`], [`EpisodeRecord`]).
 pub const MAP_EVENTS: &str = "EVENTS";
+/// Per-task wait state: task local storage, or on kernels before 6.1 a hash
+/// map of [`MAX_TASKS`] entries keyed by thread id.
+pub const MAP_TASK_WAIT: &str = "TASK_WAIT";
+/// cfs_rq -> [`ThrottleClock`], kept by the fentry programs.
+pub const MAP_THROTTLE_CLOCKS: &str = "THROTTLE_CLOCKS";
 
 /// Name of the read-only global holding the [`crate::layout::KernelLayout`].
 pub const GLOBAL_LAYOUT: &str = "LAYOUT";
@@ -29,6 +34,10 @@ pub const GLOBAL_SELECTIONS: &str = "SELECTIONS";
 pub const DEFAULT_MAX_CGROUPS: u32 = 4096;
 /// Capacity of the selection maps (selected processes and threads).
 pub const MAX_SELECTED_TASKS: u32 = 16384;
+/// Threads with wait state at once, where that state is a hash map (before 6.1).
+pub const MAX_TASKS: u32 = 65536;
+/// cfs_rqs (cgroups × CPUs) whose throttling the fentry programs follow.
+pub const MAX_THROTTLE_CFS_RQS: u32 = 16384;
 /// At most this many `--pid` and `--threads` selections.
 pub const MAX_SELECTIONS: u32 = 64;
 /// Capacity of the blame map (victim x occupant process pairs).
@@ -196,6 +205,25 @@ impl Default for CgroupStats {
     fn default() -> Self {
         Self::ZERO
     }
+}
+
+/// One cfs_rq's throttled time as the fentry programs see it: a throttle
+/// clock for kernels whose own counter is approximate (before 6.6), and the
+/// episode in progress.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThrottleClock {
+    /// `bpf_ktime_get_ns()` when the cfs_rq's hierarchy was throttled on its
+    /// CPU (`tg_throttle_down` with `throttle_count` 0); 0 while it is not.
+    pub start: u64,
+    /// Throttled time of the finished episodes.
+    pub total: u64,
+    /// The cgroup whose quota ran out (this one or an ancestor).
+    pub throttled_by: u64,
+    /// 1 if the cfs_rq had queued entities when it was throttled: only those
+    /// episodes delayed anyone and are reported.
+    pub queued: u32,
+    pub _pad: u32,
 }
 
 /// Slots per CPU in [`MAP_SPILL`].
@@ -366,6 +394,7 @@ pub struct EpisodeRecord {
 
 const _: () = assert!(core::mem::size_of::<NewCgroupRecord>() == 80);
 const _: () = assert!(core::mem::size_of::<EpisodeRecord>() == 40);
+const _: () = assert!(core::mem::size_of::<ThrottleClock>() == 32);
 const _: () = assert!(core::mem::size_of::<Interval>() == 48);
 const _: () = assert!(core::mem::size_of::<CgroupStats>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TaskWait>() == 72);

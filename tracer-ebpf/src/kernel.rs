@@ -90,6 +90,18 @@ fn tg_kn(tg: *const u8) -> Option<*const u8> {
     read(cgroup, layout!(cgroup_kn))
 }
 
+/// The cgroup id of task group `tg` (BTF-typed).
+#[inline(always)]
+pub fn tg_cgroup_id(tg: *const u8) -> Option<u64> {
+    tg_kn(tg).and_then(kn_id)
+}
+
+/// The cgroup id of the task group of `cfs_rq` (BTF-typed).
+#[inline(always)]
+pub fn cfs_rq_cgroup_id(cfs_rq: *const u8) -> Option<u64> {
+    tg_cgroup_id(read(cfs_rq, layout!(cfs_rq_tg))?)
+}
+
 /// The kernfs node of the cpu controller's cgroup of `task`:
 /// `task->sched_task_group->css.cgroup->kn`.
 #[inline(always)]
@@ -144,10 +156,13 @@ pub fn fill_occupant(task: *const u8, who: &mut Occupant) -> Option<*const u8> {
 /// The cfs_rq's cumulative throttled time `S` (see `tracer_common::layout::method`),
 /// in-progress part included. `None` without a throttle clock.
 #[inline(always)]
-pub fn throttle_clock<R: Reader>(cfs_rq: *const u8) -> Option<u64> {
+pub fn throttle_clock<R: Reader>(cfs_rq: *const u8, now: u64) -> Option<u64> {
     let how = layout!(throttle_method);
-    if how == method::STATE {
+    if how == method::STATE || cfs_rq.is_null() {
         return None;
+    }
+    if how == method::FENTRY {
+        return Some(crate::fentry::clock(cfs_rq, now));
     }
     let total: u64 = R::read(cfs_rq, layout!(cfs_rq_throttle_time))?;
     let start: u64 = R::read(cfs_rq, layout!(cfs_rq_throttle_start))?;

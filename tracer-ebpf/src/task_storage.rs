@@ -1,4 +1,10 @@
-//! A BTF-defined `BPF_MAP_TYPE_TASK_STORAGE` map.
+//! Where the programs keep their state on kernels with task local storage for
+//! tracing programs (5.12+) and an allocator usable in any context
+//! (`bpf_mem_alloc`, 6.1+): each task's wait in task local storage, and each
+//! cgroup's statistics entry allocated when the cgroup is first seen.
+//! `pid_map.rs` is the same interface for older kernels.
+//!
+//! The map is a BTF-defined `BPF_MAP_TYPE_TASK_STORAGE`.
 //!
 //! aya-ebpf 0.2 has cgroup, inode and socket storage maps but no task storage, so
 //! this is the same definition shape (`type`, `key`, `value`, `max_entries`,
@@ -11,7 +17,43 @@ use core::ptr;
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type},
     helpers::generated::{bpf_task_storage_delete, bpf_task_storage_get},
+    macros::btf_map,
 };
+use tracer_common::maps::TaskWait;
+
+/// Per-cgroup statistics entries are allocated on first use: the kernel's
+/// allocator for BPF maps works from the scheduler's tracepoints here.
+pub const STATS_FLAGS: usize = BPF_F_NO_PREALLOC as usize;
+
+#[btf_map]
+static TASK_WAIT: TaskStorage<TaskWait> = TaskStorage::new();
+
+/// The task's wait state, if it has one.
+///
+/// # Safety
+/// `task` must be a trusted task pointer (a tracepoint argument).
+#[inline(always)]
+pub unsafe fn wait_of(task: *mut Task) -> Option<*mut TaskWait> {
+    unsafe { TASK_WAIT.get(task) }
+}
+
+/// The task's wait state, zeroed on first use; `None` if it cannot be had.
+///
+/// # Safety
+/// As for [`wait_of`].
+#[inline(always)]
+pub unsafe fn wait_or_new(task: *mut Task) -> Option<*mut TaskWait> {
+    unsafe { TASK_WAIT.get_or_create(task) }
+}
+
+/// Drops the task's wait state (it exits).
+///
+/// # Safety
+/// As for [`wait_of`].
+#[inline(always)]
+pub unsafe fn forget(task: *mut Task) {
+    unsafe { TASK_WAIT.delete(task) }
+}
 
 /// Opaque `struct task_struct`.
 pub type Task = aya_ebpf::bindings::task_struct;

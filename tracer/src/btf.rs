@@ -379,6 +379,11 @@ impl Btf {
         self.member(struct_name, path).is_ok()
     }
 
+    /// Whether the kernel has a (complete) struct or union of this name.
+    pub fn has_struct(&self, name: &str) -> bool {
+        self.composite(name).is_some()
+    }
+
     /// Whether the kernel has a function of this name (a BTF FUNC entry).
     pub fn has_function(&self, name: &str) -> bool {
         self.by_name.contains_key(&(Kind::Func, name.to_owned()))

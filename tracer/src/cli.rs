@@ -2,6 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use crate::programs::TierChoice;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -123,6 +124,11 @@ pub struct RecordArgs {
     #[arg(long, default_value_t = tracer_common::maps::DEFAULT_MAX_CGROUPS, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_cgroups: u32,
+
+    /// Which probes to use: `auto` tries fentry on the CFS bandwidth functions
+    /// and falls back to the tracepoints alone if the kernel refuses it.
+    #[arg(long, value_enum, default_value_t = TierChoice::Auto)]
+    pub tier: TierChoice,
 }
 
 /// `10s`, `500ms`, `2m`, `1h`, `1.5s`, or plain seconds.

@@ -104,6 +104,9 @@ pub fn method_description(how: u32) -> &'static str {
         method::PELT_CLOCK => {
             "cfs_rq.throttled_clock_pelt_time: throttled time on the PELT clock (5.19 to 6.5; approximate)"
         }
+        method::FENTRY => {
+            "fentry on tg_throttle_down / tg_unthrottle_up: per-cgroup, per-CPU throttled time kept by the tracer"
+        }
         _ => {
             "throttle state at the start of each wait (no throttle clock in this kernel; approximate)"
         }
@@ -164,6 +167,7 @@ pub fn from_btf(btf: &Btf) -> anyhow::Result<KernelLayout> {
         kn_name: required(btf, "kernfs_node", "name", 8)?,
         cfs_rq_rq: required(btf, "cfs_rq", "rq", 8)?,
         cfs_rq_tg: required(btf, "cfs_rq", "tg", 8)?,
+        cfs_rq_load_weight: required(btf, "cfs_rq", "load.weight", 8)?,
         cfs_rq_throttle_count: required(btf, "cfs_rq", "throttle_count", 4)?,
         cfs_rq_throttled,
         cfs_rq_throttled_mask,
@@ -240,7 +244,9 @@ mod tests {
         );
         let rq_ptr = b.ptr(rq);
         let void_ptr = b.ptr(0);
+        let load = b.composite(false, "load_weight", 16, &[("weight", u64_, 0, 0)]);
         let mut cfs_rq_members = vec![
+            ("load", load, 0, 0),
             ("rq", rq_ptr, 312 * 8, 0),
             ("tg", void_ptr, 344 * 8, 0),
             ("throttle_count", int, 420 * 8, 0),
@@ -334,6 +340,7 @@ mod tests {
                 kn_name: 64,
                 cfs_rq_rq: 312,
                 cfs_rq_tg: 344,
+                cfs_rq_load_weight: 0,
                 cfs_rq_throttle_count: 420,
                 cfs_rq_throttled: 416,
                 cfs_rq_throttled_mask: 1,
@@ -494,6 +501,7 @@ mod tests {
             offset_in("cfs_rq", "throttle_count")
         );
         assert_eq!(layout.rq_cpu, offset_in("rq", "cpu"));
+        assert_eq!(layout.cfs_rq_load_weight, offset_in("cfs_rq", "load"));
         let throttled_bits = bits_in("cfs_rq", "throttled");
         assert_eq!(layout.cfs_rq_throttled, throttled_bits / 8);
         if layout.cfs_rq_throttled_mask != 0xff {

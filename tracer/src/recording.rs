@@ -232,6 +232,13 @@ pub struct Recording {
     pub cpu_hierarchy: String,
     /// How throttled time is measured on this kernel.
     pub throttle_method: String,
+    /// Which probes measured it: fentry with the tracepoints, or the
+    /// tracepoints alone and why (empty in dumps older than the tiers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tier: String,
+    /// Where the programs kept their state (empty in older dumps).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
     pub started_unix_ns: u64,
     /// From the moment the programs were attached to the moment they were detached.
     pub duration_ns: u64,

@@ -249,6 +249,9 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
             p.error.as_deref().unwrap_or("unknown reason")
         );
     }
+    if !rec.tier.is_empty() {
+        let _ = writeln!(out, "tier: {}", rec.tier);
+    }
     let _ = writeln!(out, "throttled time from: {}", rec.throttle_method);
     let e = &rec.events;
     let _ = write!(
@@ -507,6 +510,8 @@ mod tests {
             cgroup_mode: Mode::Hybrid,
             cpu_hierarchy: "/sys/fs/cgroup/cpu".into(),
             throttle_method: "cfs_rq.throttled_clock_self_time".into(),
+            tier: String::new(),
+            state: String::new(),
             started_unix_ns: 0,
             duration_ns: 2_000_000_000,
             probes: vec![

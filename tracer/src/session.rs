@@ -28,7 +28,7 @@ use crate::{
     cpustat::{self, CpuStat, Quota},
     drain, layout, privilege,
     process::{self, PidKind},
-    programs::{self, LoadOptions, ProbeStatus},
+    programs::{self, LoadOptions, ProbeStatus, Store, Tier, TierChoice},
     recording::{
         Blame, BlamedProcess, CgroupEntry, Episodes, Events, PidEntry, QuotaInfo, Recording,
         ThreadsEntry, WaitHistogram, WaitSplit,
@@ -49,6 +49,8 @@ pub struct Config {
     pub threads: Vec<String>,
     /// Capacity of the kernel's per-cgroup map.
     pub max_cgroups: u32,
+    /// Which probes to use.
+    pub tier: TierChoice,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             pids: Vec::new(),
             threads: Vec::new(),
             max_cgroups: DEFAULT_MAX_CGROUPS,
+            tier: TierChoice::Auto,
         }
     }
 }
@@ -88,6 +91,9 @@ pub struct Session {
     events: RingBuf<MapData>,
     resolver: Resolver,
     probes: Vec<ProbeStatus>,
+    tier: Tier,
+    store: Store,
+
     config: Config,
     layout: KernelLayout,
     /// Selections by index: `--pid` values first, then `--threads` patterns.
@@ -151,7 +157,7 @@ impl Session {
         if !Path::new(crate::btf::VMLINUX).exists() {
             bail!(
                 "this kernel exposes no BTF ({} is missing); the tracer needs a kernel built \
-                 with CONFIG_DEBUG_INFO_BTF=y (Linux 5.12 or later)",
+                 with CONFIG_DEBUG_INFO_BTF=y (Linux 5.10 or later)",
                 crate::btf::VMLINUX
             );
         }
@@ -191,11 +197,22 @@ impl Session {
                 .collect(),
         );
 
-        let (mut ebpf, probes) = programs::load_and_attach(&LoadOptions {
+        let store = Store::for_kernel(&btf);
+        let programs::Loaded {
+            mut ebpf,
+            probes,
             layout,
-            max_cgroups: config.max_cgroups,
-            selections: !targets.is_empty(),
-        })?;
+            tier,
+        } = programs::load_and_attach(
+            &LoadOptions {
+                layout,
+                store,
+                tier: config.tier,
+                max_cgroups: config.max_cgroups,
+                selections: !targets.is_empty(),
+            },
+            &btf,
+        )?;
         // From here on, an error drops `ebpf`, which detaches every program.
         let events = RingBuf::try_from(
             ebpf.take_map(MAP_EVENTS)
@@ -208,6 +225,8 @@ impl Session {
             probes,
             config,
             layout,
+            tier,
+            store,
             targets,
             target_cgroups,
             scanner,
@@ -243,6 +262,11 @@ impl Session {
 
     pub fn probes(&self) -> &[ProbeStatus] {
         &self.probes
+    }
+
+    /// Which probes are in use, and why not fentry if not.
+    pub fn tier(&self) -> &Tier {
+        &self.tier
     }
 
     /// How this kernel's throttled time is measured, as reports name it.
@@ -817,6 +841,8 @@ impl Session {
             cgroup_mode: self.resolver.hierarchy().mode,
             cpu_hierarchy: self.resolver.hierarchy().mount.display().to_string(),
             throttle_method: layout::method_description(self.layout.throttle_method).into(),
+            tier: self.tier.describe(),
+            state: self.store.describe().into(),
             started_unix_ns: self.started_unix_ns + offset_ns,
             duration_ns,
             probes: self.probes.clone(),

@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub version: String,
     pub kernel: String,
     pub throttle_method: String,
+    /// `fentry` or `tracepoints`.
+    pub tier: String,
 }
 
 /// Escapes a label value (backslash, double quote, newline).
@@ -363,6 +365,7 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
             ("version", &s.version),
             ("kernel", &s.kernel),
             ("throttle_method", &s.throttle_method),
+            ("tier", &s.tier),
         ],
         1,
     );
@@ -419,6 +422,7 @@ mod tests {
             version: "0.1.0".into(),
             kernel: "6.18".into(),
             throttle_method: "self".into(),
+            tier: "tracepoints".into(),
         }
     }
 

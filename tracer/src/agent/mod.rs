@@ -187,6 +187,7 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").into(),
             kernel: self.kernel.clone(),
             throttle_method: self.session.throttle_method().into(),
+            tier: self.session.tier().name().into(),
         })
     }
 
@@ -298,9 +299,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         probes: probes.join(","),
     });
     eprintln!(
-        "tracer agent: {} probes attached ({}), throttled time from {}; serving http://{address}/metrics every {:?}{}",
+        "tracer agent: {} probes attached ({}; {}), throttled time from {}; serving http://{address}/metrics every {:?}{}",
         probes.len(),
         probes.join(", "),
+        session.tier().describe(),
         session.throttle_method(),
         config.interval,
         match &config.dumps {

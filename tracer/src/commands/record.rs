@@ -32,6 +32,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         pids: args.pids.clone(),
         threads: args.threads.clone(),
         max_cgroups: args.max_cgroups,
+        tier: args.tier,
     })?;
     let attached = session.probes().iter().filter(|p| p.attached).count();
     match args.duration {
@@ -41,6 +42,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         ),
         None => eprintln!("Tracing run-queue waits with {attached} probes... Ctrl-C to stop."),
     }
+    eprintln!("Probes: {}", session.tier().describe());
 
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;

@@ -1,0 +1,18 @@
+//! The tracer's kernel side for kernels before 6.1: the programs of `main.rs`,
+//! with per-task state in a hash map keyed by thread id and preallocated
+//! statistics maps (see `pid_map.rs`).
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+#[path = "../fentry.rs"]
+mod fentry;
+#[path = "../kernel.rs"]
+mod kernel;
+#[path = "../pid_map.rs"]
+mod pid_map;
+#[path = "../programs.rs"]
+mod programs;
+
+use pid_map as store;
