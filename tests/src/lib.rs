@@ -54,6 +54,13 @@ impl TestCgroup {
 
     /// A cgroup below this one. Drop it before its parent.
     pub fn child(&self, name: &str) -> anyhow::Result<Self> {
+        // On cgroup v2 a parent hands the cpu controller down only when told
+        // to; without it the child has no cpu.max and no throttling counters.
+        let control = self.dir.join("cgroup.subtree_control");
+        if control.exists() {
+            std::fs::write(&control, "+cpu")
+                .with_context(|| format!("enabling cpu in {}", control.display()))?;
+        }
         Self::at(format!("{}/{name}", self.path))
     }
 
