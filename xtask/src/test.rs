@@ -25,6 +25,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     // say whether a failure is this kernel's or everyone's.
     let vms = vm::run(vm::Options {
         kernel: "all".to_owned(),
+        release: false,
         args: options.args,
     });
     match (host, vms) {

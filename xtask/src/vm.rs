@@ -26,6 +26,9 @@ pub struct Options {
     /// Which kernel to boot: 5.10, 6.1, 6.12 or all.
     #[arg(long, default_value = "all", value_parser = ["5.10", "6.1", "6.12", "all"])]
     pub kernel: String,
+    /// Build the binaries in release instead of debug.
+    #[arg(long)]
+    pub release: bool,
     /// Arguments for the test binary in the guests, after `--` (e.g. a name
     /// filter); they replace the default selection (`VM_TESTS`).
     #[arg(last = true)]
@@ -85,7 +88,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         .into_iter()
         .filter(|s| options.kernel == "all" || options.kernel == s.name)
         .collect();
-    let (tracer, tests) = build()?;
+    let (tracer, tests) = build(options.release)?;
     let plan = plan(&tests, &options.args)?;
     if plan.invocations.is_empty() {
         return Ok(());
@@ -124,22 +127,32 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds `tracer` and the privileged test binary (debug, as `cargo xtask
-/// test` does) and returns their paths.
-fn build() -> anyhow::Result<(PathBuf, PathBuf)> {
-    println!("vm: cargo build -p tracer");
-    cmd::run(cmd::cargo().args(["build", "-p", "tracer"]))?;
-    let tracer = cmd::workspace_root().join("target/debug/tracer");
+/// Builds `tracer` and the privileged test binary and returns their paths.
+fn build(release: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    println!(
+        "vm: cargo build {}-p tracer",
+        if release { "--release " } else { "" }
+    );
+    cmd::run(cmd::cargo().args(["build", "-p", "tracer"]).args(profile))?;
+    let tracer = cmd::workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("tracer");
     println!("vm: cargo test -p tracer-tests --test privileged --no-run");
-    let out = cmd::checked_output(cmd::cargo().args([
-        "test",
-        "-p",
-        "tracer-tests",
-        "--test",
-        "privileged",
-        "--no-run",
-        "--message-format=json",
-    ]))?;
+    let out = cmd::checked_output(
+        cmd::cargo()
+            .args([
+                "test",
+                "-p",
+                "tracer-tests",
+                "--test",
+                "privileged",
+                "--no-run",
+                "--message-format=json",
+            ])
+            .args(profile),
+    )?;
     let tests = test_executable(&String::from_utf8_lossy(&out.stdout))
         .ok_or_else(|| anyhow!("cargo named no executable for the privileged tests"))?;
     Ok((tracer, tests))
@@ -339,7 +352,8 @@ fn print_kernel_messages(console: &Path, tail: bool) {
                 "Oops",
                 "Call Trace",
                 "Kernel panic",
-                "bpf",
+                // Functions in traces; not "bpf", which the LSM list at boot has.
+                "bpf_",
                 "BPF:",
             ]
             .iter()
