@@ -179,6 +179,8 @@ mount -t tracefs tracefs /sys/kernel/tracing || fail "mount tracefs"
 mount -t debugfs debugfs /sys/kernel/debug || fail "mount debugfs"
 mount -t bpf bpf /sys/fs/bpf || fail "mount bpffs"
 [ -e /dev/port ] || fail "no /dev/port for isa-debug-exit"
+# The agent's tests talk HTTP to it on 127.0.0.1.
+ip link set lo up || fail "bring up the loopback interface"
 # Raw output: no CR added to each LF, no echo of what the tests write.
 stty -F $out raw -echo 2>/dev/null
 echo "@@vm uname $(uname -r)" > $out
