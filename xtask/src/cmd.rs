@@ -24,6 +24,21 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<Output> {
         .with_context(|| format!("cannot start {}", describe(cmd)))
 }
 
+/// Runs a command and captures its output; fails with the command line and
+/// its stderr unless it succeeds.
+pub fn checked_output(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = output(cmd)?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
 /// Captured stdout of a successful command, or `None`.
 pub fn stdout_of(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;

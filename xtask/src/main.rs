@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | run | test | bench`.
+//! Project tasks: `cargo xtask setup | run | test | vm | bench`.
 
 mod bench;
 mod bench_agent;
@@ -6,6 +6,7 @@ mod cmd;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ enum Task {
     Run(run::Options),
     /// Run every test: unit tests and the privileged integration tests.
     Test(test::Options),
+    /// Run the privileged tests on Debian's 5.10, 6.1 and 6.12 kernels under QEMU.
+    Vm(vm::Options),
     /// Measure the tracer's cost per context switch (against no tracing and runqlat)
     /// and the agent's CPU and memory.
     Bench(bench::Options),
@@ -38,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Task::Setup => setup::run(),
         Task::Run(options) => run::run(options),
         Task::Test(options) => test::run(options),
+        Task::Vm(options) => vm::run(options),
         Task::Bench(options) => bench::run(options),
     };
     match result {

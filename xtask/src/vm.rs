@@ -1,0 +1,410 @@
+//! `cargo xtask vm`: the privileged tests on other kernels. Each of Debian's
+//! 5.10, 6.1 and 6.12 kernels boots under QEMU with an initramfs holding the
+//! `tracer` binary, the privileged test binary and busybox; the guest runs the
+//! tests and reports on a second serial port; the host prints every test's
+//! outcome per kernel and a matrix, and fails if any kernel failed a test or did
+//! not report.
+
+mod initramfs;
+mod kernels;
+mod qemu;
+mod results;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::Args;
+
+use crate::{cmd, setup};
+use results::{GuestReport, Outcome, Row};
+
+#[derive(Args, Clone)]
+pub struct Options {
+    /// Which kernel to boot: 5.10, 6.1, 6.12 or all.
+    #[arg(long, default_value = "all", value_parser = ["5.10", "6.1", "6.12", "all"])]
+    pub kernel: String,
+    /// Build the binaries in release instead of debug.
+    #[arg(long)]
+    pub release: bool,
+    /// Arguments for the test binary in the guests, after `--` (e.g. a name
+    /// filter); they replace the default selection (`VM_TESTS`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// The privileged tests the guests run by default, each on its own (so that a
+/// test that crashes or hangs costs only itself). They are the ones whose result
+/// depends on the kernel: the wait split and attribution against `cpu.stat` and
+/// schedstat (the throttle model and struct layouts differ per kernel), and the
+/// CLI's loading, attaching and detaching of the programs. The JVM, Chromium and
+/// Prometheus tests are included to show that they report ignored (their
+/// programs are not in the initramfs) rather than fail. The dump round trips
+/// are cheap (seconds) and check reading as `nobody`; the agent's churn and
+/// life-cycle tests take about 100 s per kernel under emulation and exercise
+/// kernel-dependent map operations (batched lookup-and-delete, eviction). That
+/// is every privileged test today, about 3 minutes per kernel; a new test
+/// joins the list once it is known to fit in CI's time under emulation.
+const VM_TESTS: &[&str] = &[
+    // waits.rs
+    "two_busy_cgroups_sharing_a_cpu_each_wait_half_the_time",
+    "traced_wait_matches_schedstat_run_delay",
+    "waits_that_migrate_still_match_schedstat_and_stay_contended",
+    // attribution.rs
+    "quota_only_is_throttled_80_percent_and_matches_cpu_stat",
+    "contention_only_is_contended_half_and_blames_the_other_cgroup",
+    "quota_and_neighbour_split_into_throttled_and_contended",
+    "a_parent_quota_throttles_the_child_as_cpu_stat_local_says",
+    "bursts_throttled_below_the_average_quota_are_flagged",
+    // cli.rs
+    "cli_record_writes_the_json_report",
+    "sigint_ends_the_session_and_detaches",
+    "sigterm_ends_the_session_and_detaches",
+    "unknown_cgroup_is_refused_before_tracing",
+    "unprivileged_run_says_it_needs_root",
+    // dump.rs
+    "a_recorded_dump_reports_the_same_without_root",
+    "a_redacted_dump_names_no_cgroup_or_host",
+    // agent.rs
+    "agent_memory_and_series_stay_bounded_under_cgroup_churn",
+    "agent_lock_signals_dumps_and_a_clean_exit",
+    // Programs the initramfs lacks: these must report ignored.
+    "jvm_gc_threads_under_a_quota_are_throttled",
+    "the_html_report_renders_in_chromium",
+    "agent_series_hold_the_expected_values_in_prometheus",
+];
+
+/// The guest kills one invocation of the test binary after this long: each
+/// test takes seconds to tens of seconds under emulation.
+const TEST_TIMEOUT: Duration = Duration::from_secs(180);
+/// Boot, unpacking the initramfs and the mounts, under emulation.
+const BOOT_ALLOWANCE: Duration = Duration::from_secs(120);
+/// What a whole boot may take on top of the boot: a hung kernel must not hold
+/// CI for each test's full timeout in turn.
+const RUN_ALLOWANCE: Duration = Duration::from_secs(12 * 60);
+
+pub fn run(options: Options) -> anyhow::Result<()> {
+    setup::ensure()?;
+    setup::apt_packages(
+        &["qemu-system-x86", "busybox-static", "cpio"],
+        "to boot other kernels for the privileged tests (QEMU, the guests' busybox, the initramfs)",
+    )?;
+    let vm_dir = cmd::workspace_root().join("target/vm");
+    let series: Vec<kernels::Series> = kernels::SERIES
+        .into_iter()
+        .filter(|s| options.kernel == "all" || options.kernel == s.name)
+        .collect();
+    let (tracer, tests) = build(options.release)?;
+    let plan = plan(&tests, &options.args)?;
+    if plan.invocations.is_empty() {
+        return Ok(());
+    }
+    let kernels = kernels::fetch(&vm_dir, &series)?;
+    let initrd = initramfs::build(&vm_dir, &tracer, &tests, &plan)?;
+    let size = std::fs::metadata(&initrd).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "vm: initramfs {} ({:.1} MiB): busybox, tracer, privileged tests, their libraries; {} invocation(s)",
+        initrd.display(),
+        size as f64 / 1048576.0,
+        plan.invocations.len()
+    );
+
+    let mut rows = Vec::new();
+    for kernel in &kernels {
+        rows.push(boot(&vm_dir, kernel, &initrd, &plan)?);
+    }
+    println!();
+    println!(
+        "vm: matrix (QEMU {}, 2 vCPUs, 2 GiB; cgroup mode in the guests):",
+        qemu::ACCELERATOR
+    );
+    print!("{}", results::matrix(&rows));
+    let bad: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.verdict != "ok")
+        .map(|r| r.kernel.as_str())
+        .collect();
+    if !bad.is_empty() {
+        bail!(
+            "the privileged tests failed or did not report on kernel(s) {}",
+            bad.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Builds `tracer` and the privileged test binary and returns their paths.
+fn build(release: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    println!(
+        "vm: cargo build {}-p tracer",
+        if release { "--release " } else { "" }
+    );
+    cmd::run(cmd::cargo().args(["build", "-p", "tracer"]).args(profile))?;
+    let tracer = cmd::workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("tracer");
+    println!("vm: cargo test -p tracer-tests --test privileged --no-run");
+    let out = cmd::checked_output(
+        cmd::cargo()
+            .args([
+                "test",
+                "-p",
+                "tracer-tests",
+                "--test",
+                "privileged",
+                "--no-run",
+                "--message-format=json",
+            ])
+            .args(profile),
+    )?;
+    let tests = test_executable(&String::from_utf8_lossy(&out.stdout))
+        .ok_or_else(|| anyhow!("cargo named no executable for the privileged tests"))?;
+    Ok((tracer, tests))
+}
+
+/// The `executable` of the `privileged` test target in cargo's JSON messages.
+fn test_executable(messages: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "privileged")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+}
+
+/// One invocation per test of `VM_TESTS` (checked against the binary's list,
+/// so that a renamed test is noticed here rather than silently not run), or
+/// one with the user's arguments if they select any test (none: no boot).
+fn plan(tests: &Path, args: &[String]) -> anyhow::Result<initramfs::Plan> {
+    let listed = list(tests, args)?;
+    let invocations = if !args.is_empty() {
+        if listed.is_empty() {
+            println!("vm: no privileged test matches {}", args.join(" "));
+            Vec::new()
+        } else {
+            vec![args.to_vec()]
+        }
+    } else {
+        let unknown: Vec<&str> = VM_TESTS
+            .iter()
+            .copied()
+            .filter(|t| !listed.iter().any(|l| l == t))
+            .collect();
+        if !unknown.is_empty() {
+            bail!(
+                "VM_TESTS in xtask/src/vm.rs names tests the binary does not have: {}",
+                unknown.join(", ")
+            );
+        }
+        VM_TESTS
+            .iter()
+            .map(|t| vec!["--exact".to_owned(), (*t).to_owned()])
+            .collect()
+    };
+    Ok(initramfs::Plan {
+        invocations,
+        timeout_s: TEST_TIMEOUT.as_secs(),
+    })
+}
+
+/// The names of the tests the binary would run with `args`.
+fn list(tests: &Path, args: &[String]) -> anyhow::Result<Vec<String>> {
+    let out = cmd::checked_output(std::process::Command::new(tests).args(args).arg("--list"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Boots one kernel, prints its tests' outcomes and returns its matrix row.
+fn boot(
+    vm_dir: &Path,
+    kernel: &kernels::Kernel,
+    initrd: &Path,
+    plan: &initramfs::Plan,
+) -> anyhow::Result<Row> {
+    let dir = vm_dir.join(kernel.series.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    println!();
+    println!(
+        "vm: booting {} ({} from {}) under QEMU {}; console log in {}",
+        kernel.series.name,
+        kernel.package,
+        kernel.series.suite,
+        qemu::ACCELERATOR,
+        dir.join("console.log").display()
+    );
+    let outcome = qemu::run(&qemu::Boot {
+        kernel: &kernel.vmlinuz,
+        initrd,
+        dir: &dir,
+        timeout: BOOT_ALLOWANCE + RUN_ALLOWANCE,
+    })?;
+    let stream = std::fs::read(&outcome.results)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut report = results::parse(&stream);
+    let verdict = verdict(&report, &outcome.exit);
+    report.add_not_run(&planned(plan));
+
+    println!(
+        "vm: {}: guest kernel {}, cgroup {}, {:.0} s from boot to exit",
+        kernel.series.name,
+        report.release.as_deref().unwrap_or("(not reported)"),
+        report.cgroup_mode(),
+        outcome.elapsed.as_secs_f64()
+    );
+    print_outcomes(&report);
+    if verdict != "ok" {
+        println!("vm: {}: {verdict}", kernel.series.name);
+        print_kernel_messages(&outcome.console, verdict.starts_with("did not report"));
+    }
+    Ok(Row {
+        kernel: kernel.series.name.to_owned(),
+        release: report.release.clone().unwrap_or_else(|| "?".to_owned()),
+        cgroup: report.cgroup_mode(),
+        passed: report.passed(),
+        failed: report.failed(),
+        ignored: report.ignored(),
+        not_run: report.not_run(),
+        seconds: outcome.elapsed.as_secs_f64(),
+        verdict,
+    })
+}
+
+/// Each invocation as the guest echoes its arguments, and the name to report
+/// it under if it never starts.
+fn planned(plan: &initramfs::Plan) -> Vec<(String, String)> {
+    plan.invocations
+        .iter()
+        .map(|args| {
+            let name = match args.as_slice() {
+                [exact, name] if exact == "--exact" => name.clone(),
+                _ => format!("(privileged {})", args.join(" ")),
+            };
+            (args.join(" "), name)
+        })
+        .collect()
+}
+
+/// `ok`, `FAILED`, or `did not report: <why>`: a guest counts as passed only if
+/// it got to the end, said so through isa-debug-exit, and no test failed.
+fn verdict(report: &GuestReport, exit: &qemu::Exit) -> String {
+    if let Some(why) = &report.setup_failed {
+        return format!("did not report: the guest's /init failed: {why}");
+    }
+    match exit {
+        qemu::Exit::TimedOut(after) => {
+            return format!(
+                "did not report: killed after {} s (hard timeout)",
+                after.as_secs()
+            );
+        }
+        qemu::Exit::Other(code) => {
+            return format!(
+                "did not report: guest died (QEMU exit status {}, not isa-debug-exit)",
+                code.map_or("none".to_owned(), |c| c.to_string())
+            );
+        }
+        qemu::Exit::Passed | qemu::Exit::Failed => {}
+    }
+    if report.done.is_none() {
+        return "did not report: no end marker on the results port".to_owned();
+    }
+    if report.tests.is_empty() {
+        return "did not report: no test ran".to_owned();
+    }
+    if report.failed() > 0 || *exit == qemu::Exit::Failed || report.done != Some(0) {
+        return "FAILED".to_owned();
+    }
+    "ok".to_owned()
+}
+
+fn print_outcomes(report: &GuestReport) {
+    for t in &report.tests {
+        match &t.outcome {
+            Outcome::Passed => println!("  ok       {}", t.name),
+            Outcome::Ignored(reason) => println!("  ignored  {}: {reason}", t.name),
+            Outcome::NotRun => println!("  not run  {} (the guest stopped before it)", t.name),
+            Outcome::Failed(msg) => {
+                println!("  FAILED   {}", t.name);
+                for line in msg.lines() {
+                    println!("             {line}");
+                }
+            }
+        }
+    }
+}
+
+/// The kernel's complaints (the console is `quiet`: warnings and worse), or
+/// the console's tail when the guest did not report.
+fn print_kernel_messages(console: &Path, tail: bool) {
+    if tail {
+        println!("vm: last lines of {}:", console.display());
+        for line in qemu::tail(console, 40).lines() {
+            println!("  console| {line}");
+        }
+        return;
+    }
+    let text = qemu::tail(console, usize::MAX);
+    let noteworthy: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            [
+                "WARNING:",
+                "BUG:",
+                "Oops",
+                "Call Trace",
+                "Kernel panic",
+                // Functions in traces; not "bpf", which the LSM list at boot has.
+                "bpf_",
+                "BPF:",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .take(40)
+        .collect();
+    if !noteworthy.is_empty() {
+        println!("vm: kernel messages in {}:", console.display());
+        for line in noteworthy {
+            println!("  console| {line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_executable_comes_from_cargo_json() {
+        let messages = r#"{"reason":"compiler-artifact","target":{"name":"tracer"},"executable":null}
+{"reason":"compiler-artifact","target":{"name":"privileged"},"executable":"/w/target/debug/deps/privileged-abc"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            test_executable(messages),
+            Some(PathBuf::from("/w/target/debug/deps/privileged-abc"))
+        );
+    }
+
+    #[test]
+    fn a_guest_passes_only_when_it_said_so_and_no_test_failed() {
+        let passed = results::parse("@@vm run x\ntest a ... ok\n@@vm exit 0\n@@vm done 0\n");
+        assert_eq!(verdict(&passed, &qemu::Exit::Passed), "ok");
+        assert!(verdict(&passed, &qemu::Exit::Other(Some(0))).starts_with("did not report"));
+        assert!(
+            verdict(&passed, &qemu::Exit::TimedOut(Duration::from_secs(5)))
+                .starts_with("did not report")
+        );
+        let unfinished = results::parse("@@vm run x\ntest a ... ok\n");
+        assert!(verdict(&unfinished, &qemu::Exit::Passed).starts_with("did not report"));
+        let failed = results::parse("test a ... FAILED\n@@vm done 1\n");
+        assert_eq!(verdict(&failed, &qemu::Exit::Failed), "FAILED");
+        assert_eq!(verdict(&passed, &qemu::Exit::Failed), "FAILED");
+    }
+}
