@@ -109,7 +109,10 @@ fn redacted() -> TestResult {
     let (_, busy) = or_skip!(cpus());
     let bin = or_skip!(bin());
     let secret = TestCgroup::create("customer-secret")?;
+    // Two hogs sharing a CPU: they switch, so the cgroup has waits to report
+    // (a lone hog on an otherwise idle CPU may not switch at all in 1 s).
     let _w = Worker::start(Load::Spin, &secret, busy)?;
+    let _w2 = Worker::start(Load::Spin, &secret, busy)?;
     let scratch = Scratch::new("redact")?;
     let file = scratch.file("redacted.json");
     let recorded = run(

@@ -4,6 +4,8 @@
 //! without them is data ([`PROBES`]), so that the report can say exactly what
 //! ran.
 
+use std::time::Instant;
+
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
@@ -241,6 +243,8 @@ pub struct Loaded {
     /// method).
     pub layout: KernelLayout,
     pub tier: Tier,
+    /// When the programs were attached: the start of the measurement.
+    pub attached_at: Instant,
 }
 
 /// The last lines of a verifier log, which hold the reason.
@@ -301,7 +305,12 @@ pub fn load_and_attach(options: &LoadOptions, btf: &Btf) -> anyhow::Result<Loade
                 .max(16)
         }
     };
-    let load = |layout: &KernelLayout| load_object(options, layout, &aya_btf, cpus, max_cgroups);
+    let load = |layout: &KernelLayout, probes: &[&Probe]| {
+        let mut ebpf = load_object(options, layout, &aya_btf, cpus, max_cgroups)?;
+        let mut statuses = load_all(&mut ebpf, probes, &aya_btf)?;
+        let attached_at = attach_all(&mut ebpf, probes, &mut statuses)?;
+        anyhow::Ok((ebpf, statuses, attached_at))
+    };
 
     let why_not_fentry = match (options.tier, fentry_unavailable(btf)) {
         (TierChoice::Tracepoints, _) => "tracepoints chosen with --tier".to_owned(),
@@ -309,32 +318,33 @@ pub fn load_and_attach(options: &LoadOptions, btf: &Btf) -> anyhow::Result<Loade
         (TierChoice::Auto, Some(why)) => why,
         (TierChoice::Auto | TierChoice::Fentry, None) => {
             let layout = fentry_layout(&options.layout);
-            let mut ebpf = load(&layout)?;
-            match attach_all(&mut ebpf, FENTRY_PROBES, &aya_btf) {
-                Ok(mut probes) => {
-                    probes.extend(attach_all(&mut ebpf, PROBES, &aya_btf)?);
+            let probes: Vec<&Probe> = FENTRY_PROBES.iter().chain(PROBES).collect();
+            match load(&layout, &probes) {
+                Ok((ebpf, probes, attached_at)) => {
                     return Ok(Loaded {
                         ebpf,
                         probes,
                         layout,
                         tier: Tier::Fentry,
+                        attached_at,
                     });
                 }
                 Err(e) if options.tier == TierChoice::Fentry => {
                     return Err(e.context("the fentry tier was asked for (--tier fentry)"));
                 }
-                // Dropping the object detaches what was attached.
+                // The object is dropped, which detaches whatever was attached.
                 Err(e) => format!("fentry refused: {}", short_reason(&e)),
             }
         }
     };
-    let mut ebpf = load(&options.layout)?;
-    let probes = attach_all(&mut ebpf, PROBES, &aya_btf)?;
+    let probes: Vec<&Probe> = PROBES.iter().collect();
+    let (ebpf, probes, attached_at) = load(&options.layout, &probes)?;
     Ok(Loaded {
         ebpf,
         probes,
         layout: options.layout,
         tier: Tier::Tracepoints { why_not_fentry },
+        attached_at,
     })
 }
 
@@ -376,36 +386,30 @@ fn load_object(
     })
 }
 
-/// Attaches `probes`; fails on the first required one the kernel refuses,
-/// naming it. Optional ones that fail are reported in their status.
-fn attach_all(
+/// Loads `probes` into the kernel (the verifier checks them; this is the slow
+/// part); fails on the first required one the kernel refuses, naming it.
+/// Optional ones that fail are reported in their status.
+fn load_all(
     ebpf: &mut Ebpf,
-    probes: &[Probe],
+    probes: &[&Probe],
     btf: &aya::Btf,
 ) -> anyhow::Result<Vec<ProbeStatus>> {
     let mut statuses = Vec::new();
-    for probe in probes {
-        let result = attach_one(ebpf, probe, btf);
+    for &probe in probes {
+        let result = load_one(ebpf, probe, btf);
         let verified_insns = ebpf
             .program(probe.program)
             .and_then(|p| p.info().ok())
             .and_then(|info| info.verified_instruction_count());
         let error = match result {
             Ok(()) => None,
-            Err(e) if probe.required => {
-                return Err(e.context(format!(
-                    "the tracer cannot work without {}/{} ({})",
-                    probe.hook.name(),
-                    probe.target,
-                    probe.role
-                )));
-            }
+            Err(e) if probe.required => return Err(needed(e, probe)),
             Err(e) => Some(format!("{e:#}")),
         };
         statuses.push(ProbeStatus {
             name: probe.target.to_owned(),
             kind: probe.hook.name().to_owned(),
-            attached: error.is_none(),
+            attached: false,
             verified_insns,
             error,
         });
@@ -413,7 +417,38 @@ fn attach_all(
     Ok(statuses)
 }
 
-fn attach_one(ebpf: &mut Ebpf, probe: &Probe, btf: &aya::Btf) -> anyhow::Result<()> {
+fn needed(e: anyhow::Error, probe: &Probe) -> anyhow::Error {
+    e.context(format!(
+        "the tracer cannot work without {}/{} ({})",
+        probe.hook.name(),
+        probe.target,
+        probe.role
+    ))
+}
+
+/// Attaches the loaded `probes` one right after the other, so that the
+/// measurement starts at one moment however long loading took (seconds under
+/// emulation): returns that moment.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    probes: &[&Probe],
+    statuses: &mut [ProbeStatus],
+) -> anyhow::Result<Instant> {
+    let attached_at = Instant::now();
+    for (&probe, status) in probes.iter().zip(statuses) {
+        if status.error.is_some() {
+            continue;
+        }
+        match attach_one(ebpf, probe) {
+            Ok(()) => status.attached = true,
+            Err(e) if probe.required => return Err(needed(e, probe)),
+            Err(e) => status.error = Some(format!("{e:#}")),
+        }
+    }
+    Ok(attached_at)
+}
+
+fn load_one(ebpf: &mut Ebpf, probe: &Probe, btf: &aya::Btf) -> anyhow::Result<()> {
     let what = format!("{} ({}/{})", probe.program, probe.hook.name(), probe.target);
     let program = ebpf
         .program_mut(probe.program)
@@ -428,24 +463,46 @@ fn attach_one(ebpf: &mut Ebpf, probe: &Probe, btf: &aya::Btf) -> anyhow::Result<
         }
         _ => anyhow!("the kernel refused program {what}: {e}"),
     };
-    let attach_failed = |e: ProgramError| anyhow!("attaching {what} failed: {e}");
+    match probe.hook {
+        Hook::TpBtf => <&mut BtfTracePoint>::try_from(program)?
+            .load(probe.target, btf)
+            .map_err(refused),
+        Hook::FEntry => <&mut FEntry>::try_from(program)?
+            .load(probe.target, btf)
+            .map_err(refused),
+    }
+}
+
+fn attach_one(ebpf: &mut Ebpf, probe: &Probe) -> anyhow::Result<()> {
+    let failed = |e: ProgramError| {
+        anyhow!(
+            "attaching {} to {}/{} failed: {e}",
+            probe.program,
+            probe.hook.name(),
+            probe.target
+        )
+    };
+    let program = ebpf
+        .program_mut(probe.program)
+        .ok_or_else(|| anyhow!("program {} missing from the eBPF object", probe.program))?;
     match probe.hook {
         Hook::TpBtf => {
-            let program: &mut BtfTracePoint = program.try_into()?;
-            program.load(probe.target, btf).map_err(refused)?;
-            program.attach().map_err(attach_failed)?;
+            <&mut BtfTracePoint>::try_from(program)?
+                .attach()
+                .map_err(failed)?;
         }
         Hook::FEntry => {
-            let program: &mut FEntry = program.try_into()?;
-            program.load(probe.target, btf).map_err(refused)?;
-            program.attach().map_err(attach_failed)?;
+            <&mut FEntry>::try_from(program)?.attach().map_err(failed)?;
         }
     }
     Ok(())
 }
 
-/// Detaches and unloads every program; the maps stay readable.
-pub fn detach_all(ebpf: &mut Ebpf) {
+/// Detaches and unloads every program; the maps stay readable. Returns when
+/// the first was detached: the end of the measurement, however long the rest
+/// takes.
+pub fn detach_all(ebpf: &mut Ebpf) -> Instant {
+    let detached_at = Instant::now();
     for probe in PROBES.iter().chain(FENTRY_PROBES) {
         let Some(program) = ebpf.program_mut(probe.program) else {
             continue;
@@ -456,6 +513,7 @@ pub fn detach_all(ebpf: &mut Ebpf) {
             Hook::FEntry => <&mut FEntry>::try_from(program).map(|p| p.unload()),
         };
     }
+    detached_at
 }
 
 #[cfg(test)]

@@ -145,7 +145,8 @@ pub struct Session {
     tracked: usize,
     started: Instant,
     started_unix_ns: u64,
-    detached: bool,
+    /// When the programs were detached: the end of the measurement.
+    detached_at: Option<Instant>,
 }
 
 impl Session {
@@ -203,6 +204,7 @@ impl Session {
             probes,
             layout,
             tier,
+            attached_at,
         } = programs::load_and_attach(
             &LoadOptions {
                 layout,
@@ -247,12 +249,13 @@ impl Session {
             spill_events_seen: 0,
             last_spill_fold: Instant::now(),
             tracked: 0,
-            started: Instant::now(),
+            started: attached_at,
             started_unix_ns: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
+                .checked_sub(attached_at.elapsed())
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0),
-            detached: false,
+            detached_at: None,
         };
         session.select_pids()?;
         session.scan_threads()?;
@@ -394,8 +397,7 @@ impl Session {
     /// Detaches every program, then reads what they aggregated. The maps are
     /// freed when the session is dropped.
     pub fn stop(mut self) -> anyhow::Result<Recording> {
-        programs::detach_all(&mut self.ebpf);
-        self.detached = true;
+        self.detached_at = Some(programs::detach_all(&mut self.ebpf));
         let sample = self.sample()?;
         Ok(self.recording(&sample, None))
     }
@@ -403,8 +405,7 @@ impl Session {
     /// Detaches every program and returns what they aggregated, keeping the
     /// session for [`Self::recording`].
     pub fn detach(&mut self) -> anyhow::Result<Sample> {
-        programs::detach_all(&mut self.ebpf);
-        self.detached = true;
+        self.detached_at = Some(programs::detach_all(&mut self.ebpf));
         self.sample()
     }
 
@@ -413,7 +414,8 @@ impl Session {
         // cpu.stat first: when the programs were just detached, a throttle
         // ending meanwhile must not count on one side only.
         let cpu_stats = self.read_quota_stats();
-        let elapsed_ns = self.started.elapsed().as_nanos() as u64;
+        let end = self.detached_at.unwrap_or_else(Instant::now);
+        let elapsed_ns = end.duration_since(self.started).as_nanos() as u64;
         let mut counters = [0u64; Counter::COUNT as usize];
         for state in self.cpu_states()? {
             for (total, n) in counters.iter_mut().zip(state.counters) {

@@ -53,10 +53,15 @@ const VM_TESTS: &[&str] = &[
     "traced_wait_matches_schedstat_run_delay",
     "waits_that_migrate_still_match_schedstat_and_stay_contended",
     // attribution.rs
-    "quota_only_is_throttled_80_percent_and_matches_cpu_stat",
-    "contention_only_is_contended_half_and_blames_the_other_cgroup",
-    "quota_and_neighbour_split_into_throttled_and_contended",
-    "a_parent_quota_throttles_the_child_as_cpu_stat_local_says",
+    // (each on both tiers: the guests allow fentry)
+    "quota_only_is_throttled_80_percent_and_matches_cpu_stat_on_tracepoints",
+    "quota_only_is_throttled_80_percent_and_matches_cpu_stat_on_fentry",
+    "contention_only_is_contended_half_and_blames_the_other_cgroup_on_tracepoints",
+    "contention_only_is_contended_half_and_blames_the_other_cgroup_on_fentry",
+    "quota_and_neighbour_split_into_throttled_and_contended_on_tracepoints",
+    "quota_and_neighbour_split_into_throttled_and_contended_on_fentry",
+    "a_parent_quota_throttles_the_child_as_cpu_stat_local_says_on_tracepoints",
+    "a_parent_quota_throttles_the_child_as_cpu_stat_local_says_on_fentry",
     "bursts_throttled_below_the_average_quota_are_flagged",
     // cli.rs
     "cli_record_writes_the_json_report",
@@ -102,7 +107,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         return Ok(());
     }
     let kernels = kernels::fetch(&vm_dir, &series)?;
-    let initrd = initramfs::build(&vm_dir, &tracer, &tests, &plan)?;
+    let initrd = initramfs::build(&vm_dir, "initramfs.cpio.gz", &tracer, &tests, &plan)?;
     let size = std::fs::metadata(&initrd).map(|m| m.len()).unwrap_or(0);
     println!(
         "vm: initramfs {} ({:.1} MiB): busybox, tracer, privileged tests, their libraries; {} invocation(s)",
@@ -112,8 +117,12 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     );
 
     let mut rows = Vec::new();
+    let binaries = Binaries {
+        tracer: &tracer,
+        tests: &tests,
+    };
     for kernel in &kernels {
-        rows.push(boot(&vm_dir, kernel, &initrd, &plan)?);
+        rows.push(boot(&vm_dir, kernel, &initrd, &plan, &binaries)?);
     }
     println!();
     println!(
@@ -220,15 +229,109 @@ fn list(tests: &Path, args: &[String]) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// The binaries the guests run, for a second initramfs.
+struct Binaries<'a> {
+    tracer: &'a Path,
+    tests: &'a Path,
+}
+
 /// Boots one kernel, prints its tests' outcomes and returns its matrix row.
+///
+/// A guest that dies of an emulation crash (see [`emulation_crash`]) is booted
+/// once more for the tests it did not finish, and says so; any other death,
+/// and a second crash, fail.
 fn boot(
     vm_dir: &Path,
     kernel: &kernels::Kernel,
     initrd: &Path,
     plan: &initramfs::Plan,
+    binaries: &Binaries,
 ) -> anyhow::Result<Row> {
     let dir = vm_dir.join(kernel.series.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (outcome, mut report) = boot_once(&dir, kernel, initrd, plan)?;
+    let mut verdict = verdict(&report, &outcome.exit);
+    let mut seconds = outcome.elapsed.as_secs_f64();
+    let mut note = String::new();
+    if verdict.starts_with("did not report")
+        && let Some(crash) = emulation_crash(&qemu::tail(&outcome.console, usize::MAX))
+    {
+        let again = report.interrupted();
+        println!(
+            "vm: {}: the guest kernel crashed on a breakpoint of its own live code \
+             patching ({crash}); QEMU's multi-threaded emulation can miss such patching, \
+             which attaching and detaching programs does. Console log kept as {}. \
+             Booting once more for the {} test(s) it did not finish.",
+            kernel.series.name,
+            keep_log(&outcome.console, "crash")?.display(),
+            again.len()
+        );
+        let rerun = initramfs::Plan {
+            invocations: again
+                .iter()
+                .map(|t| vec!["--exact".to_owned(), t.clone()])
+                .collect(),
+            timeout_s: plan.timeout_s,
+        };
+        let image = initramfs::build(
+            vm_dir,
+            "initramfs-rerun.cpio.gz",
+            binaries.tracer,
+            binaries.tests,
+            &rerun,
+        )?;
+        let (second, second_report) = boot_once(&dir, kernel, &image, &rerun)?;
+        verdict = self::verdict(&second_report, &second.exit);
+        seconds += second.elapsed.as_secs_f64();
+        report.replace(second_report);
+        if verdict == "ok" {
+            verdict = match report.failed() {
+                0 => "ok".to_owned(),
+                _ => "FAILED".to_owned(),
+            };
+        }
+        note = format!(" (rerun after an emulation crash: {crash})");
+        if verdict != "ok" {
+            print_kernel_messages(&second.console, verdict.starts_with("did not report"));
+        }
+    } else if verdict != "ok" {
+        print_kernel_messages(&outcome.console, verdict.starts_with("did not report"));
+    }
+
+    println!(
+        "vm: {}: guest kernel {}, cgroup {}, {seconds:.0} s from boot to exit{note}",
+        kernel.series.name,
+        report.release.as_deref().unwrap_or("(not reported)"),
+        report.cgroup_mode(),
+    );
+    print_outcomes(&report);
+    if verdict != "ok" {
+        println!("vm: {}: {verdict}", kernel.series.name);
+    }
+    Ok(Row {
+        kernel: kernel.series.name.to_owned(),
+        release: report.release.clone().unwrap_or_else(|| "?".to_owned()),
+        cgroup: report.cgroup_mode(),
+        passed: report.passed(),
+        failed: report.failed(),
+        ignored: report.ignored(),
+        not_run: report.not_run(),
+        seconds,
+        verdict: if note.is_empty() || verdict != "ok" {
+            verdict
+        } else {
+            "ok (rerun)".to_owned()
+        },
+    })
+}
+
+/// Boots `kernel` with `initrd` and reads what its guest reported.
+fn boot_once(
+    dir: &Path,
+    kernel: &kernels::Kernel,
+    initrd: &Path,
+    plan: &initramfs::Plan,
+) -> anyhow::Result<(qemu::Outcome, GuestReport)> {
     println!();
     println!(
         "vm: booting {} ({} from {}) under QEMU {}; console log in {}",
@@ -241,39 +344,40 @@ fn boot(
     let outcome = qemu::run(&qemu::Boot {
         kernel: &kernel.vmlinuz,
         initrd,
-        dir: &dir,
+        dir,
         timeout: BOOT_ALLOWANCE + RUN_ALLOWANCE,
     })?;
     let stream = std::fs::read(&outcome.results)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let mut report = results::parse(&stream);
-    let verdict = verdict(&report, &outcome.exit);
     report.add_not_run(&planned(plan));
+    Ok((outcome, report))
+}
 
-    println!(
-        "vm: {}: guest kernel {}, cgroup {}, {:.0} s from boot to exit",
-        kernel.series.name,
-        report.release.as_deref().unwrap_or("(not reported)"),
-        report.cgroup_mode(),
-        outcome.elapsed.as_secs_f64()
-    );
-    print_outcomes(&report);
-    if verdict != "ok" {
-        println!("vm: {}: {verdict}", kernel.series.name);
-        print_kernel_messages(&outcome.console, verdict.starts_with("did not report"));
-    }
-    Ok(Row {
-        kernel: kernel.series.name.to_owned(),
-        release: report.release.clone().unwrap_or_else(|| "?".to_owned()),
-        cgroup: report.cgroup_mode(),
-        passed: report.passed(),
-        failed: report.failed(),
-        ignored: report.ignored(),
-        not_run: report.not_run(),
-        seconds: outcome.elapsed.as_secs_f64(),
-        verdict,
-    })
+/// Copies a console log aside (the next boot overwrites it).
+fn keep_log(console: &Path, suffix: &str) -> anyhow::Result<PathBuf> {
+    let kept = console.with_extension(format!("{suffix}.log"));
+    std::fs::copy(console, &kept).with_context(|| format!("keeping {}", console.display()))?;
+    Ok(kept)
+}
+
+/// The kernel's oops line if the guest died of a breakpoint trap (`int3`) in
+/// kernel code: the kernel patches its own code through a temporary `int3`
+/// whenever a program is attached or detached (static keys, trampolines), and
+/// under QEMU's multi-threaded TCG a vCPU can still execute the stale
+/// breakpoint after the patch completed. Seen about once in five runs of the
+/// 6.12 guest; a bug of the tracer's programs would not look like this.
+fn emulation_crash(console: &str) -> Option<String> {
+    console
+        .lines()
+        .find(|l| l.contains("Oops: int3") || (l.contains("int3: ") && l.contains("[#")))
+        .map(|l| {
+            l.split_once("] ")
+                .map_or(l, |(_, rest)| rest)
+                .trim()
+                .to_owned()
+        })
 }
 
 /// Each invocation as the guest echoes its arguments, and the name to report
@@ -390,6 +494,27 @@ mod tests {
             test_executable(messages),
             Some(PathBuf::from("/w/target/debug/deps/privileged-abc"))
         );
+    }
+
+    #[test]
+    fn only_a_breakpoint_trap_in_the_kernel_counts_as_an_emulation_crash() {
+        let v6_12 = "[   97.1] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n[   97.1] RIP: 0010:ttwu_do_activate+0x8d/0x250\n";
+        assert_eq!(
+            emulation_crash(v6_12).as_deref(),
+            Some("Oops: int3: 0000 [#1] PREEMPT SMP NOPTI")
+        );
+        let v5_10 = "[   12.0] int3: 0000 [#1] SMP NOPTI\n";
+        assert_eq!(
+            emulation_crash(v5_10).as_deref(),
+            Some("int3: 0000 [#1] SMP NOPTI")
+        );
+        for other in [
+            "[   12.0] BUG: kernel NULL pointer dereference, address: 0000000000000008\n[   12.0] Oops: 0000 [#1] SMP NOPTI\n",
+            "[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n",
+            "",
+        ] {
+            assert_eq!(emulation_crash(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -31,8 +31,15 @@ pub struct Plan {
     pub timeout_s: u64,
 }
 
-/// Writes `initramfs.cpio.gz` into `dir` (rebuilt every run: the binaries change).
-pub fn build(dir: &Path, tracer: &Path, tests: &Path, plan: &Plan) -> anyhow::Result<PathBuf> {
+/// Writes the initramfs `image` (e.g. `initramfs.cpio.gz`) into `dir`
+/// (rebuilt every run: the binaries change).
+pub fn build(
+    dir: &Path,
+    image: &str,
+    tracer: &Path,
+    tests: &Path,
+    plan: &Plan,
+) -> anyhow::Result<PathBuf> {
     let root = dir.join("root");
     if root.exists() {
         std::fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
@@ -59,7 +66,7 @@ pub fn build(dir: &Path, tracer: &Path, tests: &Path, plan: &Plan) -> anyhow::Re
     std::fs::write(&init, init_script(plan))?;
     set_mode(&init, 0o755)?;
 
-    let image = dir.join("initramfs.cpio.gz");
+    let image = dir.join(image);
     // gzip -1: the guest decompresses it under emulation; larger levels gain
     // little on binaries and cost host time.
     let script = "find . -print0 | cpio --quiet -o -0 -H newc -R 0:0 | gzip -1 > \"$1\"";

@@ -74,6 +74,38 @@ impl GuestReport {
         }
     }
 
+    /// Tests the guest did not finish: never started, or cut off when it
+    /// stopped.
+    pub fn interrupted(&self) -> Vec<String> {
+        self.tests
+            .iter()
+            .filter(|t| match &t.outcome {
+                Outcome::NotRun => true,
+                Outcome::Failed(msg) => msg.starts_with(STOPPED),
+                _ => false,
+            })
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    /// Takes the outcomes of a second guest for the tests it ran, and its
+    /// end marker.
+    pub fn replace(&mut self, second: GuestReport) {
+        for t in second.tests {
+            match self.tests.iter_mut().find(|o| o.name == t.name) {
+                Some(old) => old.outcome = t.outcome,
+                None => self.tests.push(t),
+            }
+        }
+        self.done = second.done;
+        if self.release.is_none() {
+            self.release = second.release;
+        }
+        if self.cgroup_fs.is_none() {
+            self.cgroup_fs = second.cgroup_fs;
+        }
+    }
+
     /// `v2` for cgroup2, `v1` for a v1 hierarchy (or the tmpfs that holds v1
     /// hierarchies), else what the guest said.
     pub fn cgroup_mode(&self) -> String {
@@ -85,6 +117,9 @@ impl GuestReport {
         }
     }
 }
+
+/// What a test that was running when the guest stopped failed with.
+const STOPPED: &str = "the guest stopped before the test reported";
 
 /// The test whose announcement has been read but not yet its outcome.
 struct Pending {
@@ -213,11 +248,7 @@ pub fn parse(stream: &str) -> GuestReport {
             m.push_str(line);
         }
     }
-    unfinished(
-        &mut report,
-        &mut pending,
-        "the guest stopped before the test reported",
-    );
+    unfinished(&mut report, &mut pending, STOPPED);
     for t in &mut report.tests {
         if let Outcome::Failed(msg) = &mut t.outcome
             && msg.is_empty()
@@ -426,5 +457,25 @@ running 0 tests\r
                 .starts_with("6.1     6.1.0-56-amd64")
         );
         assert!(m.contains("FAILED"));
+    }
+
+    #[test]
+    fn a_second_guest_completes_what_the_first_did_not_finish() {
+        let mut first = parse(
+            "@@vm uname 6.12\n@@vm run --exact a\ntest a ... ok\n@@vm exit 0\n@@vm run --exact b\ntest b ... ",
+        );
+        first.add_not_run(&[
+            ("--exact a".into(), "a".into()),
+            ("--exact b".into(), "b".into()),
+            ("--exact c".into(), "c".into()),
+        ]);
+        assert_eq!(first.interrupted(), ["b", "c"]);
+        let second = parse(
+            "@@vm run --exact b\ntest b ... ok\n@@vm exit 0\n@@vm run --exact c\ntest c ... ok\n@@vm exit 0\n@@vm done 0\n",
+        );
+        first.replace(second);
+        assert_eq!((first.passed(), first.failed(), first.not_run()), (3, 0, 0));
+        assert_eq!(first.done, Some(0));
+        assert_eq!(first.release.as_deref(), Some("6.12"));
     }
 }
