@@ -102,10 +102,15 @@ fn trace_hogs(
     let wall = started.elapsed().as_nanos() as u64;
     std::thread::sleep(DRAIN);
     let rec = session.stop()?;
-    measured(format!(
-        "tier: {}",
-        rec.tier.split(" (").next().unwrap_or_default()
-    ));
+    let used = rec.tier.split(" (").next().unwrap_or_default();
+    measured(format!("tier: {used}"));
+    let expected = match tier {
+        TierChoice::Fentry => "fentry",
+        _ => "tracepoints only",
+    };
+    check(used == expected, || {
+        format!("the recording names tier {:?}, not {expected}", rec.tier)
+    })?;
     Ok(Ok((rec, wall)))
 }
 
