@@ -15,6 +15,7 @@ use tracer_tests::{Load, TestCgroup, Worker};
 
 use crate::{
     TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, measured, or_skip, privileged, share,
+    throttle_tolerance,
 };
 
 /// An attribution test, run once per tier.
@@ -167,12 +168,15 @@ fn quota_only(tier: TierChoice) -> TestResult {
     check(contended < 0.03, || {
         format!("contended {:.1} % on a CPU of its own", contended * 100.0)
     })?;
-    check(apart(traced, kernel.throttled_ns) <= 0.03, || {
-        format!(
-            "traced {traced} ns throttled, cpu.stat says {} ns",
-            kernel.throttled_ns
-        )
-    })?;
+    check(
+        apart(traced, kernel.throttled_ns) <= throttle_tolerance(&rec),
+        || {
+            format!(
+                "traced {traced} ns throttled, cpu.stat says {} ns",
+                kernel.throttled_ns
+            )
+        },
+    )?;
     let episodes = e.throttle_episodes.as_ref().ok_or("no throttle episodes")?;
     check(episodes.count.abs_diff(kernel.nr_throttled) <= 1, || {
         format!(
@@ -188,9 +192,10 @@ fn quota_only(tier: TierChoice) -> TestResult {
     })?;
     // The report's own cpu.stat figures, read at attach and detach, agree too.
     let reported = e.cpu_stat.ok_or("no cpu_stat in the recording")?;
-    check(apart(traced, reported.throttled_ns) <= 0.03, || {
-        format!("reported cpu.stat {:?}", reported)
-    })?;
+    check(
+        apart(traced, reported.throttled_ns) <= throttle_tolerance(&rec),
+        || format!("reported cpu.stat {:?}", reported),
+    )?;
     Ok(Completion::Completed)
 }
 
@@ -279,7 +284,7 @@ fn mixed(tier: TierChoice) -> TestResult {
         )
     })?;
     check(
-        apart(q.wait.throttled_ns, kernel.throttled_ns) <= 0.05,
+        apart(q.wait.throttled_ns, kernel.throttled_ns) <= throttle_tolerance(&rec).max(0.05),
         || {
             format!(
                 "traced {} ns throttled, cpu.stat says {} ns",
@@ -350,16 +355,19 @@ fn nested(tier: TierChoice) -> TestResult {
             throttled * 100.0
         )
     })?;
-    check(apart(e.wait.throttled_ns, local) <= 0.03, || {
-        format!(
-            "traced {} ns throttled in {} waits, {truth} says {local} ns ({} of {} periods throttled); lost: {:?}",
-            e.wait.throttled_ns,
-            e.wait.throttled_waits,
-            kernel.nr_throttled,
-            kernel.nr_periods,
-            rec.events.losses()
-        )
-    })?;
+    check(
+        apart(e.wait.throttled_ns, local) <= throttle_tolerance(&rec),
+        || {
+            format!(
+                "traced {} ns throttled in {} waits, {truth} says {local} ns ({} of {} periods throttled); lost: {:?}",
+                e.wait.throttled_ns,
+                e.wait.throttled_waits,
+                kernel.nr_throttled,
+                kernel.nr_periods,
+                rec.events.losses()
+            )
+        },
+    )?;
     check(kernel.throttled_ns == 0, || {
         format!(
             "the child's own cpu.stat counted {} ns",

@@ -9,7 +9,7 @@ use tracer_tests::{Load, TestCgroup, Worker, run_delay_ns};
 
 use crate::{
     TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, measured, or_skip, privileged, record,
-    share,
+    schedstat_tolerance, share,
 };
 
 pub fn tests() -> Vec<Trial> {
@@ -121,7 +121,7 @@ fn matches_schedstat() -> TestResult {
         "traced {traced} ns, schedstat {kernel} ns, {:.2} % apart",
         diff * 100.0
     ));
-    check(diff <= 0.05, || {
+    check(diff <= schedstat_tolerance(), || {
         format!(
             "traced {traced} ns, schedstat run delay grew {kernel} ns: {:.1} % apart",
             diff * 100.0
@@ -187,7 +187,7 @@ fn migrating_waits() -> TestResult {
     check(migrated > 0, || {
         "no waiting task was migrated: nothing was tested".into()
     })?;
-    check(apart(traced, kernel) <= 0.05, || {
+    check(apart(traced, kernel) <= schedstat_tolerance(), || {
         format!("traced {traced} ns, schedstat run delay {kernel} ns")
     })?;
     check(share(contended, traced) >= 0.95, || {

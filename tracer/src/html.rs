@@ -435,7 +435,7 @@ pub fn render(rec: &Recording, top: usize) -> String {
 
     let _ = writeln!(
         out,
-        "<footer><p>Throttled time measured with {}. Probes: {}. {} context switches seen.</p></footer></body></html>",
+        "<footer><p>Throttled time measured with {}. Probes: {}.{} {} context switches seen.</p></footer></body></html>",
         escape(&rec.throttle_method),
         escape(
             &rec.probes
@@ -445,6 +445,11 @@ pub fn render(rec: &Recording, top: usize) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        if rec.tier.is_empty() {
+            String::new()
+        } else {
+            format!(" Tier: {}.", escape(&rec.tier))
+        },
         group_digits(rec.events.get(tracer_common::maps::Counter::Switch))
     );
     out

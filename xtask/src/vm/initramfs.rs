@@ -153,7 +153,7 @@ pub fn init_script(plan: &Plan) -> String {
     let mut s = String::from(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root RUST_BACKTRACE=1 TRACER_BIN=/tracer
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root RUST_BACKTRACE=1 TRACER_BIN=/tracer TRACER_TEST_EMULATED=1
 out=/dev/ttyS1
 
 fail() {
