@@ -126,15 +126,31 @@ fn cli_json() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// A child process killed (and reaped) when the test ends, however it ends:
+/// an open-ended `tracer record` left behind would stay attached.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// A signal ends an open-ended session cleanly: report printed, nothing attached.
 fn cli_signal(signal: i32) -> TestResult {
     let bin = or_skip!(bin());
     // Programs of earlier sessions may still be on their way out.
     let before = settle_tracer_programs(0);
-    let mut child = tracer_command(&bin, &["record"], None)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut child = KillOnDrop(
+        tracer_command(&bin, &["record"], None)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let child = &mut child.0;
     let mut stderr = BufReader::new(child.stderr.take().ok_or("no stderr")?);
     let mut line = String::new();
     stderr.read_line(&mut line)?;
