@@ -59,13 +59,12 @@ pub fn tg_throttle_down(ctx: FEntryContext) -> i32 {
     // int tg_throttle_down(struct task_group *tg, void *data /* struct rq * */)
     let tg: *const u8 = ctx.arg(0);
     let rq: *const u8 = ctx.arg(1);
-    let Some((cfs_rq, count)) = level(tg, rq) else {
+    let Some((cpu, cfs_rq, count)) = level(tg, rq) else {
         return 0;
     };
     if count != 0 {
         return 0; // already in a throttled hierarchy
     }
-    let cpu = Probe::read::<u32>(rq, layout!(rq_cpu)).unwrap_or(0);
     let by = THROTTLER.get(cpu).copied().unwrap_or(0);
     let queued = Probe::read::<u64>(cfs_rq, layout!(cfs_rq_load_weight)).is_some_and(|w| w != 0);
     let now = unsafe { bpf_ktime_get_ns() };
@@ -94,7 +93,7 @@ pub fn tg_unthrottle_up(ctx: FEntryContext) -> i32 {
     // int tg_unthrottle_up(struct task_group *tg, void *data /* struct rq * */)
     let tg: *const u8 = ctx.arg(0);
     let rq: *const u8 = ctx.arg(1);
-    let Some((cfs_rq, count)) = level(tg, rq) else {
+    let Some((cpu, cfs_rq, count)) = level(tg, rq) else {
         return 0;
     };
     if count != 1 {
@@ -113,7 +112,6 @@ pub fn tg_unthrottle_up(ctx: FEntryContext) -> i32 {
     clock.total += duration;
     clock.start = 0;
     if clock.queued != 0 {
-        let cpu = Probe::read::<u32>(rq, layout!(rq_cpu)).unwrap_or(0);
         send_episode(
             cpu,
             tg_cgroup_id(tg).unwrap_or(0),
@@ -125,14 +123,14 @@ pub fn tg_unthrottle_up(ctx: FEntryContext) -> i32 {
     0
 }
 
-/// The cfs_rq of `tg` on `rq`'s CPU and its `throttle_count`.
+/// `rq`'s CPU, the cfs_rq of `tg` on it and its `throttle_count`.
 #[inline(always)]
-fn level(tg: *const u8, rq: *const u8) -> Option<(*const u8, i32)> {
+fn level(tg: *const u8, rq: *const u8) -> Option<(u32, *const u8, i32)> {
     // `data` is a `void *` to the verifier: read through it with the helper.
     let cpu = Probe::read::<u32>(rq, layout!(rq_cpu))?;
     let cfs_rq = tg_cfs_rq_on(tg, cpu)?;
     let count = Probe::read::<i32>(cfs_rq, layout!(cfs_rq_throttle_count))?;
-    Some((cfs_rq, count))
+    Some((cpu, cfs_rq, count))
 }
 
 /// The fentry tier's throttle clock of `cfs_rq` at `now` (see

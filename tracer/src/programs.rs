@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, FEntry, ProgramError},
+    programs::{BtfTracePoint, FEntry, Program, ProgramError},
 };
 use serde::{Deserialize, Serialize};
 use tracer_common::{
@@ -448,11 +448,15 @@ fn attach_all(
     Ok(attached_at)
 }
 
+/// The object's program for `probe`.
+fn program_of<'a>(ebpf: &'a mut Ebpf, probe: &Probe) -> anyhow::Result<&'a mut Program> {
+    ebpf.program_mut(probe.program)
+        .ok_or_else(|| anyhow!("program {} missing from the eBPF object", probe.program))
+}
+
 fn load_one(ebpf: &mut Ebpf, probe: &Probe, btf: &aya::Btf) -> anyhow::Result<()> {
     let what = format!("{} ({}/{})", probe.program, probe.hook.name(), probe.target);
-    let program = ebpf
-        .program_mut(probe.program)
-        .ok_or_else(|| anyhow!("program {} missing from the eBPF object", probe.program))?;
+    let program = program_of(ebpf, probe)?;
     let refused = |e: ProgramError| match &e {
         ProgramError::LoadError {
             io_error,
@@ -482,9 +486,7 @@ fn attach_one(ebpf: &mut Ebpf, probe: &Probe) -> anyhow::Result<()> {
             probe.target
         )
     };
-    let program = ebpf
-        .program_mut(probe.program)
-        .ok_or_else(|| anyhow!("program {} missing from the eBPF object", probe.program))?;
+    let program = program_of(ebpf, probe)?;
     match probe.hook {
         Hook::TpBtf => {
             <&mut BtfTracePoint>::try_from(program)?
