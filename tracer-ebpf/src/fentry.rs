@@ -13,33 +13,19 @@
 //!   sees an episode when one of the cgroup's tasks runs again);
 //! - a throttle clock ([`ThrottleClock`]) on `bpf_ktime_get_ns()`, exact on every
 //!   kernel; used where the kernel's own counter is approximate or missing
-//!   (before 6.6).
+//!   (before 6.6). `throttle.rs` reads it.
 //!
 //! These functions run with the run queue locked and are called once per
 //! throttle and unthrottle, not per context switch.
 
-use aya_ebpf::{
-    btf_maps::{Array, LruHashMap},
-    helpers::bpf_ktime_get_ns,
-    macros::{btf_map, fentry},
-    programs::FEntryContext,
-};
-use tracer_common::maps::{MAX_THROTTLE_CFS_RQS, ThrottleClock};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::fentry, programs::FEntryContext};
+use tracer_common::maps::ThrottleClock;
 
 use crate::{
     kernel::{Probe, Reader, cfs_rq_cgroup_id, cfs_rq_cpu, layout, tg_cfs_rq_on, tg_cgroup_id},
-    programs::{MAX_CPUS, send_episode},
+    maps::{THROTTLE_CLOCKS, THROTTLER},
+    throttle::send_episode,
 };
-
-#[btf_map]
-static THROTTLE_CLOCKS: LruHashMap<u64, ThrottleClock, { MAX_THROTTLE_CFS_RQS as usize }> =
-    LruHashMap::new();
-
-/// Per CPU: the cgroup whose quota ran out in the `throttle_cfs_rq` in progress
-/// there, for the `tg_throttle_down` calls of its walk. Written and read with
-/// that CPU's run queue locked.
-#[btf_map]
-static THROTTLER: Array<u64, MAX_CPUS> = Array::new();
 
 #[fentry(function = "throttle_cfs_rq")]
 pub fn throttle_cfs_rq(ctx: FEntryContext) -> i32 {
@@ -131,16 +117,4 @@ fn level(tg: *const u8, rq: *const u8) -> Option<(u32, *const u8, i32)> {
     let cfs_rq = tg_cfs_rq_on(tg, cpu)?;
     let count = Probe::read::<i32>(cfs_rq, layout!(cfs_rq_throttle_count))?;
     Some((cpu, cfs_rq, count))
-}
-
-/// The fentry tier's throttle clock of `cfs_rq` at `now` (see
-/// `tracer_common::layout::method::FENTRY`): 0 for a cfs_rq never throttled
-/// since the programs were attached.
-#[inline(always)]
-pub fn clock(cfs_rq: *const u8, now: u64) -> u64 {
-    match unsafe { THROTTLE_CLOCKS.get(cfs_rq as u64) } {
-        Some(c) if c.start != 0 => c.total + now.saturating_sub(c.start),
-        Some(c) => c.total,
-        None => 0,
-    }
 }

@@ -11,13 +11,15 @@
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use tracer_common::{
-    layout::{ABSENT, FEATURE_AUTOGROUP, FEATURE_TASK_THROTTLE, KernelLayout, method},
+    layout::{ABSENT, FEATURE_AUTOGROUP, KernelLayout},
     maps::{COMM_LEN, Occupant},
 };
 
 /// Filled in by userspace before load (see `tracer::layout`); read-only to the
 /// programs, so the verifier knows every offset as a constant and prunes branches
-/// on the feature bits.
+/// on the feature bits. Here rather than in `maps.rs` with the other load-time
+/// global: it is this module's table of offsets, read only through `layout!`,
+/// and keeping it here leaves this module importing nothing of the crate.
 #[unsafe(no_mangle)]
 pub(crate) static LAYOUT: KernelLayout = KernelLayout::UNSET;
 
@@ -153,51 +155,6 @@ pub fn fill_occupant(task: *const u8, who: &mut Occupant) -> Option<*const u8> {
     Some(kn)
 }
 
-/// The cfs_rq's cumulative throttled time `S` (see `tracer_common::layout::method`),
-/// in-progress part included. `None` without a throttle clock.
-#[inline(always)]
-pub fn throttle_clock<R: Reader>(cfs_rq: *const u8, now: u64) -> Option<u64> {
-    let how = layout!(throttle_method);
-    if how == method::STATE || cfs_rq.is_null() {
-        return None;
-    }
-    if how == method::FENTRY {
-        return Some(crate::fentry::clock(cfs_rq, now));
-    }
-    let total: u64 = R::read(cfs_rq, layout!(cfs_rq_throttle_time))?;
-    let start: u64 = R::read(cfs_rq, layout!(cfs_rq_throttle_start))?;
-    let running = if how == method::SELF_TIME {
-        start != 0
-    } else {
-        R::read::<i32>(cfs_rq, layout!(cfs_rq_throttle_count))? > 0
-    };
-    if !running {
-        return Some(total);
-    }
-    let rq: *const u8 = R::read(cfs_rq, layout!(cfs_rq_rq))?;
-    let clock: u64 = R::read(rq, layout!(rq_throttle_clock))?;
-    Some(total.wrapping_add(clock.saturating_sub(start)))
-}
-
-/// The cumulative throttled time without the part in progress: it changes only
-/// when a throttle ends, so it identifies the last finished episode.
-#[inline(always)]
-pub fn throttle_total(cfs_rq: *const u8) -> Option<u64> {
-    read(cfs_rq, layout!(cfs_rq_throttle_time))
-}
-
-/// Whether the task cannot run because of CFS bandwidth: on 6.18+ the task
-/// itself is marked throttled; before, its cfs_rq hierarchy is.
-/// `task` is BTF-typed; `cfs_rq` is read with `R`.
-#[inline(always)]
-pub fn is_throttled<R: Reader>(task: *const u8, cfs_rq: *const u8) -> bool {
-    if has_feature(FEATURE_TASK_THROTTLE) {
-        read::<u8>(task, layout!(task_throttled)).is_some_and(|t| t != 0)
-    } else {
-        R::read::<i32>(cfs_rq, layout!(cfs_rq_throttle_count)).is_some_and(|n| n > 0)
-    }
-}
-
 /// The cfs_rq of task group `tg` on `cpu` (`tg->cfs_rq[cpu]`); not BTF-typed.
 #[inline(always)]
 pub fn tg_cfs_rq_on(tg: *const u8, cpu: u32) -> Option<*const u8> {
@@ -206,36 +163,6 @@ pub fn tg_cfs_rq_on(tg: *const u8, cpu: u32) -> Option<*const u8> {
         return None;
     }
     Probe::read(per_cpu, cpu * 8)
-}
-
-/// Levels walked up from a task's group to find the one whose quota ran out.
-const MAX_DEPTH: usize = 8;
-
-/// The cgroup whose quota ran out for `task` on `cpu`: the nearest level, the
-/// task's own group included, whose cfs_rq is marked throttled. 0 if none is
-/// found within [`MAX_DEPTH`] levels.
-#[inline(never)]
-pub fn throttling_cgroup(task: *const u8, cpu: u32) -> u64 {
-    let Some(mut tg) = read::<*const u8>(task, layout!(task_sched_task_group)) else {
-        return 0;
-    };
-    let offset = layout!(cfs_rq_throttled);
-    let mask = layout!(cfs_rq_throttled_mask) as u8;
-    for _ in 0..MAX_DEPTH {
-        if tg.is_null() {
-            break;
-        }
-        if let Some(cfs_rq) = tg_cfs_rq_on(tg, cpu)
-            && Probe::read::<u8>(cfs_rq, offset).is_some_and(|b| b & mask != 0)
-        {
-            return tg_kn(tg).and_then(kn_id).unwrap_or(0);
-        }
-        match read::<*const u8>(tg, layout!(tg_parent)) {
-            Some(parent) => tg = parent,
-            None => break,
-        }
-    }
-    0
 }
 
 /// `cfs_rq->rq->cpu`: the CPU a task is queued on.

@@ -19,9 +19,13 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod blame;
 mod fentry;
 mod kernel;
+mod maps;
 mod programs;
+mod stats;
 mod task_storage;
+mod throttle;
 
 use task_storage as store;

@@ -6,13 +6,21 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+#[path = "../blame.rs"]
+mod blame;
 #[path = "../fentry.rs"]
 mod fentry;
 #[path = "../kernel.rs"]
 mod kernel;
+#[path = "../maps.rs"]
+mod maps;
 #[path = "../pid_map.rs"]
 mod pid_map;
 #[path = "../programs.rs"]
 mod programs;
+#[path = "../stats.rs"]
+mod stats;
+#[path = "../throttle.rs"]
+mod throttle;
 
 use pid_map as store;

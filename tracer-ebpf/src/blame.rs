@@ -1,0 +1,154 @@
+//! Blame: a wait segment's contended time charged to the tasks that ran on its
+//! CPU during it, in proportion to how long they ran, for every victim.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{bindings::BPF_NOEXIST, btf_maps::PerCpuArray, macros::btf_map};
+use tracer_common::{
+    account::Charge,
+    maps::{BlameKey, BlameValue, Counter, Occupant, TaskWait, VICTIM_SELECTION},
+};
+
+use crate::maps::{BLAME, count, cpu_state};
+use crate::stats::{NO_SELECTION, Victims};
+
+/// The part of a wait segment to charge to the CPU's runs (see
+/// [`tracer_charge_runs`]).
+#[repr(C)]
+pub struct Window {
+    from: u64,
+    to: u64,
+    contended: u64,
+    busy: u64,
+    /// 1 to include the run in progress (a segment ended by a migration).
+    with_current: u64,
+}
+
+/// The arguments of [`tracer_charge_runs`], passed through this CPU's slot:
+/// before 5.12 a global function takes scalars only.
+#[repr(C)]
+pub struct ChargeArgs {
+    window: Window,
+    victims: Victims,
+}
+
+/// Here rather than in `maps.rs`: only [`charge`] and [`tracer_charge_runs`]
+/// use it, and its value type is this module's.
+#[btf_map]
+static CHARGE_ARGS: PerCpuArray<ChargeArgs, 1> = PerCpuArray::new();
+
+/// Charges `contended` ns of the wait segment that `state` ended at `now`, out
+/// of `busy` ns the CPU was busy during it, to the runs of the segment's CPU,
+/// for `victims`; `with_current` includes the run in progress. Counts a
+/// [`Counter::RingOverrun`] if the CPU no longer remembers all the runs.
+///
+/// The two figures are passed rather than the `Segment`: reading them from it
+/// here gave `sched_migrate_task` of the legacy object a worse register
+/// allocation and more verified instructions.
+#[inline(always)]
+pub(crate) fn charge(
+    state: &TaskWait,
+    now: u64,
+    contended: u64,
+    busy: u64,
+    with_current: bool,
+    victims: Victims,
+) {
+    let window = Window {
+        from: state.segment_start,
+        to: now,
+        contended,
+        busy,
+        with_current: u64::from(with_current),
+    };
+    let charged = match CHARGE_ARGS.get_ptr_mut(0) {
+        Some(args) => {
+            // SAFETY: this CPU's slot; preemption is off in a tracepoint.
+            unsafe {
+                (*args).window = window;
+                (*args).victims = victims;
+                tracer_charge_runs(state.cpu)
+            }
+        }
+        None => 0,
+    };
+    if charged == 0 {
+        count(Counter::RingOverrun);
+    }
+}
+
+/// Charges a wait segment's contended time to the runs of `cpu` during it, in
+/// proportion to their lengths, for every victim (the segment and the victims
+/// are in this CPU's [`CHARGE_ARGS`]). Returns 0 if the runs the CPU remembers
+/// do not cover the window.
+///
+/// A global function: the verifier checks it once, on its own, instead of at
+/// every call in every state of `sched_switch`, whose verification would
+/// otherwise grow with each of the `RING` iterations times the map updates in
+/// each.
+///
+/// # Safety
+/// Called from a tracepoint program, with preemption off.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn tracer_charge_runs(cpu: u32) -> i32 {
+    let (Some(cpu), Some(args)) = (cpu_state(cpu), CHARGE_ARGS.get(0)) else {
+        return 1;
+    };
+    let (w, victims) = (&args.window, &args.victims);
+    let charge = Charge::new(w.contended, w.busy);
+    let covered = cpu
+        .runs
+        .for_each_run(w.from, w.to, w.with_current != 0, |who, ns| {
+            let ns = charge.of(ns);
+            if ns == 0 {
+                return;
+            }
+            blame(victims.cgroup, who, ns);
+            if victims.process != NO_SELECTION {
+                blame(VICTIM_SELECTION | victims.process as u64, who, ns);
+            }
+            if victims.thread != NO_SELECTION {
+                blame(VICTIM_SELECTION | victims.thread as u64, who, ns);
+            }
+        });
+    i32::from(covered)
+}
+
+#[inline(never)]
+fn blame(victim: u64, who: &Occupant, ns: u64) {
+    if ns == 0 {
+        return;
+    }
+    let key = BlameKey {
+        victim,
+        occupant_cgroup: who.cgroup_id,
+        occupant_tgid: who.tgid,
+        _pad: 0,
+    };
+    if add_blame(&key, ns) {
+        return;
+    }
+    let value = BlameValue { ns, comm: who.comm };
+    if BLAME.insert(key, value, BPF_NOEXIST as u64).is_ok() {
+        return;
+    }
+    // Created by another CPU meanwhile, or full.
+    if !add_blame(&key, ns) {
+        count(Counter::BlameMapFull);
+    }
+}
+
+#[inline(always)]
+fn add_blame(key: &BlameKey, ns: u64) -> bool {
+    match BLAME.get_ptr_mut(key) {
+        Some(value) => {
+            // SAFETY: a map value, aligned, alive while the program runs.
+            unsafe {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*value).ns, ns)
+            };
+            true
+        }
+        None => false,
+    }
+}

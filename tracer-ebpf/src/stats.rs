@@ -1,0 +1,184 @@
+//! Statistics entries: each cgroup's (created and announced on first use, or
+//! kept in a spill slot meanwhile) and each selection's, whose entries a wait
+//! goes to ([`Victims`]), and the recording of runs and waits into them.
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    btf_maps::PerCpuHashMap,
+    helpers::{bpf_get_smp_processor_id, bpf_probe_read_kernel_str_bytes},
+};
+use tracer_common::maps::{
+    CGROUP_NAME_LEN, CgroupStats, Counter, NewCgroupRecord, RECORD_NEW_CGROUP, SPILL_PER_CPU,
+};
+
+use crate::kernel::{kn_name, task_pid, task_tgid};
+use crate::maps::{
+    CGROUP_STATS, EVENTS, SELECT_PROCESS, SELECT_THREAD, SELECTION_STATS, SELECTIONS, SPILL,
+    ZERO_STATS, count,
+};
+use crate::store::STATS_FLAGS;
+
+/// Adds a finished run of `task` to its selections' on-CPU histograms.
+#[inline(always)]
+pub(crate) fn record_selected_run(task: *const u8, ran: u64) {
+    let victims = victims_of(task, task_pid(task).unwrap_or(0), 0);
+    for selection in [victims.process, victims.thread] {
+        if selection != NO_SELECTION
+            && let Some(stats) = selection_stats(selection)
+        {
+            unsafe { (*stats).on_cpu.record(ran) };
+        }
+    }
+}
+
+/// The statistics entry of a cgroup, created (and announced) on first use.
+#[inline(always)]
+pub(crate) fn cgroup_stats(cgroup_id: u64, kn: *const u8) -> Option<*mut CgroupStats> {
+    if let Some(stats) = CGROUP_STATS.get_ptr_mut(cgroup_id) {
+        return Some(stats);
+    }
+    if let Some(stats) = insert_cgroup(cgroup_id, kn) {
+        return Some(stats);
+    }
+    // No entry could be allocated right now: this CPU's spill slots keep the
+    // figures until a later event's allocation succeeds.
+    if let Some(stats) = spill_slot(cgroup_id) {
+        count(Counter::CgroupSpilled);
+        return Some(stats);
+    }
+    count(Counter::CgroupMapFull);
+    None
+}
+
+/// This CPU's spill slot for a cgroup: the one it already has, or a free one.
+#[inline(never)]
+fn spill_slot(cgroup_id: u64) -> Option<*mut CgroupStats> {
+    let base = unsafe { bpf_get_smp_processor_id() }.checked_mul(SPILL_PER_CPU)?;
+    for i in 0..SPILL_PER_CPU {
+        let slot = SPILL.get_ptr_mut(base + i)?;
+        // SAFETY: a map value; only this CPU writes its slots, with
+        // preemption off in a tracepoint.
+        unsafe {
+            if (*slot).cgroup_id == 0 {
+                (*slot).cgroup_id = cgroup_id;
+            }
+            if (*slot).cgroup_id == cgroup_id {
+                return Some(&raw mut (*slot).stats);
+            }
+        }
+    }
+    None
+}
+
+/// Creates a cgroup's entry and tells userspace about the cgroup.
+#[inline(never)]
+fn insert_cgroup(cgroup_id: u64, kn: *const u8) -> Option<*mut CgroupStats> {
+    let (stats, created) = create_entry(&CGROUP_STATS, cgroup_id)?;
+    // Another CPU may have created it first; only the creator announces it.
+    if created {
+        announce_cgroup(cgroup_id, kn);
+    }
+    Some(stats)
+}
+
+/// Inserts a zeroed entry for `key` unless one exists, and returns it and
+/// whether this call created it.
+#[inline(always)]
+fn create_entry<K, const N: usize>(
+    map: &PerCpuHashMap<K, CgroupStats, N, STATS_FLAGS>,
+    key: K,
+) -> Option<(*mut CgroupStats, bool)> {
+    let zero = ZERO_STATS.get_ptr(0)?;
+    // SAFETY: map values live as long as the program runs.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "passing the value would copy 8 KiB onto the 512-byte stack"
+    )]
+    let created = map
+        .insert(&key, unsafe { &*zero }, BPF_NOEXIST as u64)
+        .is_ok();
+    Some((map.get_ptr_mut(&key)?, created))
+}
+
+#[inline(always)]
+fn announce_cgroup(cgroup_id: u64, kn: *const u8) {
+    let Some(mut entry) = EVENTS.reserve_untyped::<NewCgroupRecord>(0) else {
+        count(Counter::RingbufDrop);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    unsafe {
+        (*record).kind = RECORD_NEW_CGROUP;
+        (*record)._pad = 0;
+        (*record).cgroup_id = cgroup_id;
+        (*record).name = [0; CGROUP_NAME_LEN];
+        if let Some(name) = kn_name(kn) {
+            let _ = bpf_probe_read_kernel_str_bytes(name, &mut (*record).name);
+        }
+    }
+    entry.submit(0);
+}
+
+/// No selection (see [`Victims`]).
+pub(crate) const NO_SELECTION: u32 = u32::MAX;
+
+/// Whose statistics a waiting task's time goes to: its cgroup, and the
+/// `--pid` / `--threads` selections it belongs to as a process and as a thread
+/// ([`NO_SELECTION`] for none). Plain integers rather than `Option`s: the
+/// programs copy this around, and an `Option`'s unused payload is uninitialised
+/// memory, which the verifier refuses to see read.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Victims {
+    pub(crate) cgroup: u64,
+    pub(crate) process: u32,
+    pub(crate) thread: u32,
+}
+
+/// The victims of a wait of `task` (thread id `pid`) in `cgroup`.
+#[inline(always)]
+pub(crate) fn victims_of(task: *const u8, pid: u32, cgroup: u64) -> Victims {
+    let mut found = Victims {
+        cgroup,
+        process: NO_SELECTION,
+        thread: NO_SELECTION,
+    };
+    if unsafe { core::ptr::read_volatile(&raw const SELECTIONS) } == 0 {
+        return found;
+    }
+    if let Some(tgid) = task_tgid(task)
+        && let Some(selection) = unsafe { SELECT_PROCESS.get(tgid) }
+    {
+        found.process = *selection;
+    }
+    if let Some(selection) = unsafe { SELECT_THREAD.get(pid) } {
+        found.thread = *selection;
+    }
+    found
+}
+
+#[inline(always)]
+pub(crate) fn record_wait(
+    stats: *mut CgroupStats,
+    total: u64,
+    throttled: u64,
+    contended: u64,
+    other: u64,
+) {
+    let stats = unsafe { &mut *stats };
+    stats.runnable_wait.record(total);
+    stats.throttled_ns += throttled;
+    stats.contended_ns += contended;
+    stats.other_ns += other;
+    if throttled > 0 {
+        stats.throttled_waits += 1;
+    }
+}
+
+#[inline(never)]
+pub(crate) fn selection_stats(selection: u32) -> Option<*mut CgroupStats> {
+    match SELECTION_STATS.get_ptr_mut(selection) {
+        Some(stats) => Some(stats),
+        None => create_entry(&SELECTION_STATS, selection).map(|(stats, _)| stats),
+    }
+}
