@@ -118,9 +118,9 @@ fn trace_hogs(
 fn shares(e: &CgroupEntry, wall: u64) -> String {
     format!(
         "throttled {:.1} %, contended {:.1} %, other {:.1} %, on CPU {:.1} %",
-        share(e.wait.throttled_ns, wall) * 100.0,
-        share(e.wait.contended_ns, wall) * 100.0,
-        share(e.wait.other_ns, wall) * 100.0,
+        share(e.wait.causes.throttled_ns, wall) * 100.0,
+        share(e.wait.causes.contended_ns, wall) * 100.0,
+        share(e.wait.causes.other_ns, wall) * 100.0,
         share(e.on_cpu.summary.total_ns, wall) * 100.0
     )
 }
@@ -134,7 +134,7 @@ fn blamed_on(e: &CgroupEntry, other: &TestCgroup) -> f64 {
         .filter(|b| b.path == other.path)
         .map(|b| b.ns)
         .sum();
-    share(ns, e.wait.contended_ns.max(1))
+    share(ns, e.wait.causes.contended_ns.max(1))
 }
 
 /// One hog under a 20 ms / 100 ms quota on a CPU of its own runs 20 % of the time
@@ -148,7 +148,7 @@ fn quota_only(tier: TierChoice) -> TestResult {
     let after = cg.cpu_stat()?;
     let kernel = before.delta(&after);
     let e = cgroup_in(&rec, &cg)?;
-    let traced = e.wait.throttled_ns;
+    let traced = e.wait.causes.throttled_ns;
     measured(format!(
         "{}; traced throttled {traced} ns, cpu.stat {} ns ({:.2} % apart), {} episodes, {} throttled periods",
         shares(e, wall),
@@ -164,7 +164,7 @@ fn quota_only(tier: TierChoice) -> TestResult {
             throttled * 100.0
         )
     })?;
-    let contended = share(e.wait.contended_ns, wall);
+    let contended = share(e.wait.causes.contended_ns, wall);
     check(contended < 0.03, || {
         format!("contended {:.1} % on a CPU of its own", contended * 100.0)
     })?;
@@ -216,7 +216,7 @@ fn contention_only(tier: TierChoice) -> TestResult {
             blamed * 100.0,
             other.path
         ));
-        let contended = share(e.wait.contended_ns, wall);
+        let contended = share(e.wait.causes.contended_ns, wall);
         check((0.45..=0.55).contains(&contended), || {
             format!(
                 "{} contended {:.1} %, expected 50 % ± 5",
@@ -224,10 +224,10 @@ fn contention_only(tier: TierChoice) -> TestResult {
                 contended * 100.0
             )
         })?;
-        check(e.wait.throttled_ns == 0, || {
+        check(e.wait.causes.throttled_ns == 0, || {
             format!(
                 "{} throttled {} ns without a quota",
-                me.path, e.wait.throttled_ns
+                me.path, e.wait.causes.throttled_ns
             )
         })?;
         check(blamed >= 0.9, || {
@@ -273,9 +273,10 @@ fn mixed(tier: TierChoice) -> TestResult {
             ran * 100.0
         )
     })?;
-    check(q.wait.throttled_ns > 0 && q.wait.contended_ns > 0, || {
-        format!("both parts expected: {}", shares(q, wall))
-    })?;
+    check(
+        q.wait.causes.throttled_ns > 0 && q.wait.causes.contended_ns > 0,
+        || format!("both parts expected: {}", shares(q, wall)),
+    )?;
     let waited = share(q.wait.runnable_wait.summary.total_ns, wall);
     check((0.65..=0.75).contains(&waited), || {
         format!(
@@ -284,11 +285,12 @@ fn mixed(tier: TierChoice) -> TestResult {
         )
     })?;
     check(
-        apart(q.wait.throttled_ns, kernel.throttled_ns) <= throttle_tolerance(&rec).max(0.05),
+        apart(q.wait.causes.throttled_ns, kernel.throttled_ns)
+            <= throttle_tolerance(&rec).max(0.05),
         || {
             format!(
                 "traced {} ns throttled, cpu.stat says {} ns",
-                q.wait.throttled_ns, kernel.throttled_ns
+                q.wait.causes.throttled_ns, kernel.throttled_ns
             )
         },
     )?;
@@ -299,7 +301,7 @@ fn mixed(tier: TierChoice) -> TestResult {
         )
     })?;
     // The neighbour waits only while the limited hog runs.
-    let n_contended = share(n.wait.contended_ns, wall);
+    let n_contended = share(n.wait.causes.contended_ns, wall);
     check((ran - 0.05..=ran + 0.05).contains(&n_contended), || {
         format!(
             "the neighbour was contended {:.1} %, the limited hog ran {:.1} %",
@@ -307,7 +309,7 @@ fn mixed(tier: TierChoice) -> TestResult {
             ran * 100.0
         )
     })?;
-    check(n.wait.throttled_ns == 0, || {
+    check(n.wait.causes.throttled_ns == 0, || {
         "the neighbour has no quota".into()
     })?;
     check(blamed_on(n, &limited) >= 0.9, || {
@@ -345,10 +347,10 @@ fn nested(tier: TierChoice) -> TestResult {
     measured(format!(
         "{}; traced throttled {} ns, {truth} {local} ns ({:.2} % apart)",
         shares(e, wall),
-        e.wait.throttled_ns,
-        apart(e.wait.throttled_ns, local) * 100.0
+        e.wait.causes.throttled_ns,
+        apart(e.wait.causes.throttled_ns, local) * 100.0
     ));
-    let throttled = share(e.wait.throttled_ns, wall);
+    let throttled = share(e.wait.causes.throttled_ns, wall);
     check((0.75..=0.85).contains(&throttled), || {
         format!(
             "throttled {:.1} % of the time, expected 80 % ± 5",
@@ -360,8 +362,8 @@ fn nested(tier: TierChoice) -> TestResult {
     // 2.4 s) with nothing counted lost. Up to one episode short is allowed and
     // said; more, or any excess, fails.
     let one_episode = 80_000_000 + 5_000_000;
-    let short = local.saturating_sub(e.wait.throttled_ns);
-    let within = apart(e.wait.throttled_ns, local) <= throttle_tolerance(&rec);
+    let short = local.saturating_sub(e.wait.causes.throttled_ns);
+    let within = apart(e.wait.causes.throttled_ns, local) <= throttle_tolerance(&rec);
     if !within && short <= one_episode {
         measured(format!(
             "{:.1} ms short of {truth}: one episode not seen by any wait (known)",
@@ -369,12 +371,12 @@ fn nested(tier: TierChoice) -> TestResult {
         ));
     }
     check(
-        within || (e.wait.throttled_ns <= local && short <= one_episode),
+        within || (e.wait.causes.throttled_ns <= local && short <= one_episode),
         || {
             format!(
                 "traced {} ns throttled in {} waits, {truth} says {local} ns ({} of {} periods throttled); lost: {:?}",
-                e.wait.throttled_ns,
-                e.wait.throttled_waits,
+                e.wait.causes.throttled_ns,
+                e.wait.causes.throttled_waits,
                 kernel.nr_throttled,
                 kernel.nr_periods,
                 rec.events.losses()

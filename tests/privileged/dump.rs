@@ -97,7 +97,7 @@ fn round_trip() -> TestResult {
         .find(|c| c.path == a.path)
         .ok_or("cgroup missing from the dump")?;
     check(
-        entry.wait.contended_ns > 0 && !entry.wait.runnable_wait.hdr.is_empty(),
+        entry.wait.causes.contended_ns > 0 && !entry.wait.runnable_wait.hdr.is_empty(),
         || format!("{entry:?}"),
     )?;
     Ok(Completion::Completed)
@@ -202,7 +202,7 @@ fn html_in_chromium() -> TestResult {
             format!("{}: verdict {} not shown", c.path, c.verdict.kind.label())
         })?;
         // The throttled part of the bar is as wide as the throttled share says.
-        let throttled = c.wait.throttled_ns as f64 * 100.0 / rec.duration_ns as f64;
+        let throttled = c.wait.causes.throttled_ns as f64 * 100.0 / rec.duration_ns as f64;
         if throttled >= 0.05 {
             check(
                 row.contains(&format!(

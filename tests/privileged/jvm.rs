@@ -133,9 +133,9 @@ fn run_jvm(dir: &Path, cpu: usize) -> TestResult {
         "{collections} young collections; {} GC threads; GC waits {}, throttled {} ns, contended {} ns; cgroup throttled {:.1} %: {}",
         gc.matched.len(),
         gc.wait.runnable_wait.summary.count,
-        gc.wait.throttled_ns,
-        gc.wait.contended_ns,
-        share(e.wait.throttled_ns, rec.duration_ns) * 100.0,
+        gc.wait.causes.throttled_ns,
+        gc.wait.causes.contended_ns,
+        share(e.wait.causes.throttled_ns, rec.duration_ns) * 100.0,
         e.verdict.kind.label()
     ));
     check(collections > 0, || {
@@ -145,7 +145,7 @@ fn run_jvm(dir: &Path, cpu: usize) -> TestResult {
         !gc.matched.is_empty() && gc.matched.iter().all(|t| t.comm.starts_with("GC Thread")),
         || format!("matched {:?}", gc.matched),
     )?;
-    check(gc.wait.throttled_ns > 0, || {
+    check(gc.wait.causes.throttled_ns > 0, || {
         format!("the GC threads were never throttled: {:?}", gc.wait)
     })?;
     check(e.verdict.kind == Kind::QuotaExpiry, || {

@@ -174,7 +174,7 @@ fn migrating_waits() -> TestResult {
         .iter()
         .map(|p| p.wait.runnable_wait.summary.total_ns)
         .sum();
-    let contended: u64 = rec.pids.iter().map(|p| p.wait.contended_ns).sum();
+    let contended: u64 = rec.pids.iter().map(|p| p.wait.causes.contended_ns).sum();
     let migrated = rec.events.get(tracer_common::maps::Counter::WaitMigrated);
     let e = cgroup_in(&rec, &cg)?;
     measured(format!(

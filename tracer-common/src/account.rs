@@ -4,20 +4,10 @@
 //! The eBPF programs call these with values read from the kernel; the unit tests
 //! replay event sequences through the same code.
 
-use crate::maps::{
-    Interval, Occupant, RING, Runs, TaskWait, WAIT_STARTED_THROTTLED, WAIT_THROTTLE_CLOCK,
+use crate::{
+    causes::Split,
+    maps::{Interval, Occupant, RING, Runs, TaskWait, WAIT_STARTED_THROTTLED, WAIT_THROTTLE_CLOCK},
 };
-
-/// The parts of a wait (or of one segment of it, on one CPU).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Split {
-    /// The task's cfs_rq hierarchy was throttled (its quota, or an ancestor's, ran out).
-    pub throttled: u64,
-    /// Runnable and not throttled while other tasks ran on the CPU.
-    pub contended: u64,
-    /// Runnable, not throttled, CPU idle: wake-up latency.
-    pub other: u64,
-}
 
 /// Splits `total` ns of waiting during which the hierarchy was throttled for
 /// `throttled` ns and other tasks ran on the CPU for `busy` ns.

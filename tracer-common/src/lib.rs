@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod account;
+pub mod causes;
 pub mod hist;
 pub mod layout;
 pub mod maps;

@@ -1,7 +1,7 @@
 //! Value types of the maps shared by the eBPF programs and userspace, and the map
 //! names userspace looks them up by.
 
-use crate::hist::LatencyHist;
+use crate::{causes::Causes, hist::LatencyHist};
 
 /// Per-cgroup statistics, per CPU: `u64` cgroup id -> [`CgroupStats`].
 pub const MAP_CGROUP_STATS: &str = "CGROUP_STATS";
@@ -166,38 +166,25 @@ pub struct CgroupStats {
     pub on_cpu: LatencyHist,
     /// The wait split: throttled by CFS bandwidth, runnable while other tasks ran,
     /// and the rest (runnable on an idle CPU: wake-up latency).
-    pub throttled_ns: u64,
-    pub contended_ns: u64,
-    pub other_ns: u64,
-    /// Waits with some throttled time.
-    pub throttled_waits: u64,
+    pub causes: Causes,
 }
 
 impl CgroupStats {
     pub const ZERO: Self = Self {
         runnable_wait: LatencyHist::ZERO,
         on_cpu: LatencyHist::ZERO,
-        throttled_ns: 0,
-        contended_ns: 0,
-        other_ns: 0,
-        throttled_waits: 0,
+        causes: Causes::ZERO,
     };
 
     pub fn merge(&mut self, other: &Self) {
         let Self {
             runnable_wait,
             on_cpu,
-            throttled_ns,
-            contended_ns,
-            other_ns,
-            throttled_waits,
+            causes,
         } = self;
         runnable_wait.merge(&other.runnable_wait);
         on_cpu.merge(&other.on_cpu);
-        *throttled_ns = throttled_ns.wrapping_add(other.throttled_ns);
-        *contended_ns = contended_ns.wrapping_add(other.contended_ns);
-        *other_ns = other_ns.wrapping_add(other.other_ns);
-        *throttled_waits = throttled_waits.wrapping_add(other.throttled_waits);
+        causes.merge(&other.causes);
     }
 }
 
@@ -272,45 +259,52 @@ pub struct BlameValue {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Event counters, one slot each in every CPU's [`CpuState`].
+/// Event counters, one slot each in every CPU's [`CpuState`]. What each one
+/// counts, its stable name and its [`CounterKind`] are in [`Counter::info`]:
+/// the one table the report, the dump and the metrics iterate.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// `sched_switch` calls.
     Switch = 0,
-    /// `sched_wakeup` calls.
     Wakeup = 1,
-    /// `sched_wakeup_new` calls.
     WakeupNew = 2,
-    /// `sched_process_exit` calls.
     Exit = 3,
-    /// Waits recorded into a histogram.
     WaitRecorded = 4,
-    /// Task storage could not be allocated (memory pressure): the wait is lost.
     TaskStorageFail = 5,
-    /// The per-cgroup map was full (or its entry could not be allocated): the
-    /// wait is lost.
     CgroupMapFull = 6,
-    /// A ring-buffer record could not be reserved.
     RingbufDrop = 7,
-    /// A kernel read failed (a wrong offset would show here).
     ReadFail = 8,
-    /// The selection statistics map was full.
     SelectionMapFull = 9,
-    /// `sched_migrate_task` calls for a waiting task.
     WaitMigrated = 10,
-    /// A waiting task's cfs_rq changed without a migration (moved to another
-    /// cgroup): that segment's throttled time is not known.
     CgroupMoved = 11,
-    /// The blame map was full: that contended time stays unattributed.
     BlameMapFull = 12,
-    /// Throttle episode records sent.
     Episode = 13,
-    /// Waits that began before the first run interval the CPU remembers.
     RingOverrun = 14,
-    /// Events recorded in a spill slot because the cgroup's entry could not be
-    /// allocated yet (not lost: userspace adds them up).
     CgroupSpilled = 15,
+}
+
+/// What a counter tells its reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CounterKind {
+    /// Something the programs saw happen (events per second, waits recorded).
+    Event,
+    /// Data the user needed and does not have: shown as LOST in the report and
+    /// as `tracer_lost_total{reason}`.
+    Loss,
+    /// The tracer's own mechanics or a note on precision: nothing is missing
+    /// from the figures, but an operator may want to see it. Exported with
+    /// the events.
+    Internal,
+}
+
+/// One row of the counter table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterInfo {
+    /// Stable snake_case name: the key in dumps and the metric label.
+    pub name: &'static str,
+    pub kind: CounterKind,
+    /// What it counts, for the metrics' documentation and the reader of a dump.
+    pub help: &'static str,
 }
 
 impl Counter {
@@ -334,26 +328,91 @@ impl Counter {
         Counter::CgroupSpilled,
     ];
 
+    /// The counter table.
+    pub const fn info(self) -> CounterInfo {
+        use CounterKind::{Event, Internal, Loss};
+        let (name, kind, help) = match self {
+            Counter::Switch => ("sched_switch", Event, "sched_switch calls"),
+            Counter::Wakeup => ("sched_wakeup", Event, "sched_wakeup calls"),
+            Counter::WakeupNew => ("sched_wakeup_new", Event, "sched_wakeup_new calls"),
+            Counter::Exit => ("sched_process_exit", Event, "sched_process_exit calls"),
+            Counter::WaitRecorded => (
+                "waits_recorded",
+                Event,
+                "run-queue waits recorded into a histogram",
+            ),
+            Counter::WaitMigrated => (
+                "waits_migrated",
+                Event,
+                "waits whose task moved to another CPU (split per CPU)",
+            ),
+            Counter::Episode => ("throttle_episodes", Event, "throttle episode records sent"),
+            Counter::TaskStorageFail => (
+                "task_storage_failures",
+                Loss,
+                "per-task state could not be allocated: the wait is lost",
+            ),
+            Counter::CgroupMapFull => (
+                "cgroup_map_full",
+                Loss,
+                "no per-cgroup entry and no spill slot: the wait or run is lost",
+            ),
+            Counter::RingbufDrop => (
+                "ringbuf_dropped",
+                Loss,
+                "a ring-buffer record (new cgroup, throttle episode) could not be reserved",
+            ),
+            Counter::ReadFail => (
+                "kernel_read_failures",
+                Loss,
+                "a kernel read failed, or a wait ended on another CPU without a migration",
+            ),
+            Counter::SelectionMapFull => (
+                "selection_map_full",
+                Loss,
+                "a selected task's wait found the selection map full",
+            ),
+            Counter::BlameMapFull => (
+                "blame_map_full",
+                Loss,
+                "the blame map was full: that contended time stays unattributed",
+            ),
+            // Kept in the figures: the wait is recorded, only its throttled
+            // part of one segment is unknown and counted as 0.
+            Counter::CgroupMoved => (
+                "waits_moved_cgroup",
+                Internal,
+                "waiting tasks moved to another cgroup: that segment's throttled time is counted as 0",
+            ),
+            // Kept in the figures: the contended time is recorded, and the part
+            // that no remembered run covers is shown as unattributed.
+            Counter::RingOverrun => (
+                "blame_ring_overruns",
+                Internal,
+                "waits that began before the oldest run the CPU remembers (partly unattributed)",
+            ),
+            // Nothing is lost: userspace adds the slots to their cgroups.
+            Counter::CgroupSpilled => (
+                "cgroup_entries_spilled",
+                Internal,
+                "events kept in a spill slot until the cgroup's entry could be allocated",
+            ),
+        };
+        CounterInfo { name, kind, help }
+    }
+
     /// Stable snake_case name used in the JSON output.
     pub const fn name(self) -> &'static str {
-        match self {
-            Counter::Switch => "sched_switch",
-            Counter::Wakeup => "sched_wakeup",
-            Counter::WakeupNew => "sched_wakeup_new",
-            Counter::Exit => "sched_process_exit",
-            Counter::WaitRecorded => "waits_recorded",
-            Counter::TaskStorageFail => "task_storage_failures",
-            Counter::CgroupMapFull => "cgroup_map_full",
-            Counter::RingbufDrop => "ringbuf_dropped",
-            Counter::ReadFail => "kernel_read_failures",
-            Counter::SelectionMapFull => "selection_map_full",
-            Counter::WaitMigrated => "waits_migrated",
-            Counter::CgroupMoved => "waits_moved_cgroup",
-            Counter::BlameMapFull => "blame_map_full",
-            Counter::Episode => "throttle_episodes",
-            Counter::RingOverrun => "blame_ring_overruns",
-            Counter::CgroupSpilled => "cgroup_entries_spilled",
-        }
+        self.info().name
+    }
+
+    pub const fn kind(self) -> CounterKind {
+        self.info().kind
+    }
+
+    /// The counters of one kind, in table order.
+    pub fn of_kind(kind: CounterKind) -> impl Iterator<Item = Counter> {
+        Self::ALL.into_iter().filter(move |c| c.kind() == kind)
     }
 }
 
@@ -398,3 +457,23 @@ const _: () = assert!(core::mem::size_of::<ThrottleClock>() == 32);
 const _: () = assert!(core::mem::size_of::<Interval>() == 48);
 const _: () = assert!(core::mem::size_of::<CgroupStats>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TaskWait>() == 72);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counter_table_is_whole_and_names_are_unique() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "ALL is in slot order");
+            assert!(!c.info().help.is_empty());
+        }
+        for a in Counter::ALL {
+            let same = Counter::ALL.iter().filter(|b| b.name() == a.name()).count();
+            assert_eq!(same, 1, "{} is named once", a.name());
+        }
+        let kinds = [CounterKind::Event, CounterKind::Loss, CounterKind::Internal];
+        let total: usize = kinds.iter().map(|&k| Counter::of_kind(k).count()).sum();
+        assert_eq!(total, Counter::ALL.len(), "every counter has one kind");
+    }
+}

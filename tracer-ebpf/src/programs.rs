@@ -19,7 +19,8 @@ use aya_ebpf::{
     helpers::bpf_get_smp_processor_id, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 use tracer_common::{
-    account::{Readings, Split},
+    account::Readings,
+    causes::Split,
     layout::{FEATURE_FENTRY, FEATURE_SWITCH_PREV_STATE},
     maps::{CgroupStats, Counter, CpuState, TaskWait},
 };
@@ -185,19 +186,14 @@ fn end_wait(next: *mut Task, pid: u32, now: u64, cpu: u32, cs: &CpuState, stats:
         Split::default()
     };
     let (total, parts) = state.finish(now, last);
-    let Split {
-        throttled,
-        contended,
-        other,
-    } = parts;
-    record_wait(stats, total, throttled, contended, other);
+    record_wait(stats, total, parts);
     count(Counter::WaitRecorded);
     for selection in [victims.process, victims.thread] {
         if selection == NO_SELECTION {
             continue;
         }
         match selection_stats(selection) {
-            Some(stats) => record_wait(stats, total, throttled, contended, other),
+            Some(stats) => record_wait(stats, total, parts),
             None => count(Counter::SelectionMapFull),
         }
     }

@@ -7,6 +7,7 @@ use aya_ebpf::{
     btf_maps::PerCpuHashMap,
     helpers::{bpf_get_smp_processor_id, bpf_probe_read_kernel_str_bytes},
 };
+use tracer_common::causes::Split;
 use tracer_common::maps::{
     CGROUP_NAME_LEN, CgroupStats, Counter, NewCgroupRecord, RECORD_NEW_CGROUP, SPILL_PER_CPU,
 };
@@ -157,22 +158,12 @@ pub(crate) fn victims_of(task: *const u8, pid: u32, cgroup: u64) -> Victims {
     found
 }
 
+/// Adds a finished wait of `total` ns, split into `parts`.
 #[inline(always)]
-pub(crate) fn record_wait(
-    stats: *mut CgroupStats,
-    total: u64,
-    throttled: u64,
-    contended: u64,
-    other: u64,
-) {
+pub(crate) fn record_wait(stats: *mut CgroupStats, total: u64, parts: Split) {
     let stats = unsafe { &mut *stats };
     stats.runnable_wait.record(total);
-    stats.throttled_ns += throttled;
-    stats.contended_ns += contended;
-    stats.other_ns += other;
-    if throttled > 0 {
-        stats.throttled_waits += 1;
-    }
+    stats.causes.add(parts);
 }
 
 #[inline(never)]

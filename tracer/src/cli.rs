@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::programs::TierChoice;
+use crate::{format::parse_duration, programs::TierChoice};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -131,36 +131,6 @@ pub struct RecordArgs {
     pub tier: TierChoice,
 }
 
-/// `10s`, `500ms`, `2m`, `1h`, `1.5s`, or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: use e.g. 10s, 500ms or 2m"))?;
-    let seconds = match unit.trim() {
-        "" | "s" | "sec" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
-            ));
-        }
-    };
-    if !(seconds > 0.0 && seconds.is_finite() && seconds < 365.0 * 86400.0) {
-        return Err(format!(
-            "duration {text:?} must be positive and under a year"
-        ));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 fn parse_pattern(text: &str) -> Result<String, String> {
     if text.is_empty() {
         return Err("an empty --threads pattern matches nothing; e.g. 'GC Thread*'".into());
@@ -207,19 +177,6 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        for bad in ["", "s", "0", "-1s", "3 parsecs", "1e9h", "abc"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
-        }
     }
 
     #[test]

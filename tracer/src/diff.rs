@@ -7,18 +7,12 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
+use tracer_common::causes::Cause;
+
 use crate::{
-    histogram::fmt_ns,
+    format::{fmt_ns, percent as share},
     recording::{CgroupEntry, Recording},
 };
-
-fn share(ns: u64, duration_ns: u64) -> f64 {
-    if duration_ns == 0 {
-        0.0
-    } else {
-        ns as f64 * 100.0 / duration_ns as f64
-    }
-}
 
 /// `47.2 ms -> 120 µs (-100 %)`.
 fn change_ns(before: u64, after: u64) -> String {
@@ -65,16 +59,18 @@ fn block(out: &mut String, b: &CgroupEntry, a: &CgroupEntry, db: u64, da: u64) {
             share(wa.runnable_wait.summary.total_ns, da)
         )
     );
-    let _ = writeln!(
-        out,
-        "  throttled    {}",
-        change_share(share(wb.throttled_ns, db), share(wa.throttled_ns, da))
-    );
-    let _ = writeln!(
-        out,
-        "  contended    {}",
-        change_share(share(wb.contended_ns, db), share(wa.contended_ns, da))
-    );
+    // Wake-up latency ("other") is left out: it is small and rarely what changed.
+    for cause in [Cause::Throttled, Cause::Contended] {
+        let _ = writeln!(
+            out,
+            "  {:<12} {}",
+            cause.name(),
+            change_share(
+                share(wb.causes.ns(cause), db),
+                share(wa.causes.ns(cause), da)
+            )
+        );
+    }
     let _ = writeln!(
         out,
         "  on CPU       {}",
@@ -163,7 +159,7 @@ mod tests {
         let mut after = before.clone();
         // The quota was raised: no more throttling, shorter waits.
         let svc = after.cgroups.iter_mut().find(|c| c.path == "/svc").unwrap();
-        svc.wait.throttled_ns = 0;
+        svc.wait.causes.throttled_ns = 0;
         svc.wait.runnable_wait.summary.p99_ns /= 10;
         svc.verdict.kind = Kind::Healthy;
         after.cgroups.retain(|c| c.path != "/neighbour");

@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(rec.format_version, VERSION);
         assert_eq!(rec.host, "unknown");
         let svc = rec.cgroups.iter().find(|c| c.path == "/svc").unwrap();
-        assert!(svc.wait.throttled_ns > 0);
+        assert!(svc.wait.causes.throttled_ns > 0);
         assert!(svc.wait.runnable_wait.hdr.starts_with("HISTF"));
         assert!(!svc.wait.runnable_wait.buckets.is_empty());
     }

@@ -1,5 +1,6 @@
 //! Percentiles and text rendering of the kernel's log-linear histograms.
 
+use crate::format::fmt_ns;
 use serde::{Deserialize, Serialize};
 use tracer_common::hist::{LatencyHist, OVERFLOW_BUCKET, SUB_BUCKETS, bucket_range};
 
@@ -71,27 +72,6 @@ pub fn sparse_buckets(h: &LatencyHist) -> Vec<[u64; 3]> {
             [lo, hi, n]
         })
         .collect()
-}
-
-/// Human-readable duration: `850 ns`, `12.3 µs`, `4.56 ms`, `1.23 s`.
-pub fn fmt_ns(ns: u64) -> String {
-    let v = ns as f64;
-    let (value, unit) = if ns < 1_000 {
-        return format!("{ns} ns");
-    } else if ns < 1_000_000 {
-        (v / 1e3, "µs")
-    } else if ns < 1_000_000_000 {
-        (v / 1e6, "ms")
-    } else {
-        (v / 1e9, "s")
-    };
-    if value >= 100.0 {
-        format!("{value:.0} {unit}")
-    } else if value >= 10.0 {
-        format!("{value:.1} {unit}")
-    } else {
-        format!("{value:.2} {unit}")
-    }
 }
 
 /// The buckets grouped into power-of-two rows `(low_ns, high_ns, count)`, from
@@ -213,17 +193,6 @@ mod tests {
         assert_eq!(sparse[2], [992, 1024, 2]);
         assert_eq!(sparse.iter().map(|b| b[2]).sum::<u64>(), h.count);
         assert_eq!(sparse[4], [1 << 36, u64::MAX, 1]);
-    }
-
-    #[test]
-    fn formats() {
-        assert_eq!(fmt_ns(0), "0 ns");
-        assert_eq!(fmt_ns(999), "999 ns");
-        assert_eq!(fmt_ns(1_500), "1.50 µs");
-        assert_eq!(fmt_ns(12_340), "12.3 µs");
-        assert_eq!(fmt_ns(4_560_000), "4.56 ms");
-        assert_eq!(fmt_ns(250_000_000), "250 ms");
-        assert_eq!(fmt_ns(1_230_000_000), "1.23 s");
     }
 
     #[test]

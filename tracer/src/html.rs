@@ -5,10 +5,12 @@
 
 use std::fmt::Write as _;
 
+use tracer_common::{causes::Cause, maps::Counter};
+
 use crate::{
-    histogram::{fmt_ns, log2_rows},
+    format::{fmt_ns, group_digits, percent},
+    histogram::log2_rows,
     recording::{Recording, WaitHistogram, WaitSplit},
-    report::group_digits,
     verdict::{Kind, Verdict},
 };
 
@@ -54,51 +56,42 @@ figure { margin: .6rem 0; }
 figcaption { color: #59636e; font-size: .85rem; }
 ";
 
-/// The parts of a group's time, in the order they are stacked, with colours.
-const PARTS: [(&str, &str, &str); 4] = [
-    ("running", "#2da44e", "on a CPU"),
-    (
-        "throttled",
-        "#cf222e",
-        "throttled: its CPU quota had run out",
-    ),
-    (
-        "contended",
-        "#fb8500",
-        "contended: runnable, other tasks held the CPU",
-    ),
-    (
-        "other",
-        "#8c959f",
-        "other: runnable on an idle CPU (wake-up latency)",
-    ),
-];
+/// The parts of a group's time in the order they are stacked: running, then
+/// each cause of waiting.
+const PARTS: usize = 1 + Cause::ALL.len();
 
-fn shares(w: &WaitSplit, on_cpu: &WaitHistogram, duration_ns: u64) -> [f64; 4] {
-    let pct = |ns: u64| {
-        if duration_ns == 0 {
-            0.0
-        } else {
-            ns as f64 * 100.0 / duration_ns as f64
+/// Name, colour and meaning of each part.
+fn parts() -> [(&'static str, &'static str, &'static str); PARTS] {
+    std::array::from_fn(|i| match Cause::ALL.get(i.wrapping_sub(1)) {
+        None => ("running", "#2da44e", "on a CPU"),
+        Some(&c) => {
+            let (colour, meaning) = match c {
+                Cause::Throttled => ("#cf222e", "its CPU quota had run out"),
+                Cause::Contended => ("#fb8500", "runnable, other tasks held the CPU"),
+                Cause::Other => ("#8c959f", "runnable on an idle CPU (wake-up latency)"),
+            };
+            (c.name(), colour, meaning)
         }
-    };
-    [
-        pct(on_cpu.summary.total_ns),
-        pct(w.throttled_ns),
-        pct(w.contended_ns),
-        pct(w.other_ns),
-    ]
+    })
+}
+
+/// Each part's share of the traced time, in percent.
+fn shares(w: &WaitSplit, on_cpu: &WaitHistogram, duration_ns: u64) -> [f64; PARTS] {
+    std::array::from_fn(|i| match Cause::ALL.get(i.wrapping_sub(1)) {
+        None => percent(on_cpu.summary.total_ns, duration_ns),
+        Some(&c) => percent(w.causes.ns(c), duration_ns),
+    })
 }
 
 /// A horizontal stacked bar of the shares (percent of traced time, summed over
 /// threads, so possibly above 100): drawn on a scale of at least 100 %.
-fn stacked_bar(shares: [f64; 4], width: f64) -> String {
+fn stacked_bar(shares: [f64; PARTS], width: f64) -> String {
     let total: f64 = shares.iter().sum();
     let scale = total.max(100.0);
     let mut svg = format!(
         "<svg class=\"bar\" width=\"{width:.0}\" height=\"18\" role=\"img\" aria-label=\"{}\">",
         escape(
-            &PARTS
+            &parts()
                 .iter()
                 .zip(shares)
                 .map(|((name, _, _), s)| format!("{name} {s:.1} %"))
@@ -107,7 +100,7 @@ fn stacked_bar(shares: [f64; 4], width: f64) -> String {
         )
     );
     let mut x = 0.0;
-    for ((name, colour, _), s) in PARTS.iter().zip(shares) {
+    for ((name, colour, _), s) in parts().iter().zip(shares) {
         let w = width * s / scale;
         if w > 0.0 {
             let _ = write!(
@@ -191,10 +184,18 @@ fn kind_class(kind: Kind) -> &'static str {
 
 fn wait_table(out: &mut String, w: &WaitSplit, on_cpu: &WaitHistogram) {
     let s = &w.runnable_wait.summary;
+    let cause_heads: String = Cause::ALL
+        .iter()
+        .map(|c| format!("<th>{}</th>", c.name()))
+        .collect();
+    let cause_cells: String = Cause::ALL
+        .iter()
+        .map(|&c| format!("<td class=\"num\">{}</td>", fmt_ns(w.causes.ns(c))))
+        .collect();
     let _ = writeln!(
         out,
-        "<table class=\"figures\"><tr><th>waits</th><th>total wait</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>throttled</th><th>contended</th><th>other</th><th>ran</th></tr>\
-         <tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr></table>",
+        "<table class=\"figures\"><tr><th>waits</th><th>total wait</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th>{cause_heads}<th>ran</th></tr>\
+         <tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>{cause_cells}<td class=\"num\">{}</td></tr></table>",
         group_digits(s.count),
         fmt_ns(s.total_ns),
         fmt_ns(s.p50_ns),
@@ -202,9 +203,6 @@ fn wait_table(out: &mut String, w: &WaitSplit, on_cpu: &WaitHistogram) {
         fmt_ns(s.p99_ns),
         fmt_ns(s.p999_ns),
         fmt_ns(s.max_ns),
-        fmt_ns(w.throttled_ns),
-        fmt_ns(w.contended_ns),
-        fmt_ns(w.other_ns),
         fmt_ns(on_cpu.summary.total_ns),
     );
 }
@@ -233,7 +231,7 @@ fn blame_table(out: &mut String, w: &WaitSplit) {
             processes.join(", ")
         );
     }
-    if w.unattributed_ns > w.contended_ns / 100 {
+    if w.unattributed_ns > w.causes.contended_ns / 100 {
         let _ = writeln!(
             out,
             "<tr><td>not attributed</td><td class=\"num\">{}</td><td></td></tr>",
@@ -276,11 +274,11 @@ pub fn render(rec: &Recording, top: usize) -> String {
          Times are shares of the traced time, summed over a group's threads, so a group with \
          several threads can pass 100 %.</p>\n<p class=\"legend\">",
     );
-    for (name, colour, meaning) in PARTS {
+    for (name, colour, meaning) in parts() {
         let _ = write!(
             out,
             "<span><i class=\"swatch\" style=\"background:{colour}\"></i><b>{name}</b>: {}</span>",
-            escape(meaning.split_once(": ").map_or(meaning, |(_, m)| m))
+            escape(meaning)
         );
     }
     out.push_str("</p>\n");
@@ -308,7 +306,7 @@ pub fn render(rec: &Recording, top: usize) -> String {
         );
         for (i, c) in rec.cgroups.iter().enumerate() {
             let s = shares(&c.wait, &c.on_cpu, rec.duration_ns);
-            let waited = s[1] + s[2] + s[3];
+            let waited: f64 = s[1..].iter().sum();
             let link = if i < top {
                 format!("<a href=\"#cgroup-{i}\">{}</a>", escape(&c.path))
             } else {
@@ -351,7 +349,7 @@ pub fn render(rec: &Recording, top: usize) -> String {
                 out,
                 "<td>{}</td><td class=\"num\">{}</td>",
                 escape(&quota),
-                fmt_ns(c.wait.throttled_ns)
+                fmt_ns(c.wait.causes.throttled_ns)
             );
             match &c.cpu_stat {
                 Some(s) => {
@@ -450,7 +448,7 @@ pub fn render(rec: &Recording, top: usize) -> String {
         } else {
             format!(" Tier: {}.", escape(&rec.tier))
         },
-        group_digits(rec.events.get(tracer_common::maps::Counter::Switch))
+        group_digits(rec.events.get(Counter::Switch))
     );
     out
 }
@@ -487,7 +485,7 @@ mod tests {
             );
         }
         let svc = rec.cgroups.iter().find(|c| c.path == "/svc").unwrap();
-        let throttled = svc.wait.throttled_ns as f64 * 100.0 / rec.duration_ns as f64;
+        let throttled = svc.wait.causes.throttled_ns as f64 * 100.0 / rec.duration_ns as f64;
         assert!(html.contains(&format!(
             "class=\"throttled\" data-share=\"{throttled:.1}\""
         )));

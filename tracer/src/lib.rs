@@ -2,10 +2,12 @@
 //! the kernel and reports it.
 //!
 //! Everything that can be tested without root (BTF parsing, cgroup resolution,
-//! histogram math, rendering, CLI parsing) lives in modules that do not touch the
-//! kernel; [`session`] and [`programs`] are the privileged part.
+//! histogram math, assembling a recording, rendering, CLI parsing) lives in
+//! modules that do not touch the kernel; [`session`] and [`programs`] are the
+//! privileged part. `docs/architecture.md` draws the pipeline.
 
 pub mod agent;
+pub mod assemble;
 pub mod btf;
 pub mod cgroup;
 pub mod cli;
@@ -14,8 +16,11 @@ pub mod cpustat;
 pub mod diff;
 pub mod drain;
 pub mod dump;
+pub mod filter;
+pub mod format;
 pub mod hdr;
 pub mod histogram;
+pub mod host;
 pub mod html;
 pub mod layout;
 pub mod privilege;

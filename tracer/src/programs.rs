@@ -11,7 +11,6 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{BtfTracePoint, FEntry, Program, ProgramError},
 };
-use serde::{Deserialize, Serialize};
 use tracer_common::{
     layout::{FEATURE_FENTRY, KernelLayout, method},
     maps::{
@@ -20,7 +19,7 @@ use tracer_common::{
     },
 };
 
-use crate::btf::Btf;
+use crate::{btf::Btf, recording::ProbeStatus};
 
 /// The objects built from `tracer-ebpf` by build.rs: the same programs with
 /// their state kept two ways (see [`Store`]).
@@ -209,20 +208,6 @@ impl Tier {
             }
         }
     }
-}
-
-/// What happened to one probe, for the report.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeStatus {
-    pub name: String,
-    pub kind: String,
-    pub attached: bool,
-    /// Instructions the verifier processed to accept the program: how close it
-    /// is to the kernel's limit of one million.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verified_insns: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// Options the programs are built with.

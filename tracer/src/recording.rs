@@ -5,15 +5,19 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tracer_common::{hist::LatencyHist, maps::Counter};
+use tracer_common::{
+    causes::Causes,
+    hist::LatencyHist,
+    maps::{Counter, CounterKind},
+};
 
 use crate::{
     cgroup::Mode,
     cpustat::{CpuStat, Quota},
+    format::fmt_ns,
     hdr,
     histogram::{Summary, sparse_buckets, summarize},
     process::PidKind,
-    programs::ProbeStatus,
     selection::MatchedThread,
     verdict::Verdict,
 };
@@ -73,14 +77,10 @@ pub struct Blame {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WaitSplit {
     pub runnable_wait: WaitHistogram,
-    /// The cfs_rq hierarchy was throttled (CFS bandwidth).
-    pub throttled_ns: u64,
-    /// Runnable while other tasks ran on the CPU.
-    pub contended_ns: u64,
-    /// Runnable on an idle CPU (wake-up latency).
-    pub other_ns: u64,
-    /// Waits with some throttled time.
-    pub throttled_waits: u64,
+    /// Throttled (CFS bandwidth), contended (other tasks ran on the CPU),
+    /// other (an idle CPU: wake-up latency); flattened into this object.
+    #[serde(flatten)]
+    pub causes: Causes,
     /// Who held the CPU, largest first.
     pub blame: Vec<Blame>,
     /// Contended time that could not be charged (the CPU switched too often
@@ -102,8 +102,8 @@ impl QuotaInfo {
     pub fn describe(&self, path: &str) -> String {
         let mut s = format!(
             "{} per {} ({:.2} CPUs)",
-            crate::histogram::fmt_ns(self.quota.quota_us * 1_000),
-            crate::histogram::fmt_ns(self.quota.period_us * 1_000),
+            fmt_ns(self.quota.quota_us * 1_000),
+            fmt_ns(self.quota.period_us * 1_000),
             self.quota.cpus()
         );
         if self.owner != path {
@@ -193,21 +193,28 @@ impl Events {
         self.0.get(counter.name()).copied().unwrap_or(0)
     }
 
-    /// Waits or records that were lost, and why.
+    /// Waits or records that were lost, and why (the counters of kind
+    /// [`CounterKind::Loss`] that are not zero).
     pub fn losses(&self) -> Vec<(Counter, u64)> {
-        [
-            Counter::TaskStorageFail,
-            Counter::CgroupMapFull,
-            Counter::SelectionMapFull,
-            Counter::BlameMapFull,
-            Counter::RingbufDrop,
-            Counter::ReadFail,
-        ]
-        .into_iter()
-        .map(|c| (c, self.get(c)))
-        .filter(|&(_, n)| n > 0)
-        .collect()
+        Counter::of_kind(CounterKind::Loss)
+            .map(|c| (c, self.get(c)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
     }
+}
+
+/// What happened to one probe, for the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub name: String,
+    pub kind: String,
+    pub attached: bool,
+    /// Instructions the verifier processed to accept the program: how close it
+    /// is to the kernel's limit of one million.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_insns: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Everything a session measured: what `--output` / `--json` write (see

@@ -2,10 +2,11 @@
 
 use std::fmt::Write as _;
 
-use tracer_common::maps::Counter;
+use tracer_common::{causes::Cause, maps::Counter};
 
 use crate::{
-    histogram::{fmt_ns, render_text},
+    format::{fmt_ns, group_digits, percent_cell},
+    histogram::render_text,
     recording::{CgroupEntry, Recording, WaitHistogram, WaitSplit},
     verdict::Verdict,
 };
@@ -28,19 +29,6 @@ impl Default for TextOptions {
     }
 }
 
-/// `1234567` -> `1,234,567`.
-pub fn group_digits(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Shortens a path from the left so that the table keeps its shape.
 fn fit(path: &str, width: usize) -> String {
     let chars: Vec<char> = path.chars().collect();
@@ -51,13 +39,6 @@ fn fit(path: &str, width: usize) -> String {
     format!("…{}", keep.iter().collect::<String>())
 }
 
-fn share(total_ns: u64, duration_ns: u64) -> String {
-    if duration_ns == 0 {
-        return "-".into();
-    }
-    format!("{:.1} %", total_ns as f64 * 100.0 / duration_ns as f64)
-}
-
 fn wait_row(out: &mut String, label: &str, width: usize, w: &WaitHistogram, duration_ns: u64) {
     let s = &w.summary;
     let _ = writeln!(
@@ -66,7 +47,7 @@ fn wait_row(out: &mut String, label: &str, width: usize, w: &WaitHistogram, dura
         fit(label, width),
         group_digits(s.count),
         fmt_ns(s.total_ns),
-        share(s.total_ns, duration_ns),
+        percent_cell(s.total_ns, duration_ns),
         fmt_ns(s.p50_ns),
         fmt_ns(s.p90_ns),
         fmt_ns(s.p99_ns),
@@ -84,11 +65,11 @@ fn wait_header(out: &mut String, first: &str, width: usize) {
 }
 
 fn cause_header(out: &mut String, first: &str, width: usize) {
-    let _ = writeln!(
-        out,
-        "{first:<width$} {:>10} {:>10} {:>10} {:>10}  verdict",
-        "throttled", "contended", "other", "on CPU"
-    );
+    let mut line = format!("{first:<width$}");
+    for cause in Cause::ALL {
+        let _ = write!(line, " {:>10}", cause.name());
+    }
+    let _ = writeln!(out, "{line} {:>10}  verdict", "on CPU");
 }
 
 fn cause_row(
@@ -100,21 +81,25 @@ fn cause_row(
     verdict: &Verdict,
     duration_ns: u64,
 ) {
+    let mut line = format!("{:<width$}", fit(label, width));
+    for cause in Cause::ALL {
+        let _ = write!(
+            line,
+            " {:>10}",
+            percent_cell(w.causes.ns(cause), duration_ns)
+        );
+    }
     let _ = writeln!(
         out,
-        "{:<width$} {:>10} {:>10} {:>10} {:>10}  {}",
-        fit(label, width),
-        share(w.throttled_ns, duration_ns),
-        share(w.contended_ns, duration_ns),
-        share(w.other_ns, duration_ns),
-        share(on_cpu.summary.total_ns, duration_ns),
+        "{line} {:>10}  {}",
+        percent_cell(on_cpu.summary.total_ns, duration_ns),
         verdict.kind.label(),
     );
 }
 
 /// Who held the CPU, top occupants with their top processes.
 fn blame_lines(out: &mut String, w: &WaitSplit) {
-    if w.contended_ns == 0 {
+    if w.causes.contended_ns == 0 {
         return;
     }
     let mut line = String::from("  waited behind:");
@@ -134,7 +119,7 @@ fn blame_lines(out: &mut String, w: &WaitSplit) {
             processes.join(", ")
         );
     }
-    if w.unattributed_ns > w.contended_ns / 100 {
+    if w.unattributed_ns > w.causes.contended_ns / 100 {
         let _ = write!(line, "; not attributed {}", fmt_ns(w.unattributed_ns));
     }
     let _ = writeln!(out, "{line}");
@@ -149,14 +134,16 @@ fn verdict_lines(out: &mut String, v: &Verdict) {
 
 /// Where the wait went, in time: `waited 2.11 s: throttled 1.19 s, ...`.
 fn split_line(out: &mut String, w: &WaitSplit, on_cpu: &WaitHistogram) {
+    let causes: Vec<String> = Cause::ALL
+        .iter()
+        .map(|&c| format!("{} {}", c.name(), fmt_ns(w.causes.ns(c))))
+        .collect();
     let _ = writeln!(
         out,
-        "  waited {} in {} waits: throttled {}, contended {}, other {}",
+        "  waited {} in {} waits: {}",
         fmt_ns(w.runnable_wait.summary.total_ns),
         group_digits(w.runnable_wait.summary.count),
-        fmt_ns(w.throttled_ns),
-        fmt_ns(w.contended_ns),
-        fmt_ns(w.other_ns)
+        causes.join(", ")
     );
     if on_cpu.summary.count > 0 {
         let _ = writeln!(
@@ -179,12 +166,12 @@ fn cgroup_details(out: &mut String, c: &CgroupEntry) {
     if let Some(q) = &c.quota {
         let _ = writeln!(out, "  quota: {}", q.describe(&c.path));
     }
-    if c.cpu_stat.is_some() || c.wait.throttled_ns > 0 {
+    if c.cpu_stat.is_some() || c.wait.causes.throttled_ns > 0 {
         // The traced figure beside the kernel's own counters.
         let mut line = format!(
             "  throttled time: traced {} in {} waits",
-            fmt_ns(c.wait.throttled_ns),
-            group_digits(c.wait.throttled_waits)
+            fmt_ns(c.wait.causes.throttled_ns),
+            group_digits(c.wait.causes.throttled_waits)
         );
         if let Some(s) = &c.cpu_stat {
             let _ = write!(line, " | cpu.stat {}", fmt_ns(s.throttled_ns));
@@ -327,10 +314,14 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
                 rec.cgroups.len() - options.top
             );
         }
+        let meanings: Vec<String> = Cause::ALL
+            .iter()
+            .map(|c| format!("{}: {}", c.name(), c.meaning()))
+            .collect();
         let _ = writeln!(
             out,
-            "(times are summed over threads: over 100 % means several threads at once; \
-             throttled: CFS quota; contended: other tasks held the CPU; other: idle CPU)"
+            "(times are summed over threads: over 100 % means several threads at once; {})",
+            meanings.join("; ")
         );
     }
 
@@ -434,15 +425,16 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
-    use tracer_common::hist::LatencyHist;
+    use tracer_common::{causes::Causes, hist::LatencyHist};
 
     use super::*;
     use crate::{
         cgroup::Mode,
         cpustat::{CpuStat, Quota},
         process::PidKind,
-        programs::ProbeStatus,
-        recording::{Blame, BlamedProcess, Episodes, Events, PidEntry, QuotaInfo, ThreadsEntry},
+        recording::{
+            Blame, BlamedProcess, Episodes, Events, PidEntry, ProbeStatus, QuotaInfo, ThreadsEntry,
+        },
         selection::MatchedThread,
         verdict::{Facts, judge},
     };
@@ -460,9 +452,12 @@ mod tests {
         let other = runnable_wait.summary.total_ns - throttled - contended;
         WaitSplit {
             runnable_wait,
-            throttled_ns: throttled,
-            contended_ns: contended,
-            other_ns: other,
+            causes: Causes {
+                throttled_ns: throttled,
+                contended_ns: contended,
+                other_ns: other,
+                ..Causes::ZERO
+            },
             ..WaitSplit::default()
         }
     }
@@ -486,7 +481,10 @@ mod tests {
             duration_ns: 2_000_000_000,
             wait_ns: 1_000_000_000,
             run_ns: 1_000_000_000,
-            contended_ns: 1_000_000_000,
+            causes: Causes {
+                contended_ns: 1_000_000_000,
+                ..Causes::ZERO
+            },
             others_charged_ns: 1_000_000_000,
             top_other: Some(("/neighbour".into(), 1.0, "apt-get pid 4242".into())),
             ..Facts::default()
@@ -496,7 +494,10 @@ mod tests {
             duration_ns: 2_000_000_000,
             wait_ns: 1_600_000_000,
             run_ns: 400_000_000,
-            throttled_ns: 1_590_000_000,
+            causes: Causes {
+                throttled_ns: 1_590_000_000,
+                ..Causes::ZERO
+            },
             ..Facts::default()
         });
         Recording {
@@ -669,13 +670,8 @@ mod tests {
     }
 
     #[test]
-    fn helpers() {
-        assert_eq!(group_digits(0), "0");
-        assert_eq!(group_digits(999), "999");
-        assert_eq!(group_digits(1_000), "1,000");
-        assert_eq!(group_digits(1_234_567), "1,234,567");
+    fn long_paths_keep_their_end() {
         assert_eq!(fit("/short", 10), "/short");
         assert_eq!(fit("/a/very/long/path", 8), "…ng/path");
-        assert_eq!(share(1, 0), "-");
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use tracer_common::{
+    causes::Causes,
     hist::{BUCKETS, LatencyHist, bucket_range},
     maps::{CgroupStats, Counter},
 };
@@ -93,10 +94,7 @@ impl SparseHist {
 pub struct Totals {
     pub wait: SparseHist,
     pub on_cpu: SparseHist,
-    pub throttled_ns: u64,
-    pub contended_ns: u64,
-    pub other_ns: u64,
-    pub throttled_waits: u64,
+    pub causes: Causes,
 }
 
 impl Totals {
@@ -104,10 +102,7 @@ impl Totals {
         Self {
             wait: SparseHist::from_hist(&s.runnable_wait),
             on_cpu: SparseHist::from_hist(&s.on_cpu),
-            throttled_ns: s.throttled_ns,
-            contended_ns: s.contended_ns,
-            other_ns: s.other_ns,
-            throttled_waits: s.throttled_waits,
+            causes: s.causes,
         }
     }
 
@@ -115,20 +110,14 @@ impl Totals {
         Self {
             wait: self.wait.since(&earlier.wait),
             on_cpu: self.on_cpu.since(&earlier.on_cpu),
-            throttled_ns: self.throttled_ns.saturating_sub(earlier.throttled_ns),
-            contended_ns: self.contended_ns.saturating_sub(earlier.contended_ns),
-            other_ns: self.other_ns.saturating_sub(earlier.other_ns),
-            throttled_waits: self.throttled_waits.saturating_sub(earlier.throttled_waits),
+            causes: self.causes.since(&earlier.causes),
         }
     }
 
     pub fn add(&mut self, other: &Self) {
         self.wait.add(&other.wait);
         self.on_cpu.add(&other.on_cpu);
-        self.throttled_ns += other.throttled_ns;
-        self.contended_ns += other.contended_ns;
-        self.other_ns += other.other_ns;
-        self.throttled_waits += other.throttled_waits;
+        self.causes.merge(&other.causes);
     }
 
     /// Nothing happened: no wait and no run.
@@ -302,7 +291,7 @@ mod tests {
     fn sample_windows_leave_idle_groups_out() {
         let mut stats = CgroupStats::ZERO;
         stats.runnable_wait.record(1_000);
-        stats.throttled_ns = 10;
+        stats.causes.throttled_ns = 10;
         let mut earlier = Sample::default();
         earlier.cgroups.insert(7, Totals::from_stats(&stats));
         earlier.cgroups.insert(8, Totals::from_stats(&stats));
@@ -310,7 +299,7 @@ mod tests {
         earlier.elapsed_ns = 1_000;
         let mut now = earlier.clone();
         stats.runnable_wait.record(2_000);
-        stats.throttled_ns = 25;
+        stats.causes.throttled_ns = 25;
         now.cgroups.insert(7, Totals::from_stats(&stats));
         now.counters[0] = 150;
         now.elapsed_ns = 3_000;
@@ -326,7 +315,7 @@ mod tests {
         assert_eq!(w.elapsed_ns, 2_000);
         assert_eq!(w.counters[0], 50);
         assert_eq!(w.cgroups.len(), 1, "cgroup 8 was idle in the window");
-        assert_eq!(w.cgroups[&7].throttled_ns, 15);
+        assert_eq!(w.cgroups[&7].causes.throttled_ns, 15);
         assert_eq!(w.cgroups[&7].wait.count, 1);
         assert_eq!(w.blame.values().next().unwrap().1, 40);
     }
@@ -337,14 +326,14 @@ mod tests {
             let mut s = CgroupStats::ZERO;
             s.runnable_wait.record(1_000);
             s.on_cpu.record(5_000);
-            s.contended_ns = 7;
+            s.causes.contended_ns = 7;
             s
         });
         let b = Totals::from_stats(&{
             let mut s = CgroupStats::ZERO;
             s.runnable_wait.record(3_000_000);
-            s.throttled_ns = 9;
-            s.throttled_waits = 1;
+            s.causes.throttled_ns = 9;
+            s.causes.throttled_waits = 1;
             s
         });
         a.add(&b);
@@ -354,7 +343,11 @@ mod tests {
         assert_eq!(a.wait.to_hist().buckets, hist(&[1_000, 3_000_000]).buckets);
         assert_eq!(a.on_cpu.count, 1);
         assert_eq!(
-            (a.contended_ns, a.throttled_ns, a.throttled_waits),
+            (
+                a.causes.contended_ns,
+                a.causes.throttled_ns,
+                a.causes.throttled_waits
+            ),
             (7, 9, 1)
         );
     }

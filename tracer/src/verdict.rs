@@ -3,8 +3,9 @@
 //! CPU, its own threads outnumbering the CPUs, or not enough to matter.
 
 use serde::{Deserialize, Serialize};
+use tracer_common::causes::Causes;
 
-use crate::histogram::fmt_ns;
+use crate::format::{fmt_ns, percent};
 
 /// Waits below this share of the time the threads were runnable (waiting or
 /// running) are no scheduling problem.
@@ -50,9 +51,7 @@ pub struct Facts {
     pub wait_ns: u64,
     pub run_ns: u64,
     pub p99_ns: u64,
-    pub throttled_ns: u64,
-    pub contended_ns: u64,
-    pub other_ns: u64,
+    pub causes: Causes,
     /// Contended time charged to the group's own tasks, and the largest other
     /// occupant (path, share of the charged time, top process).
     pub self_charged_ns: u64,
@@ -88,14 +87,6 @@ pub struct Verdict {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub notes: Vec<String>,
-}
-
-fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 * 100.0 / whole as f64
-    }
 }
 
 pub fn judge(f: &Facts) -> Verdict {
@@ -140,14 +131,14 @@ pub fn judge(f: &Facts) -> Verdict {
     let self_ns = if charged == 0 {
         0
     } else {
-        (f.contended_ns as f64 * f.self_charged_ns as f64 / charged as f64) as u64
+        (f.causes.contended_ns as f64 * f.self_charged_ns as f64 / charged as f64) as u64
     };
-    let others_ns = f.contended_ns.saturating_sub(self_ns);
+    let others_ns = f.causes.contended_ns.saturating_sub(self_ns);
     let mut causes = [
-        (Kind::QuotaExpiry, f.throttled_ns),
+        (Kind::QuotaExpiry, f.causes.throttled_ns),
         (Kind::HostContention, others_ns),
         (Kind::SelfContention, self_ns),
-        (Kind::WakeupLatency, f.other_ns),
+        (Kind::WakeupLatency, f.causes.other_ns),
     ];
     causes.sort_by_key(|c| std::cmp::Reverse(c.1));
     let mut parts = Vec::new();
@@ -165,8 +156,8 @@ pub fn judge(f: &Facts) -> Verdict {
 }
 
 fn describe(kind: Kind, ns: u64, f: &Facts) -> String {
-    let of_time = pct(ns, f.duration_ns);
-    let of_wait = pct(ns, f.wait_ns);
+    let of_time = percent(ns, f.duration_ns);
+    let of_wait = percent(ns, f.wait_ns);
     match kind {
         Kind::QuotaExpiry => {
             let mut s = format!(
@@ -225,7 +216,10 @@ mod tests {
         let v = judge(&Facts {
             wait_ns: SEC / 10,
             run_ns: 5 * SEC,
-            contended_ns: SEC / 10,
+            causes: Causes {
+                contended_ns: SEC / 10,
+                ..Causes::ZERO
+            },
             others_charged_ns: SEC / 10,
             ..facts()
         });
@@ -236,7 +230,10 @@ mod tests {
         let v = judge(&Facts {
             wait_ns: SEC / 200,
             run_ns: SEC / 1000,
-            other_ns: SEC / 200,
+            causes: Causes {
+                other_ns: SEC / 200,
+                ..Causes::ZERO
+            },
             ..facts()
         });
         assert_eq!(v.kind, Kind::Healthy, "{}", v.text);
@@ -247,8 +244,11 @@ mod tests {
         let v = judge(&Facts {
             wait_ns: 8 * SEC,
             run_ns: 2 * SEC,
-            throttled_ns: 79 * SEC / 10,
-            other_ns: SEC / 10,
+            causes: Causes {
+                throttled_ns: 79 * SEC / 10,
+                other_ns: SEC / 10,
+                ..Causes::ZERO
+            },
             quota: Some(QuotaFacts {
                 owner: "/svc".into(),
                 cpus: 0.2,
@@ -277,7 +277,10 @@ mod tests {
         let v = judge(&Facts {
             wait_ns: 5 * SEC,
             run_ns: 5 * SEC,
-            contended_ns: 5 * SEC,
+            causes: Causes {
+                contended_ns: 5 * SEC,
+                ..Causes::ZERO
+            },
             others_charged_ns: 5 * SEC,
             top_other: Some(("/cron".into(), 0.97, "apt-get pid 4242".into())),
             ..facts()
@@ -297,7 +300,10 @@ mod tests {
         let v = judge(&Facts {
             wait_ns: 30 * SEC,
             run_ns: 20 * SEC,
-            contended_ns: 30 * SEC,
+            causes: Causes {
+                contended_ns: 30 * SEC,
+                ..Causes::ZERO
+            },
             self_charged_ns: 27 * SEC,
             others_charged_ns: 3 * SEC,
             ..facts()
@@ -316,8 +322,11 @@ mod tests {
         let v = judge(&Facts {
             wait_ns: 6 * SEC,
             run_ns: 2 * SEC,
-            throttled_ns: 3 * SEC,
-            contended_ns: 3 * SEC,
+            causes: Causes {
+                throttled_ns: 3 * SEC,
+                contended_ns: 3 * SEC,
+                ..Causes::ZERO
+            },
             others_charged_ns: 3 * SEC,
             ..facts()
         });
@@ -334,7 +343,10 @@ mod tests {
         let v = judge(&Facts {
             wait_ns: SEC,
             run_ns: 3 * SEC,
-            throttled_ns: SEC,
+            causes: Causes {
+                throttled_ns: SEC,
+                ..Causes::ZERO
+            },
             quota: Some(QuotaFacts {
                 owner: "/jvm".into(),
                 cpus: 8.0,
@@ -359,7 +371,10 @@ mod tests {
         let v = judge(&Facts {
             wait_ns: SEC,
             run_ns: SEC,
-            other_ns: SEC,
+            causes: Causes {
+                other_ns: SEC,
+                ..Causes::ZERO
+            },
             ..facts()
         });
         assert_eq!(v.kind, Kind::WakeupLatency);

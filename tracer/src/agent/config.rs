@@ -26,7 +26,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use crate::cli::parse_duration;
+use crate::{filter::CgroupFilter, format::parse_duration};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
@@ -35,8 +35,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub interval: Duration,
     pub export_limit: usize,
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
+    /// `include` / `exclude`: which cgroups are exported.
+    pub filter: CgroupFilter,
     pub top_occupants: usize,
     pub program_stats: bool,
     pub dumps: Option<Dumps>,
@@ -67,8 +67,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.parse().expect("a valid address"),
             interval: Duration::from_secs(5),
             export_limit: 200,
-            include: Vec::new(),
-            exclude: Vec::new(),
+            filter: CgroupFilter::default(),
             top_occupants: 3,
             program_stats: true,
             dumps: Some(Dumps::default()),
@@ -129,13 +128,13 @@ impl Config {
             c.export_limit = n;
         }
         if let Some(v) = file.include {
-            c.include = v
+            c.filter.include = v
                 .into_iter()
                 .map(|p| path_prefix("include", p))
                 .collect::<anyhow::Result<_>>()?;
         }
         if let Some(v) = file.exclude {
-            c.exclude = v
+            c.filter.exclude = v
                 .into_iter()
                 .map(|p| path_prefix("exclude", p))
                 .collect::<anyhow::Result<_>>()?;
@@ -222,7 +221,7 @@ mod tests {
             (c.export_limit, c.top_occupants, c.program_stats),
             (50, 5, false)
         );
-        assert_eq!(c.include, ["/kubepods"]);
+        assert_eq!(c.filter.include, ["/kubepods"]);
         let d = c.dumps.unwrap();
         assert_eq!((d.every, d.keep), (Duration::from_secs(300), 3));
     }

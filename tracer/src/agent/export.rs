@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use tracer_common::hist::bucket_range;
+use tracer_common::{causes::Causes, hist::bucket_range};
 
 use crate::{
-    cgroup::is_within,
+    filter::CgroupFilter,
     sample::{BlamePair, EpisodeTotals, SparseHist, Totals},
 };
 
@@ -46,9 +46,7 @@ pub struct Series {
     pub wait_buckets: [u64; LE_NS.len() + 1],
     pub wait_count: u64,
     pub wait_ns: u64,
-    pub throttled_ns: u64,
-    pub contended_ns: u64,
-    pub other_ns: u64,
+    pub causes: Causes,
     pub on_cpu_ns: u64,
     pub episodes: u64,
     pub episode_ns: u64,
@@ -60,9 +58,7 @@ impl Series {
             wait_buckets: prometheus_buckets(&t.wait),
             wait_count: t.wait.count,
             wait_ns: t.wait.total_ns,
-            throttled_ns: t.throttled_ns,
-            contended_ns: t.contended_ns,
-            other_ns: t.other_ns,
+            causes: t.causes,
             on_cpu_ns: t.on_cpu.total_ns,
             episodes: e.map_or(0, |e| e.durations.count),
             episode_ns: e.map_or(0, |e| e.durations.total_ns),
@@ -75,9 +71,7 @@ impl Series {
         }
         self.wait_count += o.wait_count;
         self.wait_ns += o.wait_ns;
-        self.throttled_ns += o.throttled_ns;
-        self.contended_ns += o.contended_ns;
-        self.other_ns += o.other_ns;
+        self.causes.merge(&o.causes);
         self.on_cpu_ns += o.on_cpu_ns;
         self.episodes += o.episodes;
         self.episode_ns += o.episode_ns;
@@ -110,8 +104,7 @@ pub enum Slot {
 #[derive(Debug)]
 pub struct Exporter {
     limit: usize,
-    include: Vec<String>,
-    exclude: Vec<String>,
+    filter: CgroupFilter,
     slots: BTreeMap<u64, Slot>,
     own: usize,
     /// The last figures of each cgroup summed into "other".
@@ -122,11 +115,10 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    pub fn new(limit: usize, include: Vec<String>, exclude: Vec<String>) -> Self {
+    pub fn new(limit: usize, filter: CgroupFilter) -> Self {
         Self {
             limit,
-            include,
-            exclude,
+            filter,
             slots: BTreeMap::new(),
             own: 0,
             summed: BTreeMap::new(),
@@ -140,9 +132,7 @@ impl Exporter {
         if let Some(&s) = self.slots.get(&id) {
             return s;
         }
-        let wanted = (self.include.is_empty() || self.include.iter().any(|p| is_within(path, p)))
-            && !self.exclude.iter().any(|p| is_within(path, p));
-        let slot = if !wanted {
+        let slot = if !self.filter.allows(path) {
             Slot::Skipped
         } else if self.own < self.limit {
             self.own += 1;
@@ -269,7 +259,10 @@ mod tests {
         Series::from_totals(
             &Totals {
                 wait: SparseHist::from_hist(&h),
-                contended_ns: wait,
+                causes: Causes {
+                    contended_ns: wait,
+                    ..Causes::ZERO
+                },
                 ..Totals::default()
             },
             None,
@@ -293,7 +286,13 @@ mod tests {
 
     #[test]
     fn limit_include_and_exclude() {
-        let mut e = Exporter::new(2, vec!["/k".into()], vec!["/k/skip".into()]);
+        let mut e = Exporter::new(
+            2,
+            CgroupFilter {
+                include: vec!["/k".into()],
+                exclude: vec!["/k/skip".into()],
+            },
+        );
         assert_eq!(e.slot(1, "/k/a"), Slot::Own);
         assert_eq!(e.slot(2, "/system.slice"), Slot::Skipped);
         assert_eq!(e.slot(3, "/k/skip/x"), Slot::Skipped);
@@ -309,19 +308,19 @@ mod tests {
 
     #[test]
     fn other_never_goes_down() {
-        let mut e = Exporter::new(0, vec![], vec![]);
+        let mut e = Exporter::new(0, CgroupFilter::default());
         assert_eq!(e.other(), None, "no series before anything is summed");
         assert_eq!(e.slot(1, "/a"), Slot::Other);
         assert_eq!(e.slot(2, "/b"), Slot::Other);
         e.update_summed(1, series(1_000));
         e.update_summed(2, series(2_000));
         let before = e.other().unwrap();
-        assert_eq!(before.contended_ns, 3_000);
+        assert_eq!(before.causes.contended_ns, 3_000);
         e.evict(1);
         let after = e.other().unwrap();
         assert_eq!(after, before, "a departed cgroup's share stays in the sum");
         e.update_summed(2, series(5_000));
-        assert_eq!(e.other().unwrap().contended_ns, 6_000);
+        assert_eq!(e.other().unwrap().causes.contended_ns, 6_000);
         assert_eq!(e.known(), 1);
         e.evict(2);
         assert!(e.other().is_some(), "the series stays once it exists");

@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use tracer_common::maps::Counter;
+use tracer_common::{
+    causes::Cause,
+    maps::{Counter, CounterKind},
+};
 
 use super::{
     export::{LE_NS, OTHER, Series},
@@ -148,15 +151,11 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         "Run-queue wait by cause, summed over threads: throttled (CFS quota), contended (other tasks held the CPU), other (idle CPU).",
     );
     for (cgroup, series) in &groups {
-        for (cause, ns) in [
-            ("throttled", series.throttled_ns),
-            ("contended", series.contended_ns),
-            ("other", series.other_ns),
-        ] {
+        for cause in Cause::ALL {
             w.sample(
                 "tracer_wait_seconds_total",
-                &[("cgroup", cgroup), ("cause", cause)],
-                seconds(ns),
+                &[("cgroup", cgroup), ("cause", cause.name())],
+                seconds(series.causes.ns(cause)),
             );
         }
     }
@@ -255,18 +254,9 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
     w.family(
         "tracer_events_total",
         "counter",
-        "Events the programs handled (rate() gives events per second).",
+        "Events the programs handled (rate() gives events per second), and the tracer's own mechanics.",
     );
-    for c in [
-        Counter::Switch,
-        Counter::Wakeup,
-        Counter::WakeupNew,
-        Counter::Exit,
-        Counter::WaitRecorded,
-        Counter::Episode,
-        Counter::WaitMigrated,
-        Counter::CgroupSpilled,
-    ] {
+    for c in Counter::of_kind(CounterKind::Event).chain(Counter::of_kind(CounterKind::Internal)) {
         w.sample(
             "tracer_events_total",
             &[("event", c.name())],
@@ -278,14 +268,7 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         "counter",
         "What could not be recorded: ring-buffer drops, full maps, failed allocations or reads.",
     );
-    for c in [
-        Counter::RingbufDrop,
-        Counter::CgroupMapFull,
-        Counter::SelectionMapFull,
-        Counter::BlameMapFull,
-        Counter::TaskStorageFail,
-        Counter::ReadFail,
-    ] {
+    for c in Counter::of_kind(CounterKind::Loss) {
         w.sample(
             "tracer_lost_total",
             &[("reason", c.name())],
@@ -377,14 +360,19 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::causes::Causes;
+
     use super::*;
 
     fn snapshot() -> Snapshot {
         let mut series = Series {
             wait_count: 3,
             wait_ns: 3_000_000,
-            throttled_ns: 2_000_000_000,
-            contended_ns: 500_000_000,
+            causes: Causes {
+                throttled_ns: 2_000_000_000,
+                contended_ns: 500_000_000,
+                ..Causes::ZERO
+            },
             ..Series::default()
         };
         series.wait_buckets[5] = 2;
@@ -478,5 +466,17 @@ mod tests {
         assert!(text.contains("# TYPE tracer_wait_seconds counter\n"));
         assert!(text.contains("tracer_wait_seconds_total{cgroup=\"other\",cause=\"other\"} 0\n"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn every_counter_is_exported_once_by_its_kind() {
+        let text = render(&snapshot(), false);
+        for c in Counter::ALL {
+            let event = format!("tracer_events_total{{event=\"{}\"}} ", c.name());
+            let lost = format!("tracer_lost_total{{reason=\"{}\"}} ", c.name());
+            let (as_event, as_loss) = (text.contains(&event), text.contains(&lost));
+            assert!(as_event != as_loss, "{} exported once", c.name());
+            assert_eq!(as_loss, c.kind() == CounterKind::Loss, "{}", c.name());
+        }
     }
 }

@@ -37,9 +37,6 @@ use crate::{
     session::{self, Session},
 };
 
-/// How often the ring buffer is drained between reads of the maps.
-const DRAIN_EVERY: Duration = Duration::from_millis(250);
-
 /// Serves the last snapshot.
 struct Published {
     snapshot: Mutex<Option<(Arc<Snapshot>, Instant)>>,
@@ -313,11 +310,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(listener, published.clone()));
 
     let mut agent = Agent {
-        exporter: Exporter::new(
-            config.export_limit,
-            config.include.clone(),
-            config.exclude.clone(),
-        ),
+        exporter: Exporter::new(config.export_limit, config.filter.clone()),
         occupancy: Occupancy::default(),
         session,
         window_start,
@@ -326,7 +319,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         program_costs: Vec::new(),
         cost_window: None,
         cost_warned: false,
-        kernel: session::kernel_release(),
+        kernel: crate::host::kernel_release(),
     };
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -341,7 +334,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     // Between reads: new-cgroup records off the ring buffer while their
     // cgroups still exist, spill slots freed for the next burst.
-    let mut drain = interval_at(start, DRAIN_EVERY);
+    let mut drain = interval_at(start, session::DRAIN_EVERY);
     drain.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut costs = agent.config.program_stats.then(|| {
         let mut tick = interval_at(start, program_cost::EVERY);

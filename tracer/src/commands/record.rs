@@ -1,6 +1,6 @@
 //! `tracer record`: trace until the duration ends or a signal, then report.
 
-use std::{fs::File, time::Duration};
+use std::fs::File;
 
 use anyhow::Context as _;
 use tokio::{
@@ -10,13 +10,12 @@ use tokio::{
 
 use crate::{
     cli::RecordArgs,
-    dump, redact,
+    dump,
+    filter::CgroupFilter,
+    redact,
     report::{self, TextOptions},
-    session::{Config, Session},
+    session::{self, Config, Session},
 };
-
-/// How often the ring buffer is drained while tracing (new-cgroup records).
-const DRAIN_EVERY: Duration = Duration::from_millis(250);
 
 pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     // A bad output path should fail before tracing, not after.
@@ -28,7 +27,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     }
 
     let mut session = Session::start(Config {
-        cgroups: args.cgroups.clone(),
+        filter: CgroupFilter::only(args.cgroups.clone()),
         pids: args.pids.clone(),
         threads: args.threads.clone(),
         max_cgroups: args.max_cgroups,
@@ -47,7 +46,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let deadline = args.duration.map(|d| Instant::now() + d);
-    let mut drain = interval(DRAIN_EVERY);
+    let mut drain = interval(session::DRAIN_EVERY);
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,

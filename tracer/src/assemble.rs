@@ -1,0 +1,432 @@
+//! The product's core transform: what the kernel's maps held ([`Sample`]s)
+//! plus what the session knows about the host (names, quotas, `cpu.stat`,
+//! selections, the filter) becomes a [`Recording`], verdicts included.
+//!
+//! Pure: no kernel, no files. The session takes a [`Window`] of its samples,
+//! resolves the cgroup ids it names, gathers a [`Context`] and calls
+//! [`recording`]; the unit tests build samples by hand.
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap},
+};
+
+use crate::{
+    cgroup::{Mode, is_within},
+    cpustat::CpuStat,
+    filter::CgroupFilter,
+    recording::{
+        Blame, BlamedProcess, CgroupEntry, Episodes, Events, PidEntry, ProbeStatus, QuotaInfo,
+        Recording, ThreadsEntry, WaitHistogram, WaitSplit,
+    },
+    sample::{BlamePair, EpisodeTotals, Sample, Totals},
+    selection::{MatchedThread, Target},
+    verdict::{self, Facts, QuotaFacts},
+};
+use tracer_common::maps::{Counter, VICTIM_SELECTION};
+
+/// Occupant cgroups kept per victim, and processes per occupant: enough to name
+/// who held the CPU, few enough that a dump of hundreds of cgroups stays small.
+pub const BLAME_CGROUPS: usize = 8;
+pub const BLAME_PROCESSES: usize = 3;
+
+/// What a recording says about where and how it was made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Header {
+    pub host: String,
+    pub kernel: String,
+    pub cpus: usize,
+    pub cgroup_mode: Mode,
+    pub cpu_hierarchy: String,
+    pub throttle_method: String,
+    pub tier: String,
+    pub state: String,
+    /// When the programs were attached.
+    pub started_unix_ns: u64,
+    pub probes: Vec<ProbeStatus>,
+}
+
+/// A `--pid` or `--threads` selection as the session knows it at the end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    pub target: Target,
+    /// The cgroup reported with it: a `--pid`'s cgroup at the start, or that of
+    /// the first thread a pattern matched.
+    pub cgroup: Option<String>,
+    /// Threads a pattern matched during the session.
+    pub matched: Vec<MatchedThread>,
+    /// Matching threads the kernel map had no room for.
+    pub untraced: u64,
+    /// The cgroups of every matched thread's process: reported beside it.
+    pub cgroups: Vec<String>,
+}
+
+/// Everything besides the kernel's figures that a recording is made of.
+pub struct Context<'a> {
+    pub header: &'a Header,
+    /// The path of every cgroup id the window names (see
+    /// [`Window::ids_named`]); an id missing here is shown as `?/id-N`.
+    pub paths: &'a HashMap<u64, String>,
+    /// The quota each cgroup under one is under, by path.
+    pub quotas: &'a BTreeMap<String, QuotaInfo>,
+    /// By selection index: `--pid` values first, then `--threads` patterns.
+    pub selections: &'a [Selection],
+    pub filter: &'a CgroupFilter,
+}
+
+/// What a recording covers: the whole session up to a sample, or the window
+/// between two samples, with the `cpu.stat` readings at its two ends.
+pub struct Window<'a> {
+    data: Cow<'a, Sample>,
+    start_stats: &'a BTreeMap<String, CpuStat>,
+    end_stats: &'a BTreeMap<String, CpuStat>,
+    /// From the start of the session to the start of the window.
+    offset_ns: u64,
+}
+
+impl<'a> Window<'a> {
+    /// The session up to `now` (`cpu.stat` from `start_stats`, read when the
+    /// programs were attached), or the window from `since` to `now`.
+    pub fn new(
+        now: &'a Sample,
+        since: Option<&'a Sample>,
+        start_stats: &'a BTreeMap<String, CpuStat>,
+    ) -> Self {
+        match since {
+            Some(earlier) => Self {
+                data: Cow::Owned(now.since(earlier)),
+                start_stats: &earlier.cpu_stats,
+                end_stats: &now.cpu_stats,
+                offset_ns: earlier.elapsed_ns,
+            },
+            None => Self {
+                data: Cow::Borrowed(now),
+                start_stats,
+                end_stats: &now.cpu_stats,
+                offset_ns: 0,
+            },
+        }
+    }
+
+    /// Every cgroup id the window names (its cgroups, blame occupants and
+    /// victims, episode owners and quota owners): what [`Context::paths`]
+    /// must resolve.
+    pub fn ids_named(&self) -> impl Iterator<Item = u64> + '_ {
+        let data = &*self.data;
+        data.cgroups
+            .keys()
+            .copied()
+            .chain(
+                data.blame
+                    .keys()
+                    .flat_map(|p| [p.victim, p.occupant_cgroup]),
+            )
+            .chain(
+                data.episodes
+                    .iter()
+                    .flat_map(|(&id, e)| std::iter::once(id).chain(e.throttled_by.keys().copied())),
+            )
+            .filter(|&id| id & VICTIM_SELECTION == 0 && id != 0)
+    }
+
+    /// `cpu.stat` of a cgroup under a quota, over the window.
+    fn cpu_stat(&self, path: &str) -> Option<CpuStat> {
+        Some(self.start_stats.get(path)?.delta(self.end_stats.get(path)?))
+    }
+}
+
+impl Context<'_> {
+    fn path_of(&self, id: u64) -> String {
+        self.paths
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("?/id-{id}"))
+    }
+}
+
+/// The recording of a window.
+pub fn recording(window: &Window, ctx: &Context) -> Recording {
+    let data = &*window.data;
+    let duration_ns = data.elapsed_ns;
+    let stat_delta = |path: &str| window.cpu_stat(path);
+
+    let mut cgroups: Vec<CgroupEntry> = data
+        .cgroups
+        .iter()
+        .map(|(&id, totals)| {
+            let path = ctx.path_of(id);
+            CgroupEntry {
+                cpu_stat: stat_delta(&path),
+                quota: ctx.quotas.get(&path).cloned(),
+                throttle_episodes: data.episodes.get(&id).map(|e| episodes(e, ctx)),
+                wait: wait_split(totals, &data.blame, id, ctx),
+                on_cpu: WaitHistogram::from_hist(&totals.on_cpu.to_hist()),
+                verdict: verdict::judge(&Facts::default()),
+                path,
+                id,
+            }
+        })
+        .collect();
+    // Verdicts need every cgroup's run time (a quota covers a subtree).
+    let run_by_path: Vec<(String, u64)> = cgroups
+        .iter()
+        .map(|c| (c.path.clone(), c.on_cpu.summary.total_ns))
+        .collect();
+    let quota_facts = |quota: Option<&QuotaInfo>| {
+        quota.map(|q| {
+            quota_facts(
+                q,
+                stat_delta(&q.owner).unwrap_or_default(),
+                &run_by_path,
+                duration_ns,
+            )
+        })
+    };
+    for c in &mut cgroups {
+        let facts = facts(
+            &c.wait,
+            c.on_cpu.summary.total_ns,
+            quota_facts(c.quota.as_ref()),
+            duration_ns,
+            Some(c.id),
+        );
+        c.verdict = verdict::judge(&facts);
+    }
+
+    let mut pids = Vec::new();
+    let mut threads = Vec::new();
+    for (index, s) in ctx.selections.iter().enumerate() {
+        let index = index as u32;
+        let totals = data.selections.get(&index).cloned().unwrap_or_default();
+        let wait = wait_split(
+            &totals,
+            &data.blame,
+            VICTIM_SELECTION | u64::from(index),
+            ctx,
+        );
+        let on_cpu = WaitHistogram::from_hist(&totals.on_cpu.to_hist());
+        let quota = s.cgroup.as_ref().and_then(|c| ctx.quotas.get(c));
+        let verdict = verdict::judge(&facts(
+            &wait,
+            on_cpu.summary.total_ns,
+            quota_facts(quota),
+            duration_ns,
+            None,
+        ));
+        match &s.target {
+            Target::Pid { id, kind, comm } => pids.push(PidEntry {
+                pid: *id,
+                kind: *kind,
+                comm: comm.clone(),
+                cgroup: s.cgroup.clone(),
+                wait,
+                on_cpu,
+                verdict,
+            }),
+            Target::Threads { pattern } => threads.push(ThreadsEntry {
+                pattern: pattern.clone(),
+                matched: s.matched.clone(),
+                untraced: s.untraced,
+                wait,
+                on_cpu,
+                verdict,
+            }),
+        }
+    }
+
+    // The cgroups asked for, and those of the selected tasks.
+    let shown = ctx.filter.including(
+        ctx.selections
+            .iter()
+            .flat_map(|s| {
+                let pid_cgroup = match s.target {
+                    Target::Pid { .. } => s.cgroup.clone(),
+                    Target::Threads { .. } => None,
+                };
+                pid_cgroup.into_iter().chain(s.cgroups.iter().cloned())
+            })
+            .collect::<Vec<_>>(),
+    );
+    cgroups.retain(|c| shown.allows(&c.path));
+    cgroups.sort_by(|a, b| {
+        b.wait
+            .runnable_wait
+            .summary
+            .total_ns
+            .cmp(&a.wait.runnable_wait.summary.total_ns)
+            .then_with(|| a.path.cmp(&b.path))
+    });
+
+    let mut events = Events::default();
+    for counter in Counter::ALL {
+        events.set(counter, data.counters[counter as usize]);
+    }
+    let h = ctx.header;
+    Recording {
+        format: crate::dump::FORMAT.into(),
+        format_version: crate::dump::VERSION,
+        tool: "tracer".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        host: h.host.clone(),
+        kernel: h.kernel.clone(),
+        cpus: h.cpus,
+        cgroup_mode: h.cgroup_mode,
+        cpu_hierarchy: h.cpu_hierarchy.clone(),
+        throttle_method: h.throttle_method.clone(),
+        tier: h.tier.clone(),
+        state: h.state.clone(),
+        started_unix_ns: h.started_unix_ns + window.offset_ns,
+        duration_ns,
+        probes: h.probes.clone(),
+        events,
+        cgroups,
+        pids,
+        threads,
+    }
+}
+
+/// The wait of `victim` (a cgroup id, or a selection's blame key), split and
+/// with its blame grouped by occupant cgroup, largest first, trimmed to
+/// [`BLAME_CGROUPS`] × [`BLAME_PROCESSES`].
+fn wait_split(
+    totals: &Totals,
+    blame: &BTreeMap<BlamePair, (String, u64)>,
+    victim: u64,
+    ctx: &Context,
+) -> WaitSplit {
+    let from = BlamePair {
+        victim,
+        occupant_cgroup: 0,
+        occupant_tgid: 0,
+    };
+    let mut by_cgroup: BTreeMap<u64, Vec<BlamedProcess>> = BTreeMap::new();
+    for (pair, (comm, ns)) in blame.range(from..).take_while(|(p, _)| p.victim == victim) {
+        by_cgroup
+            .entry(pair.occupant_cgroup)
+            .or_default()
+            .push(BlamedProcess {
+                tgid: pair.occupant_tgid,
+                comm: comm.clone(),
+                ns: *ns,
+            });
+    }
+    let mut occupants: Vec<Blame> = by_cgroup
+        .into_iter()
+        .map(|(id, mut processes)| {
+            processes.sort_by_key(|p| std::cmp::Reverse(p.ns));
+            let ns = processes.iter().map(|p| p.ns).sum();
+            processes.truncate(BLAME_PROCESSES);
+            Blame {
+                path: ctx.path_of(id),
+                id,
+                ns,
+                processes,
+            }
+        })
+        .collect();
+    occupants.sort_by_key(|b| std::cmp::Reverse(b.ns));
+    // Charged to anyone, before trimming the list for the report.
+    let charged: u64 = occupants.iter().map(|b| b.ns).sum();
+    occupants.truncate(BLAME_CGROUPS);
+    WaitSplit {
+        runnable_wait: WaitHistogram::from_hist(&totals.wait.to_hist()),
+        causes: totals.causes,
+        unattributed_ns: totals.causes.contended_ns.saturating_sub(charged),
+        blame: occupants,
+    }
+}
+
+fn episodes(e: &EpisodeTotals, ctx: &Context) -> Episodes {
+    let per_cpu = e
+        .per_cpu
+        .iter()
+        .map(|(&cpu, &(n, ns))| [u64::from(cpu), n, ns])
+        .collect();
+    let mut throttled_by = BTreeMap::new();
+    for (&cgroup, &n) in &e.throttled_by {
+        let path = if cgroup == 0 {
+            "(unknown)".to_owned()
+        } else {
+            ctx.path_of(cgroup)
+        };
+        *throttled_by.entry(path).or_default() += n;
+    }
+    Episodes {
+        count: e.durations.count,
+        total_ns: e.durations.total_ns,
+        durations: WaitHistogram::from_hist(&e.durations.to_hist()),
+        per_cpu,
+        throttled_by,
+    }
+}
+
+/// The quota's side of a verdict: the owner's `cpu.stat` over the recording
+/// and the CPUs its whole subtree used on average.
+fn quota_facts(
+    q: &QuotaInfo,
+    owner_stat: CpuStat,
+    run_by_path: &[(String, u64)],
+    duration_ns: u64,
+) -> QuotaFacts {
+    let used: u64 = run_by_path
+        .iter()
+        .filter(|(path, _)| is_within(path, &q.owner))
+        .map(|(_, ns)| ns)
+        .sum();
+    QuotaFacts {
+        owner: q.owner.clone(),
+        cpus: q.quota.cpus(),
+        nr_periods: owner_stat.nr_periods,
+        nr_throttled: owner_stat.nr_throttled,
+        used_cpus: if duration_ns == 0 {
+            0.0
+        } else {
+            used as f64 / duration_ns as f64
+        },
+    }
+}
+
+/// The verdict's inputs for a group with wait `w` and run time `run_ns`;
+/// `own_cgroup` is the group's cgroup id (none for a task selection, whose
+/// blame is all "others").
+fn facts(
+    w: &WaitSplit,
+    run_ns: u64,
+    quota: Option<QuotaFacts>,
+    duration_ns: u64,
+    own_cgroup: Option<u64>,
+) -> Facts {
+    let (self_charged, others_charged): (u64, u64) = match own_cgroup {
+        Some(id) => w.blame.iter().fold((0, 0), |(s, o), b| {
+            if b.id == id {
+                (s + b.ns, o)
+            } else {
+                (s, o + b.ns)
+            }
+        }),
+        None => (0, w.blame.iter().map(|b| b.ns).sum()),
+    };
+    let charged_others: u64 = others_charged.max(1);
+    let top_other = w.blame.iter().find(|b| Some(b.id) != own_cgroup).map(|b| {
+        let process = b
+            .processes
+            .first()
+            .map(|p| format!("{} pid {}", p.comm, p.tgid))
+            .unwrap_or_default();
+        (b.path.clone(), b.ns as f64 / charged_others as f64, process)
+    });
+    Facts {
+        duration_ns,
+        wait_ns: w.runnable_wait.summary.total_ns,
+        run_ns,
+        p99_ns: w.runnable_wait.summary.p99_ns,
+        causes: w.causes,
+        self_charged_ns: self_charged,
+        others_charged_ns: others_charged,
+        top_other,
+        quota,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! What userspace keeps between reads of the maps, so that a long-running
+//! session stays bounded however many cgroups come and go: throttle episodes
+//! off the ring buffer, blame drained from the kernel's map, spill slots
+//! folded into their cgroups, and the last figures of cgroups that are gone.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use tracer_common::maps::{CgroupStats, Counter, EpisodeRecord, SpillSlot};
+
+use super::maps::{Kernel, nul_terminated};
+use crate::{
+    cgroup::Resolver,
+    sample::{BlamePair, EpisodeTotals, SparseHist, Totals},
+};
+
+/// Cgroup ids missing from the hierarchy in this many consecutive rescans are
+/// taken as gone (one miss may be a cgroup created after the rescan).
+const GONE_AFTER: u32 = 2;
+
+#[derive(Debug, Default)]
+pub struct Accumulated {
+    /// Throttle episodes from the ring buffer, per cgroup id.
+    pub episodes: BTreeMap<u64, EpisodeTotals>,
+    /// Contended time charged, by victim and occupant: what the kernel's map
+    /// accumulated, drained into here (since the start, or the last release).
+    /// The kernel's map then only holds the pairs of one drain interval,
+    /// however many processes and cgroups come and go.
+    pub blame: BTreeMap<BlamePair, (String, u64)>,
+    /// Counts releases of `blame`; a sample carries it so that windows
+    /// across a release are computed right.
+    pub blame_epoch: u64,
+    /// What spill slots held for cgroups that have their map entry now
+    /// (folded here so that the slots are free for others), by cgroup id.
+    pub spilled: HashMap<u64, Totals>,
+    /// Spill slots were in use at the last read, and how many spilled events
+    /// the programs had counted then.
+    spill_in_use: bool,
+    spill_events_seen: u64,
+    /// The last figures of cgroups gone and removed from the kernel's maps,
+    /// still part of every sample until [`Self::release`]: a dump covering
+    /// the minutes a short-lived cgroup lived must still show it.
+    pub departed: BTreeMap<u64, Totals>,
+    /// Cgroup ids in the kernel's maps that the hierarchy lacked, and how many
+    /// rescans in a row it did.
+    missing: HashMap<u64, u32>,
+}
+
+impl Accumulated {
+    pub fn add_episode(&mut self, record: &EpisodeRecord) {
+        let acc = self.episodes.entry(record.cgroup_id).or_default();
+        let mut hist = acc.durations.to_hist();
+        hist.record(record.duration_ns);
+        acc.durations = SparseHist::from_hist(&hist);
+        let cpu = acc.per_cpu.entry(record.cpu).or_default();
+        cpu.0 += 1;
+        cpu.1 += record.duration_ns;
+        *acc.throttled_by.entry(record.throttled_by).or_default() += 1;
+    }
+
+    /// Moves what the kernel's blame map accumulated into `blame`.
+    pub fn drain_blame(&mut self, kernel: &mut Kernel) -> anyhow::Result<()> {
+        for (key, value) in kernel.drain_blame()? {
+            let pair = BlamePair {
+                victim: key.victim,
+                occupant_cgroup: key.occupant_cgroup,
+                occupant_tgid: key.occupant_tgid,
+            };
+            let row = self
+                .blame
+                .entry(pair)
+                .or_insert_with(|| (nul_terminated(&value.comm), 0));
+            row.1 += value.ns;
+        }
+        Ok(())
+    }
+
+    /// Events the programs have put in spill slots so far, over all CPUs.
+    pub fn spilled_events(kernel: &Kernel) -> anyhow::Result<u64> {
+        Ok(kernel.counters()?[Counter::CgroupSpilled as usize])
+    }
+
+    /// Folds the spill slots of cgroups whose map entry now exists into
+    /// `spilled` and frees them (the programs no longer write a slot once the
+    /// entry exists), and returns the slots still in use, by index. `events`
+    /// is [`Self::spilled_events`]: the slots are read only while there may
+    /// be some in use, as a read copies every slot of every CPU.
+    pub fn fold_spill(
+        &mut self,
+        kernel: &mut Kernel,
+        events: u64,
+    ) -> anyhow::Result<Vec<(u32, SpillSlot)>> {
+        if events == self.spill_events_seen && !self.spill_in_use {
+            return Ok(Vec::new());
+        }
+        self.spill_events_seen = events;
+        let with_entry = kernel.cgroup_ids()?;
+        let (folded, in_use): (Vec<_>, Vec<_>) = kernel
+            .spill_slots()?
+            .into_iter()
+            .partition(|(_, slot)| with_entry.contains(&slot.cgroup_id));
+        for (_, slot) in &folded {
+            self.spilled
+                .entry(slot.cgroup_id)
+                .or_default()
+                .add(&Totals::from_stats(&slot.stats));
+        }
+        kernel.free_spill_slots(folded.into_iter().map(|(i, _)| i))?;
+        self.spill_in_use = !in_use.is_empty();
+        Ok(in_use)
+    }
+
+    /// Moves the cgroups missing from the last scans out of the kernel's
+    /// per-cgroup map into `departed`; returns their ids.
+    pub fn evict_gone(
+        &mut self,
+        kernel: &mut Kernel,
+        resolver: &mut Resolver,
+    ) -> anyhow::Result<Vec<u64>> {
+        let slots = self.fold_spill(kernel, Self::spilled_events(kernel)?)?;
+        let mut ids: HashSet<u64> = kernel.cgroup_ids()?;
+        ids.extend(slots.iter().map(|(_, slot)| slot.cgroup_id));
+        ids.extend(self.spilled.keys());
+        let mut gone = Vec::new();
+        let mut missing = HashMap::new();
+        for &id in &ids {
+            if resolver.is_present(id) {
+                continue;
+            }
+            let misses = self.missing.get(&id).copied().unwrap_or(0) + 1;
+            if misses >= GONE_AFTER {
+                gone.push(id);
+            } else {
+                missing.insert(id, misses);
+            }
+        }
+        self.missing = missing;
+        gone.sort_unstable();
+        for &id in &gone {
+            let mut total: CgroupStats = kernel.take_cgroup(id)?;
+            for (_, slot) in slots.iter().filter(|(_, s)| s.cgroup_id == id) {
+                total.merge(&slot.stats);
+            }
+            let departed = self.departed.entry(id).or_default();
+            departed.add(&Totals::from_stats(&total));
+            if let Some(folded) = self.spilled.remove(&id) {
+                departed.add(&folded);
+            }
+        }
+        // A gone cgroup's slots are free for others: nothing writes them any more.
+        kernel.free_spill_slots(
+            slots
+                .iter()
+                .filter(|(_, s)| gone.binary_search(&s.cgroup_id).is_ok())
+                .map(|(i, _)| *i),
+        )?;
+        // Paths of cgroups that were never in the map (no task ran there) are
+        // not needed; those of cgroups set aside are, until released.
+        let departed = &self.departed;
+        resolver.retain_retired(|id| ids.contains(&id) || departed.contains_key(&id));
+        Ok(gone)
+    }
+
+    /// Adds what userspace holds for each cgroup (spill slots still in use,
+    /// slots folded earlier, cgroups set aside) to the kernel map's figures.
+    pub fn complete(&self, cgroups: &mut BTreeMap<u64, Totals>, slots: &[(u32, SpillSlot)]) {
+        for (_, slot) in slots {
+            cgroups
+                .entry(slot.cgroup_id)
+                .or_default()
+                .add(&Totals::from_stats(&slot.stats));
+        }
+        for (id, totals) in &self.spilled {
+            cgroups.entry(*id).or_default().add(totals);
+        }
+        for (id, totals) in &self.departed {
+            // Normally absent from the map; present if a dying task ran again
+            // after its cgroup was evicted, and then the two add up.
+            cgroups.entry(*id).or_default().add(totals);
+        }
+    }
+
+    /// Forgets the cgroups set aside and the blame accumulated so far; returns
+    /// the ids forgotten. Samples from now on start their blame afresh (a new
+    /// epoch, which `Sample::since` knows to handle).
+    pub fn release(&mut self) -> Vec<u64> {
+        let ids: Vec<u64> = std::mem::take(&mut self.departed).into_keys().collect();
+        for id in &ids {
+            self.episodes.remove(id);
+        }
+        self.blame.clear();
+        self.blame_epoch += 1;
+        ids
+    }
+}

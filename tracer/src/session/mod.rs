@@ -1,0 +1,365 @@
+//! A tracing session: the programs attached, their maps read into
+//! [`Sample`]s, and samples turned into [`Recording`]s by [`assemble`].
+//!
+//! The stages live apart: [`maps`] reads the kernel, [`quotas`] the cgroups'
+//! CFS figures, [`selections`] `--pid` / `--threads`, [`accumulate`] what
+//! userspace keeps between reads; this module starts, samples, maintains and
+//! stops, and says how often each thing is done.
+
+mod accumulate;
+mod maps;
+mod quotas;
+mod selections;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use tracer_common::maps::{Counter, DEFAULT_MAX_CGROUPS, MAP_CGROUP_STATS, MAP_SELECTION_STATS};
+
+pub use self::maps::Record;
+use self::{accumulate::Accumulated, maps::Kernel, quotas::Quotas, selections::Selections};
+use crate::{
+    assemble::{self, Context, Header, Window},
+    btf::Btf,
+    cgroup::{CpuHierarchy, Resolver},
+    filter::CgroupFilter,
+    host, layout, privilege,
+    programs::{self, LoadOptions, Store, Tier, TierChoice},
+    recording::{ProbeStatus, QuotaInfo, Recording},
+    sample::Sample,
+};
+
+/// What to trace and report.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Which cgroups to report (`--cgroup`). Default: all.
+    pub filter: CgroupFilter,
+    /// Also report these processes (or threads) on their own.
+    pub pids: Vec<u32>,
+    /// Also report threads whose name matches these globs, one group per pattern.
+    pub threads: Vec<String>,
+    /// Capacity of the kernel's per-cgroup map.
+    pub max_cgroups: u32,
+    /// Which probes to use.
+    pub tier: TierChoice,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            filter: CgroupFilter::default(),
+            pids: Vec::new(),
+            threads: Vec::new(),
+            max_cgroups: DEFAULT_MAX_CGROUPS,
+            tier: TierChoice::Auto,
+        }
+    }
+}
+
+/// How often a running session should call [`Session::drain_events`]: new
+/// cgroups' names are read off the ring buffer while the cgroups still exist,
+/// and spill slots are freed for the next burst of new cgroups.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(250);
+/// How often `/proc` is scanned for threads matching `--threads`.
+const THREAD_SCAN_EVERY: Duration = Duration::from_secs(1);
+/// How often the kernel's blame map is drained while tracing: often enough
+/// that the pairs of one interval fit in it.
+const BLAME_DRAIN_EVERY: Duration = Duration::from_secs(1);
+/// How often the spill slots are folded while tracing.
+const SPILL_FOLD_EVERY: Duration = Duration::from_millis(200);
+
+pub struct Session {
+    kernel: Kernel,
+    probes: Vec<ProbeStatus>,
+    tier: Tier,
+    store: Store,
+    /// How throttled time is measured, as reports name it.
+    throttle_method: &'static str,
+    filter: CgroupFilter,
+
+    resolver: Resolver,
+    /// Leaf names from new-cgroup records, for cgroups gone before the end.
+    names: HashMap<u64, String>,
+    selections: Selections,
+    quotas: Quotas,
+    acc: Accumulated,
+
+    last_blame_drain: Instant,
+    last_spill_fold: Instant,
+    /// Entries in the kernel's per-cgroup map at the last sample.
+    tracked: usize,
+    started: Instant,
+    started_unix_ns: u64,
+    /// When the programs were detached: the end of the measurement.
+    detached_at: Option<Instant>,
+}
+
+impl Session {
+    /// Checks privileges and the kernel, loads and attaches the programs.
+    pub fn start(config: Config) -> anyhow::Result<Self> {
+        if let Some(reason) = privilege::check() {
+            bail!("{reason}; run it as root, e.g. `sudo tracer record`");
+        }
+        if !Path::new(crate::btf::VMLINUX).exists() {
+            bail!(
+                "this kernel exposes no BTF ({} is missing); the tracer needs a kernel built \
+                 with CONFIG_DEBUG_INFO_BTF=y (Linux 5.10 or later)",
+                crate::btf::VMLINUX
+            );
+        }
+        let btf = Btf::from_sys_fs()?;
+        let layout =
+            layout::from_btf(&btf).context("this kernel lacks a field the tracer reads")?;
+        let hierarchy = CpuHierarchy::detect()?;
+        for path in &config.filter.include {
+            hierarchy.id_of(path)?;
+        }
+        let selections = Selections::new(&config.pids, &config.threads, &hierarchy)?;
+
+        let store = Store::for_kernel(&btf);
+        let programs::Loaded {
+            ebpf,
+            probes,
+            layout,
+            tier,
+            attached_at,
+        } = programs::load_and_attach(
+            &LoadOptions {
+                layout,
+                store,
+                tier: config.tier,
+                max_cgroups: config.max_cgroups,
+                selections: !selections.is_empty(),
+            },
+            &btf,
+        )?;
+        // From here on, an error drops the object, which detaches every program.
+        let mut session = Self {
+            kernel: Kernel::new(ebpf)?,
+            probes,
+            tier,
+            store,
+            throttle_method: layout::method_description(layout.throttle_method),
+            filter: config.filter,
+            resolver: Resolver::new(hierarchy),
+            names: HashMap::new(),
+            selections,
+            quotas: Quotas::default(),
+            acc: Accumulated::default(),
+            last_blame_drain: Instant::now(),
+            last_spill_fold: Instant::now(),
+            tracked: 0,
+            started: attached_at,
+            started_unix_ns: SystemTime::now()
+                .checked_sub(attached_at.elapsed())
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            detached_at: None,
+        };
+        session.selections.select_pids(&mut session.kernel)?;
+        session.selections.scan_threads(&mut session.kernel);
+        session.quotas.refresh(&session.resolver);
+        Ok(session)
+    }
+
+    pub fn probes(&self) -> &[ProbeStatus] {
+        &self.probes
+    }
+
+    /// Which probes are in use, and why not fentry if not.
+    pub fn tier(&self) -> &Tier {
+        &self.tier
+    }
+
+    /// How this kernel's throttled time is measured, as reports name it.
+    pub fn throttle_method(&self) -> &'static str {
+        self.throttle_method
+    }
+
+    /// Each program's cumulative run time (ns) and run count, from the kernel's
+    /// BPF statistics: zero unless they are enabled (`aya::sys::enable_stats`,
+    /// or the sysctl `kernel.bpf_stats_enabled`).
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        self.kernel.program_stats()
+    }
+
+    /// Handles the ring buffer's records (new cgroups, throttle episodes), and
+    /// what is due: new threads to select, blame to drain, spill slots to
+    /// free. Call it every [`DRAIN_EVERY`].
+    pub fn drain_events(&mut self) {
+        for record in self.kernel.records() {
+            match record {
+                Record::NewCgroup { id, name } => {
+                    // Resolving now rescans the hierarchy once for a cgroup first seen.
+                    self.resolver.resolve(id);
+                    self.names.insert(id, name);
+                }
+                Record::Episode(episode) => self.acc.add_episode(&episode),
+            }
+        }
+        if self.selections.scan_due() {
+            self.selections.scan_threads(&mut self.kernel);
+        }
+        if self.last_blame_drain.elapsed() >= BLAME_DRAIN_EVERY {
+            let _ = self.drain_blame();
+        }
+        // Spill slots are few: free them soon for the next burst of new cgroups.
+        if self.last_spill_fold.elapsed() >= SPILL_FOLD_EVERY
+            && let Ok(events) = Accumulated::spilled_events(&self.kernel)
+        {
+            self.last_spill_fold = Instant::now();
+            let _ = self.acc.fold_spill(&mut self.kernel, events);
+        }
+    }
+
+    fn drain_blame(&mut self) -> anyhow::Result<()> {
+        self.last_blame_drain = Instant::now();
+        self.acc.drain_blame(&mut self.kernel)
+    }
+
+    /// Detaches every program, then reads what they aggregated. The maps are
+    /// freed when the session is dropped.
+    pub fn stop(mut self) -> anyhow::Result<Recording> {
+        let sample = self.detach()?;
+        Ok(self.recording(&sample, None))
+    }
+
+    /// Detaches every program and returns what they aggregated, keeping the
+    /// session for [`Self::recording`].
+    pub fn detach(&mut self) -> anyhow::Result<Sample> {
+        self.detached_at = Some(self.kernel.detach());
+        self.sample()
+    }
+
+    /// Reads everything aggregated so far (cumulative since the start).
+    pub fn sample(&mut self) -> anyhow::Result<Sample> {
+        // cpu.stat first: when the programs were just detached, a throttle
+        // ending meanwhile must not count on one side only.
+        let cpu_stats = self.quotas.read_stats(&self.resolver);
+        let end = self.detached_at.unwrap_or_else(Instant::now);
+        let elapsed_ns = end.duration_since(self.started).as_nanos() as u64;
+        let counters = self.kernel.counters()?;
+        self.last_spill_fold = Instant::now();
+        let slots = self
+            .acc
+            .fold_spill(&mut self.kernel, counters[Counter::CgroupSpilled as usize])?;
+        self.drain_blame()?;
+        // The ring buffer's records; blame and spill slots were just read, so
+        // this does not read them again.
+        self.drain_events();
+        let mut cgroups = self.kernel.stats::<u64>(MAP_CGROUP_STATS)?;
+        self.tracked = cgroups.len();
+        self.acc.complete(&mut cgroups, &slots);
+        Ok(Sample {
+            elapsed_ns,
+            counters,
+            cgroups,
+            selections: self.kernel.stats::<u32>(MAP_SELECTION_STATS)?,
+            blame: self.acc.blame.clone(),
+            blame_epoch: self.acc.blame_epoch,
+            episodes: self.acc.episodes.clone(),
+            cpu_stats,
+        })
+    }
+
+    /// Keeps a long-running session bounded however many cgroups come and go:
+    /// rescans the hierarchy, moves the figures of cgroups that are gone out
+    /// of the kernel's map (they stay in samples until
+    /// [`Self::release_departed`]) and refreshes the quotas. Returns the ids
+    /// of the cgroups found gone.
+    pub fn maintain(&mut self) -> anyhow::Result<Vec<u64>> {
+        self.resolver.rescan();
+        self.last_spill_fold = Instant::now();
+        let gone = self.acc.evict_gone(&mut self.kernel, &mut self.resolver)?;
+        self.quotas.refresh(&self.resolver);
+        Ok(gone)
+    }
+
+    /// Forgets the cgroups [`Self::maintain`] set aside and the blame
+    /// accumulated so far: samples from now on start their blame afresh (a
+    /// new epoch, which [`Sample::since`] knows to handle). Call it when no
+    /// window needs to reach back before now: the agent does when it starts
+    /// a new dump window.
+    pub fn release_departed(&mut self) {
+        for id in self.acc.release() {
+            self.names.remove(&id);
+            self.resolver.forget(id);
+        }
+    }
+
+    /// Whether [`Self::maintain`] set this cgroup aside (it is gone).
+    pub fn is_departed(&self, id: u64) -> bool {
+        self.acc.departed.contains_key(&id)
+    }
+
+    /// Cgroups set aside by [`Self::maintain`] and not yet released.
+    pub fn departed_cgroups(&self) -> usize {
+        self.acc.departed.len()
+    }
+
+    /// Cgroups the kernel's per-cgroup map held at the last sample.
+    pub fn tracked_cgroups(&self) -> usize {
+        self.tracked
+    }
+
+    /// The path of a cgroup id, as the report shows it.
+    pub fn path_of(&mut self, id: u64) -> String {
+        path_of(&mut self.resolver, &self.names, id)
+    }
+
+    /// The quota a cgroup is under, by path.
+    pub fn quota_of(&self, path: &str) -> Option<&QuotaInfo> {
+        self.quotas.of(path)
+    }
+
+    /// The recording of `now`, or of the window from `since` to `now`.
+    pub fn recording(&mut self, now: &Sample, since: Option<&Sample>) -> Recording {
+        let window = Window::new(now, since, self.quotas.start_stats());
+        let ids: Vec<u64> = window.ids_named().collect();
+        let paths: HashMap<u64, String> = ids
+            .into_iter()
+            .map(|id| (id, path_of(&mut self.resolver, &self.names, id)))
+            .collect();
+        let hierarchy = self.resolver.hierarchy();
+        let header = Header {
+            host: host::host_name(),
+            kernel: host::kernel_release(),
+            cpus: host::online_cpus(),
+            cgroup_mode: hierarchy.mode,
+            cpu_hierarchy: hierarchy.mount.display().to_string(),
+            throttle_method: self.throttle_method.into(),
+            tier: self.tier.describe(),
+            state: self.store.describe().into(),
+            started_unix_ns: self.started_unix_ns,
+            probes: self.probes.clone(),
+        };
+        let selections = self.selections.describe(hierarchy);
+        assemble::recording(
+            &window,
+            &Context {
+                header: &header,
+                paths: &paths,
+                quotas: self.quotas.by_path(),
+                selections: &selections,
+                filter: &self.filter,
+            },
+        )
+    }
+}
+
+/// The path of a cgroup id: from the hierarchy, or, for a cgroup gone before
+/// it could be resolved, the leaf name the kernel told us.
+fn path_of(resolver: &mut Resolver, names: &HashMap<u64, String>, id: u64) -> String {
+    if let Some(path) = resolver.resolve(id) {
+        return path;
+    }
+    match names.get(&id) {
+        Some(name) => format!("?/{name}"),
+        None => format!("?/id-{id}"),
+    }
+}
