@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | run | test | vm | bench`.
 
+mod apt;
 mod bench;
 mod bench_agent;
 mod cmd;

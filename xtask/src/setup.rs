@@ -6,7 +6,10 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::cmd::{self, stdout_of};
+use crate::{
+    apt::{self, PrivateApt},
+    cmd::{self, stdout_of},
+};
 
 /// Debian packages the build and the tests need: LLVM for bpf-linker, bpftool to
 /// cross-check the tracer's BTF reader.
@@ -44,7 +47,13 @@ fn has_candidate(package: &str) -> bool {
     })
 }
 
-/// Installs the Debian packages that are not installed yet.
+/// Installs the Debian packages that are not installed yet, never removing or
+/// downgrading one. An install is simulated first. If the release's version
+/// of a package would take something away (a package the machine has from
+/// the release's backports, say, that the older version conflicts with),
+/// the backports' version is tried, through a private package list that
+/// leaves the host's apt configuration alone. If that would take something
+/// away too, nothing is installed and the error says what and why.
 pub fn apt_packages(packages: &[&str], why: &str) -> anyhow::Result<()> {
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
@@ -62,16 +71,64 @@ pub fn apt_packages(packages: &[&str], why: &str) -> anyhow::Result<()> {
         println!("setup: refreshing the apt package lists (apt-get update)");
         cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
     }
+    let harm = apt::simulate(&mut Command::new("apt-get"), &[], &missing)?;
+    if harm.is_none() {
+        println!(
+            "setup: installing {} {why} (apt-get install)",
+            missing.join(", ")
+        );
+        return install(Command::new("apt-get"), &[], &missing);
+    }
+    let Some(codename) = apt::codename() else {
+        bail!(refusal(&missing, &harm, None));
+    };
+    let backports = format!("{codename}-backports");
+    let mut private = PrivateApt::new(
+        cmd::workspace_root().join("target/apt-backports"),
+        &apt::sources_with_backports(&codename),
+    )?;
+    private.update(false, &format!("{codename} with backports"))?;
+    let options = ["-t".to_owned(), backports.clone()];
+    let harm_backports = apt::simulate(&mut private.command("apt-get"), &options, &missing)?;
+    if !harm_backports.is_none() {
+        bail!(refusal(&missing, &harm, Some((&backports, &harm_backports))));
+    }
     println!(
-        "setup: installing {} {why} (apt-get install)",
-        missing.join(", ")
+        "setup: installing {} {why} from {backports} (apt-get install -t {backports}): \
+         {codename}'s version would change what is installed: {}",
+        missing.join(", "),
+        harm.describe()
     );
+    install(private.command("apt-get"), &options, &missing)
+}
+
+/// `apt-get install`, refusing on its own part too to remove anything.
+fn install(mut apt: Command, options: &[String], packages: &[&str]) -> anyhow::Result<()> {
     cmd::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing),
+        apt.env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends", "--no-remove"])
+            .args(options)
+            .args(packages),
     )
+}
+
+/// Why nothing was installed, and what the user can do.
+fn refusal(missing: &[&str], harm: &apt::Harm, backports: Option<(&str, &apt::Harm)>) -> String {
+    let mut text = format!(
+        "installing {} would change what this machine has installed: {}",
+        missing.join(", "),
+        harm.describe()
+    );
+    if let Some((suite, harm)) = backports {
+        text.push_str(&format!("; from {suite} too: {}", harm.describe()));
+    }
+    text.push_str(
+        ". This project never removes or downgrades a package: install the packages \
+         yourself in a way that keeps the others (e.g. from the suite the conflicting \
+         package came from, apt-get install -t <suite> ...), or remove what conflicts if \
+         it is not needed, then run this again",
+    );
+    text
 }
 
 fn nightly() -> anyhow::Result<()> {

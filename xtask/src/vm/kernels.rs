@@ -8,12 +8,11 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, anyhow};
 
-use crate::cmd;
+use crate::{apt::PrivateApt, cmd};
 
 /// A kernel series the matrix boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,9 +62,8 @@ Suites: bullseye-security bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 ";
-
-/// Private lists older than this are refreshed, to pick up newer kernels.
-const LISTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Those lists, for the log.
+const LISTS: &str = "bullseye and bookworm";
 
 /// A kernel image ready to boot.
 pub struct Kernel {
@@ -75,87 +73,17 @@ pub struct Kernel {
     pub vmlinuz: PathBuf,
 }
 
-/// apt with its own sources, lists and cache, so the host's are left alone.
-struct PrivateApt {
-    dir: PathBuf,
-    /// Whether the lists were refreshed during this run.
-    refreshed: bool,
-}
-
-impl PrivateApt {
-    fn new(dir: PathBuf) -> anyhow::Result<Self> {
-        for sub in ["lists/partial", "cache/archives/partial"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .with_context(|| format!("creating {}", dir.join(sub).display()))?;
-        }
-        let sources = dir.join("debian.sources");
-        std::fs::write(&sources, SOURCES)
-            .with_context(|| format!("writing {}", sources.display()))?;
-        Ok(Self {
-            dir,
-            refreshed: false,
-        })
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        let opt = |key: &str, value: &Path| format!("{key}={}", value.display());
-        cmd.args([
-            "-o",
-            &opt("Dir::Etc::sourcelist", &self.dir.join("debian.sources")),
-            "-o",
-            "Dir::Etc::sourceparts=-",
-            "-o",
-            &opt("Dir::State::Lists", &self.dir.join("lists")),
-            "-o",
-            &opt("Dir::Cache", &self.dir.join("cache")),
-            // Only the package indices: no translations, no AppStream data.
-            "-o",
-            "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false",
-            "-o",
-            "Acquire::Languages=none",
-            // The download folder is root's; apt's sandbox user could not write it.
-            "-o",
-            "APT::Sandbox::User=root",
-        ]);
-        cmd
-    }
-
-    fn lists_age(&self) -> Option<Duration> {
-        std::fs::read_dir(self.dir.join("lists"))
-            .ok()?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with("_InRelease"))
-            .filter_map(|e| e.metadata().ok()?.modified().ok())
-            .min()
-            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
-    }
-
-    /// Refreshes the lists when missing or stale, or when `force` and not yet
-    /// done in this run.
-    fn update(&mut self, force: bool) -> anyhow::Result<()> {
-        let stale = self.lists_age().is_none_or(|age| age > LISTS_MAX_AGE);
-        if self.refreshed || !(force || stale) {
-            return Ok(());
-        }
-        println!("vm: refreshing private apt lists of bullseye and bookworm (deb.debian.org)");
-        cmd::checked_output(self.command("apt-get").args(["-q", "update"]))?;
-        self.refreshed = true;
-        Ok(())
-    }
-
-    /// The newest package whose name matches `pattern`.
-    fn newest(&self, pattern: &str) -> anyhow::Result<Option<String>> {
-        let out = cmd::checked_output(self.command("apt-cache").args([
-            "search",
-            "--names-only",
-            pattern,
-        ]))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(newest_package(
-            text.lines().filter_map(|l| l.split_whitespace().next()),
-        ))
-    }
+/// The newest package whose name matches `pattern`.
+fn newest(apt: &PrivateApt, pattern: &str) -> anyhow::Result<Option<String>> {
+    let out = cmd::checked_output(apt.command("apt-cache").args([
+        "search",
+        "--names-only",
+        pattern,
+    ]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(newest_package(
+        text.lines().filter_map(|l| l.split_whitespace().next()),
+    ))
 }
 
 /// The package with the highest version among names that differ only in their
@@ -173,8 +101,8 @@ fn numbers(name: &str) -> Vec<u64> {
 
 /// Fetches (or finds in the cache) the newest image of each series.
 pub fn fetch(vm_dir: &Path, series: &[Series]) -> anyhow::Result<Vec<Kernel>> {
-    let mut apt = PrivateApt::new(vm_dir.join("apt"))?;
-    apt.update(false)?;
+    let mut apt = PrivateApt::new(vm_dir.join("apt"), SOURCES)?;
+    apt.update(false, LISTS)?;
     series
         .iter()
         .map(|&s| {
@@ -191,15 +119,15 @@ pub fn fetch(vm_dir: &Path, series: &[Series]) -> anyhow::Result<Vec<Kernel>> {
 /// The newest package of `series` and its image under `kernels`, downloaded
 /// unless already there.
 fn image(apt: &mut PrivateApt, kernels: &Path, s: Series) -> anyhow::Result<(String, PathBuf)> {
-    if let Some(p) = apt.newest(s.pattern)?
+    if let Some(p) = newest(apt, s.pattern)?
         && let Some(vmlinuz) = cached_image(&kernels.join(&p))
     {
         println!("vm: kernel {}: {p} (cached)", s.name);
         return Ok((p, vmlinuz));
     }
     // Not cached: the lists may name a package the mirror no longer has.
-    apt.update(true)?;
-    let package = apt.newest(s.pattern)?.ok_or_else(|| {
+    apt.update(true, LISTS)?;
+    let package = newest(apt, s.pattern)?.ok_or_else(|| {
         anyhow!(
             "no package matching {} in {} (deb.debian.org)",
             s.pattern,
