@@ -8,8 +8,8 @@ use tracer::session::{Config, Session};
 use tracer_tests::{Load, TestCgroup, Worker, run_delay_ns};
 
 use crate::{
-    TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, measured, or_skip, privileged, record,
-    schedstat_tolerance, share,
+    TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, emulated, measured, or_skip, privileged,
+    record, schedstat_tolerance, share,
 };
 
 pub fn tests() -> Vec<Trial> {
@@ -78,11 +78,16 @@ fn two_busy_cgroups() -> TestResult {
             sleeper.wait.runnable_wait.summary.count
         )
     })?;
+    // Its waits are wake-up latency on a quiet CPU: under 1 % of the time
+    // here (0.3 % seen). Emulated, waking a vCPU takes longer: 0.5 to 1.2 %
+    // seen in the guests, so 3 % there.
+    let bound = if emulated() { 0.03 } else { 0.01 };
     let s = share(sleeper.wait.runnable_wait.summary.total_ns, rec.duration_ns);
-    check(s < 0.01, || {
+    check(s < bound, || {
         format!(
-            "the mostly sleeping thread waited {:.2} % of the time",
-            s * 100.0
+            "the mostly sleeping thread waited {:.2} % of the time (at most {:.0} %)",
+            s * 100.0,
+            bound * 100.0
         )
     })?;
     Ok(Completion::Completed)
