@@ -91,7 +91,11 @@ pub fn apt_packages(packages: &[&str], why: &str) -> anyhow::Result<()> {
     let options = ["-t".to_owned(), backports.clone()];
     let harm_backports = apt::simulate(&mut private.command("apt-get"), &options, &missing)?;
     if !harm_backports.is_none() {
-        bail!(refusal(&missing, &harm, Some((&backports, &harm_backports))));
+        bail!(refusal(
+            &missing,
+            &harm,
+            Some((&backports, &harm_backports))
+        ));
     }
     println!(
         "setup: installing {} {why} from {backports} (apt-get install -t {backports}): \
@@ -106,7 +110,13 @@ pub fn apt_packages(packages: &[&str], why: &str) -> anyhow::Result<()> {
 fn install(mut apt: Command, options: &[String], packages: &[&str]) -> anyhow::Result<()> {
     cmd::run(
         apt.env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends", "--no-remove"])
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "--no-remove",
+            ])
             .args(options)
             .args(packages),
     )

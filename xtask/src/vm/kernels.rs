@@ -75,11 +75,11 @@ pub struct Kernel {
 
 /// The newest package whose name matches `pattern`.
 fn newest(apt: &PrivateApt, pattern: &str) -> anyhow::Result<Option<String>> {
-    let out = cmd::checked_output(apt.command("apt-cache").args([
-        "search",
-        "--names-only",
-        pattern,
-    ]))?;
+    let out =
+        cmd::checked_output(
+            apt.command("apt-cache")
+                .args(["search", "--names-only", pattern]),
+        )?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(newest_package(
         text.lines().filter_map(|l| l.split_whitespace().next()),
