@@ -200,6 +200,20 @@ impl TaskWait {
     }
 }
 
+/// When a task got its CPU, on the programs' clock (`now`), from the kernel's
+/// own stamp of it (`last_arrival`, `sched_info`) on its run queue's clock,
+/// which reads `rq_clock` now; within `[floor, now]`, `floor` being the last
+/// switch seen on that CPU.
+#[inline(always)]
+pub fn arrival(now: u64, rq_clock: u64, last_arrival: u64, floor: u64) -> u64 {
+    let at = now.saturating_sub(rq_clock.saturating_sub(last_arrival));
+    if at < floor {
+        if floor < now { floor } else { now }
+    } else {
+        at
+    }
+}
+
 impl Runs {
     /// The busy clock at `now`: finished runs plus the current one.
     #[inline(always)]
@@ -307,6 +321,54 @@ mod tests {
             cpu.current = who;
         }
         cpu.start_run(now, who.is_none());
+    }
+
+    #[test]
+    fn an_unreported_switch_in_is_dated_by_the_kernels_own_stamp() {
+        // The rq clock reads 5_000 now and stamped the arrival at 4_200: 800 ago.
+        assert_eq!(arrival(10_000, 5_000, 4_200, 0), 9_200);
+        // Never before the last switch seen on the CPU, never after now.
+        assert_eq!(arrival(10_000, 5_000, 100, 9_500), 9_500);
+        assert_eq!(
+            arrival(10_000, 5_000, 6_000, 0),
+            10_000,
+            "a stamp ahead of the clock"
+        );
+        assert_eq!(arrival(10_000, 5_000, 4_200, 12_000), 10_000);
+    }
+
+    #[test]
+    fn a_throttled_wait_whose_end_was_not_reported_keeps_its_throttled_time() {
+        // A hog throttled at 1_000 (its hierarchy's clock reads 50); unthrottled
+        // and switched in at 81_000 unreported (the clock reads 80_050 from then
+        // on); switched out again at 101_000, when the missed end is found.
+        let mut cpu = Runs::default();
+        run(&mut cpu, 0, Some(who(7, 1)));
+        cpu.end_run(1_000);
+        run(&mut cpu, 1_000, None);
+        let mut state = TaskWait::default();
+        let at = |throttle, busy| Readings {
+            cfs_rq: 0xc0,
+            throttle,
+            has_throttle: true,
+            busy,
+        };
+        state.begin(1_000, 0, at(50, cpu.busy_at(1_000)), true, 7);
+        let arrived = arrival(101_000, 900_000, 880_000, cpu.since);
+        assert_eq!(arrived, 81_000);
+        // The CPU's runs: idle until the arrival, the hog since.
+        assert_eq!(cpu.end_run(arrived), None, "the idle task's run");
+        cpu.current = who(7, 1);
+        cpu.start_run(arrived, false);
+        let segment = state.end_segment(arrived, at(80_050, cpu.busy_at(arrived)));
+        let (total, parts) = state.finish(arrived, segment.split);
+        assert_eq!(total, 80_000);
+        assert_eq!(parts.throttled, 80_000);
+        assert_eq!(
+            cpu.end_run(101_000),
+            Some(20_000),
+            "the hog's run is counted"
+        );
     }
 
     #[test]

@@ -107,6 +107,12 @@ pub struct KernelLayout {
     pub rq_throttle_clock: u32,
     /// `rq.cpu`.
     pub rq_cpu: u32,
+    /// `rq.clock`: the clock `sched_info` stamps a task's arrival with.
+    pub rq_clock: u32,
+    /// `task_struct.sched_info.last_arrival` (`CONFIG_SCHED_INFO`), or
+    /// [`ABSENT`]: when the task last got a CPU, on its run queue's clock. It
+    /// dates a switch-in the `sched_switch` tracepoint did not report.
+    pub task_last_arrival: u32,
     /// One of [`method`].
     pub throttle_method: u32,
     /// `FEATURE_*` bits.
@@ -141,6 +147,8 @@ impl KernelLayout {
         cfs_rq_throttle_start: ABSENT,
         rq_throttle_clock: ABSENT,
         rq_cpu: ABSENT,
+        rq_clock: ABSENT,
+        task_last_arrival: ABSENT,
         throttle_method: method::STATE,
         features: 0,
     };
@@ -150,4 +158,4 @@ impl KernelLayout {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 27 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 29 * 4);

@@ -112,6 +112,10 @@ pub struct Runs {
     pub busy_ns: u64,
     /// When the current task was switched in (0: not seen yet).
     pub since: u64,
+    /// The current task's address, as the last switch seen here said (0: none
+    /// seen yet): a switch whose `prev` is another task is one the tracepoint
+    /// did not report.
+    pub task: u64,
     /// The current task, unless `idle`.
     pub current: Occupant,
     /// 1 while the idle task runs (or before the first switch is seen).
@@ -126,6 +130,7 @@ impl Default for Runs {
         Self {
             busy_ns: 0,
             since: 0,
+            task: 0,
             current: Occupant::default(),
             idle: 1,
             head: 0,
@@ -281,6 +286,7 @@ pub enum Counter {
     Episode = 13,
     RingOverrun = 14,
     CgroupSpilled = 15,
+    SwitchUnseen = 16,
 }
 
 /// What a counter tells its reader.
@@ -308,7 +314,7 @@ pub struct CounterInfo {
 }
 
 impl Counter {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Switch,
         Counter::Wakeup,
@@ -326,6 +332,7 @@ impl Counter {
         Counter::Episode,
         Counter::RingOverrun,
         Counter::CgroupSpilled,
+        Counter::SwitchUnseen,
     ];
 
     /// The counter table.
@@ -390,6 +397,13 @@ impl Counter {
                 "blame_ring_overruns",
                 Internal,
                 "waits that began before the oldest run the CPU remembers (partly unattributed)",
+            ),
+            // Recovered: the switch-in is dated from the kernel's own
+            // sched_info, and the wait it ended recorded then.
+            Counter::SwitchUnseen => (
+                "switches_unseen",
+                Internal,
+                "switches the sched_switch tracepoint did not report, found at the next one; the wait is ended at the kernel's own arrival time",
             ),
             // Nothing is lost: userspace adds the slots to their cgroups.
             Counter::CgroupSpilled => (

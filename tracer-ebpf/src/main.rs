@@ -24,6 +24,7 @@ mod fentry;
 mod kernel;
 mod maps;
 mod programs;
+mod resync;
 mod stats;
 mod task_storage;
 mod throttle;

@@ -9,6 +9,7 @@ use crate::kernel::{
     task_cgroup_kn, task_pid, tg_cfs_rq_on,
 };
 use crate::maps::{CGROUP_STATS, count, cpu_state, now};
+use crate::resync::switched_in_unseen;
 use crate::stats::{
     NO_SELECTION, Victims, cgroup_stats, record_selected_run, record_wait, selection_stats,
     victims_of,
@@ -47,6 +48,12 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     };
     cs.count(Counter::Switch);
 
+    // The last switch reported here put another task on this CPU: prev's own
+    // switch-in was not reported (see resync.rs).
+    if cs.runs.task != prev as u64 && cs.runs.task != 0 {
+        switched_in_unseen(prev, now, cpu, cs);
+    }
+
     // prev's run ends.
     let prev_cgroup = cs.runs.current.cgroup_id;
     let ran = cs.runs.end_run(now);
@@ -69,6 +76,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         fill_occupant(next.cast(), &mut cs.runs.current)
     };
     cs.runs.start_run(now, kn.is_none());
+    cs.runs.task = next as u64;
     let next_cgroup = cs.runs.current.cgroup_id;
     let next_stats = match kn {
         Some(kn) => cgroup_stats(next_cgroup, kn),

@@ -175,6 +175,8 @@ pub fn from_btf(btf: &Btf) -> anyhow::Result<KernelLayout> {
         cfs_rq_throttle_start,
         rq_throttle_clock,
         rq_cpu: required(btf, "rq", "cpu", 4)?,
+        rq_clock: required(btf, "rq", "clock", 8)?,
+        task_last_arrival: optional(btf, "task_struct", "sched_info.last_arrival", 8)?,
         throttle_method,
         features,
     })
@@ -293,8 +295,20 @@ mod tests {
         } else {
             u64_
         };
+        let sched_info = b.composite(
+            false,
+            "sched_info",
+            32,
+            &[
+                ("pcount", u64_, 0, 0),
+                ("run_delay", u64_, 8 * 8, 0),
+                ("last_arrival", u64_, 16 * 8, 0),
+                ("last_queued", u64_, 24 * 8, 0),
+            ],
+        );
         let mut task_members = vec![
             (k.state_name, state_ty, 24 * 8, 0),
+            ("sched_info", sched_info, 1500 * 8, 0),
             ("se", se, 128 * 8, 0),
             ("sched_task_group", tg_ptr, 712 * 8, 0),
             ("pid", int, 1264 * 8, 0),
@@ -348,6 +362,8 @@ mod tests {
                 cfs_rq_throttle_start: 400,
                 rq_throttle_clock: 200,
                 rq_cpu: 100,
+                rq_clock: 200,
+                task_last_arrival: 1500 + 16,
                 throttle_method: method::SELF_TIME,
                 features: FEATURE_SWITCH_PREV_STATE | FEATURE_AUTOGROUP | FEATURE_TASK_THROTTLE,
             }
@@ -501,6 +517,11 @@ mod tests {
             offset_in("cfs_rq", "throttle_count")
         );
         assert_eq!(layout.rq_cpu, offset_in("rq", "cpu"));
+        assert_eq!(layout.rq_clock, offset_in("rq", "clock"));
+        assert_eq!(
+            layout.task_last_arrival,
+            offset_in("task_struct", "sched_info") + offset_in("sched_info", "last_arrival")
+        );
         assert_eq!(layout.cfs_rq_load_weight, offset_in("cfs_rq", "load"));
         let throttled_bits = bits_in("cfs_rq", "throttled");
         assert_eq!(layout.cfs_rq_throttled, throttled_bits / 8);
