@@ -156,6 +156,54 @@ fn throttle_tolerance(rec: &Recording) -> f64 {
     }
 }
 
+/// Contended time of `e` not charged to the test's own cgroups `ours`: the
+/// time unrelated tasks on the machine (a build, the system) held the CPU
+/// while `e`'s tasks waited, and whatever could not be charged at all.
+fn unrelated_ns(e: &CgroupEntry, ours: &[&TestCgroup]) -> u64 {
+    let charged_to_ours: u64 = e
+        .wait
+        .blame
+        .iter()
+        .filter(|b| ours.iter().any(|o| o.path == b.path))
+        .map(|b| b.ns)
+        .sum();
+    e.wait.causes.contended_ns.saturating_sub(charged_to_ours)
+}
+
+/// Below this share of the time, unrelated load on the test's CPU is too
+/// small to move the set-up's arithmetic beyond its tolerances, and the
+/// tests also check the shares the set-up implies (80 % throttled, 50 %
+/// contended). Above it, they check what holds under any load: a hog is
+/// always runnable, quotas cap what runs, the kernel's counters agree, and
+/// whoever ran is charged for exactly the time they ran.
+const QUIET: f64 = 0.02;
+
+/// Every moment the kernel counts a hog runnable (`runnable_ns`: on a CPU or
+/// waiting for one, from schedstat) is in the traced waits or runs of its
+/// cgroup, within the schedstat tolerance. Checks it, naming `what`.
+fn all_runnable_time_seen(what: &str, e: &CgroupEntry, kernel_ns: u64) -> Result<(), Failed> {
+    let traced = e.wait.runnable_wait.summary.total_ns + e.on_cpu.summary.total_ns;
+    check(apart(traced, kernel_ns) <= schedstat_tolerance(), || {
+        format!(
+            "{what} waited or ran {traced} ns as traced; schedstat counts {kernel_ns} ns runnable"
+        )
+    })
+}
+
+/// The contended time of `victim` charged to cgroup `occupant`, against the
+/// time `occupant` ran: equal when `victim` waited whenever `occupant` ran
+/// (hogs sharing a CPU).
+fn blame_over_run(victim: &CgroupEntry, occupant: &CgroupEntry) -> f64 {
+    let charged: u64 = victim
+        .wait
+        .blame
+        .iter()
+        .filter(|b| b.path == occupant.path)
+        .map(|b| b.ns)
+        .sum();
+    share(charged, occupant.on_cpu.summary.total_ns.max(1))
+}
+
 /// `|a - b| / b`.
 fn apart(a: u64, b: u64) -> f64 {
     (a as f64 - b as f64).abs() / b as f64

@@ -8,8 +8,8 @@ use tracer::session::{Config, Session};
 use tracer_tests::{Load, TestCgroup, Worker, run_delay_ns};
 
 use crate::{
-    TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, emulated, measured, or_skip, privileged,
-    record, schedstat_tolerance, share,
+    QUIET, TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, emulated, measured, or_skip,
+    privileged, record, schedstat_tolerance, share, unrelated_ns,
 };
 
 pub fn tests() -> Vec<Trial> {
@@ -40,9 +40,6 @@ fn two_busy_cgroups() -> TestResult {
     std::thread::sleep(Duration::from_millis(200));
 
     let rec = record(Config::default(), TRACE_FOR)?;
-    check(rec.events.losses().is_empty(), || {
-        format!("events lost: {:?}", rec.events.losses())
-    })?;
     let shares: Vec<String> = [&a, &b, &c]
         .iter()
         .map(|cg| {
@@ -51,8 +48,30 @@ fn two_busy_cgroups() -> TestResult {
         })
         .collect();
     measured(format!("waited: {}", shares.join(", ")));
+    let unrelated: f64 = [(&a, &b), (&b, &a)]
+        .iter()
+        .map(|(me, _)| {
+            cgroup_in(&rec, me).map_or(0.0, |e| share(unrelated_ns(e, &[&a, &b]), rec.duration_ns))
+        })
+        .fold(0.0, f64::max);
     for cg in [&a, &b] {
         let entry = cgroup_in(&rec, cg)?;
+        // Each hog ran before the programs were attached and after they were
+        // detached: runnable all the traced time.
+        let filled = share(
+            entry.wait.runnable_wait.summary.total_ns + entry.on_cpu.summary.total_ns,
+            rec.duration_ns,
+        );
+        check(
+            apart((filled * 1e9) as u64, 1_000_000_000) <= schedstat_tolerance(),
+            || {
+                format!(
+                    "{} waited or ran {:.1} % of the traced time; an always-runnable hog fills it",
+                    cg.path,
+                    filled * 100.0
+                )
+            },
+        )?;
         check(entry.id == cg.id(), || {
             format!(
                 "{} has id {}, its directory inode is {}",
@@ -62,13 +81,21 @@ fn two_busy_cgroups() -> TestResult {
             )
         })?;
         let s = share(entry.wait.runnable_wait.summary.total_ns, rec.duration_ns);
-        check((0.45..=0.55).contains(&s), || {
-            format!(
-                "{} waited {:.1} % of the time, expected 50 % ± 5",
-                cg.path,
-                s * 100.0
-            )
-        })?;
+        if unrelated < QUIET {
+            check((0.45..=0.55).contains(&s), || {
+                format!(
+                    "{} waited {:.1} % of the time, expected 50 % ± 5",
+                    cg.path,
+                    s * 100.0
+                )
+            })?;
+        }
+    }
+    if unrelated >= QUIET {
+        measured(format!(
+            "unrelated load held the CPU up to {:.1} % of the time: the halves are not asserted",
+            unrelated * 100.0
+        ));
     }
     let sleeper = cgroup_in(&rec, &c)?;
     // It wakes every ~20 ms: about 150 waits in 3 s, each of them short.
@@ -198,12 +225,23 @@ fn migrating_waits() -> TestResult {
     check(share(contended, traced) >= 0.95, || {
         format!("only {contended} of {traced} ns contended on two busy CPUs")
     })?;
+    // Three hogs on two CPUs: one waits at any moment, unless unrelated tasks
+    // took CPU time too (then the hogs ran less than two CPUs' worth and
+    // waited more, which schedstat has already checked).
     let waited = share(e.wait.runnable_wait.summary.total_ns, rec.duration_ns);
-    check((0.85..=1.15).contains(&waited), || {
-        format!(
-            "the cgroup waited {:.1} % of the time, expected 100 % ± 15",
-            waited * 100.0
-        )
-    })?;
+    let ran = share(e.on_cpu.summary.total_ns, rec.duration_ns);
+    if ran >= 2.0 - QUIET * 2.0 {
+        check((0.85..=1.15).contains(&waited), || {
+            format!(
+                "the cgroup waited {:.1} % of the time, expected 100 % ± 15",
+                waited * 100.0
+            )
+        })?;
+    } else {
+        measured(format!(
+            "the hogs ran {:.2} CPUs of 2: unrelated load; the 1-in-3 wait is not asserted",
+            ran
+        ));
+    }
     Ok(Completion::Completed)
 }

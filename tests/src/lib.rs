@@ -316,6 +316,18 @@ pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
 }
 
 /// `/proc/<pid>/schedstat` run delay: nanoseconds spent runnable on a run queue.
+/// The kernel's count of the time a task was runnable: on a CPU
+/// (`sum_exec_runtime`) plus waiting for one (run delay), from
+/// `/proc/<pid>/schedstat`.
+pub fn runnable_ns(pid: u32) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(ran)), Some(Ok(waited))) => Ok(ran + waited),
+        _ => bail!("short schedstat: {text:?}"),
+    }
+}
+
 pub fn run_delay_ns(pid: u32) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
     text.split_whitespace()

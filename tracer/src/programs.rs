@@ -103,8 +103,25 @@ pub struct Probe {
     pub role: &'static str,
 }
 
-/// The tracepoint tier: complete on its own, on every kernel.
+/// The tracepoint tier: complete on its own, on every kernel. In the order
+/// they are attached (and the reverse of the order they are detached): the
+/// programs that only follow a wait before the ones that begin and end it, so
+/// that no wait begins with its migration or exit unseen.
 pub const PROBES: &[Probe] = &[
+    Probe {
+        program: "sched_process_exit",
+        target: "sched_process_exit",
+        hook: Hook::TpBtf,
+        required: false,
+        role: "frees per-task state when a task exits (the kernel frees it later otherwise)",
+    },
+    Probe {
+        program: "sched_migrate_task",
+        target: "sched_migrate_task",
+        hook: Hook::TpBtf,
+        required: true,
+        role: "splits a wait whose task moves to another CPU, so each part is measured on its own CPU",
+    },
     Probe {
         program: "sched_switch",
         target: "sched_switch",
@@ -125,20 +142,6 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: true,
         role: "starts a wait when a new task is first queued",
-    },
-    Probe {
-        program: "sched_migrate_task",
-        target: "sched_migrate_task",
-        hook: Hook::TpBtf,
-        required: true,
-        role: "splits a wait whose task moves to another CPU, so each part is measured on its own CPU",
-    },
-    Probe {
-        program: "sched_process_exit",
-        target: "sched_process_exit",
-        hook: Hook::TpBtf,
-        required: false,
-        role: "frees per-task state when a task exits (the kernel frees it later otherwise)",
     },
 ];
 
@@ -490,7 +493,9 @@ fn attach_one(ebpf: &mut Ebpf, probe: &Probe) -> anyhow::Result<()> {
 /// takes.
 pub fn detach_all(ebpf: &mut Ebpf) -> Instant {
     let detached_at = Instant::now();
-    for probe in PROBES.iter().chain(FENTRY_PROBES) {
+    // The reverse of the attach order: nothing begins a wait once the
+    // programs that follow it are gone.
+    for probe in FENTRY_PROBES.iter().chain(PROBES).rev() {
         let Some(program) = ebpf.program_mut(probe.program) else {
             continue;
         };
