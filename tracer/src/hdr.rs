@@ -3,9 +3,14 @@
 //! dump's histograms open in any HdrHistogram implementation.
 //!
 //! Each of the tracer's buckets is recorded at its midpoint (its value if the
-//! bucket is exact), the exact maximum at the maximum. Decoding is bounded: a
-//! dump comes from anywhere, and the HdrHistogram header would otherwise decide
-//! how much memory to allocate.
+//! bucket is exact), the exact maximum at the maximum.
+//!
+//! Reading does not use the HdrHistogram library's decoder: it allocates the
+//! whole counts array the header asks for (53 MB for a header of five
+//! significant digits over the tracer's range, in a string of 50 bytes) and
+//! walks it. Here the header must be the one the tracer writes, and the
+//! payload is read as the sparse list it is: the work is proportional to the
+//! bytes read, whatever they claim.
 
 use std::{collections::BTreeMap, io::Read as _};
 
@@ -13,28 +18,48 @@ use anyhow::{Context as _, anyhow, bail, ensure};
 use base64::Engine as _;
 use hdrhistogram::{
     Histogram,
-    serialization::{Deserializer, Serializer as _, V2DeflateSerializer},
+    serialization::{Serializer as _, V2DeflateSerializer},
 };
 use tracer_common::hist::{SUB_BUCKETS, bucket_index, bucket_range};
 
-/// Three significant digits: far finer than the tracer's own buckets, so each
-/// bucket maps back exactly.
+/// The range every histogram of the tracer is written with: 1 ns to 2^63 - 1
+/// ns, three significant digits (far finer than the tracer's own buckets, so
+/// each bucket maps back exactly).
+const LOWEST: u64 = 1;
+const HIGHEST: u64 = u64::MAX / 2;
 const SIGFIG: u8 = 3;
+/// How HdrHistogram lays out that range: three digits need 2,048 sub-buckets
+/// (2 × 10^3 rounded up to a power of two), of which each bucket after the
+/// first uses the upper half; 53 buckets reach 2^63, plus the lower half of
+/// the first: 54 × 1,024 count slots.
+const HALF_MAGNITUDE: u32 = 10;
+const SLOTS: usize = 54 << HALF_MAGNITUDE;
 /// `V2CompressedEncodingCookieBase | 0x10` and `V2EncodingCookieBase | 0x10`.
 const COMPRESSED_COOKIE: u32 = 0x1c84_9314;
 const COOKIE: u32 = 0x1c84_9313;
-/// Limits for decoding: far above what the tracer writes (a few hundred bytes).
-const MAX_ENCODED: usize = 1 << 20;
-const MAX_DECODED: u64 = 8 << 20;
+/// The V2 header: cookie, payload length, normalizing offset, digits (4 bytes
+/// each), lowest, highest, integer-to-double ratio (8 bytes each).
+const HEADER: usize = 40;
+/// Limits for decoding. The tracer's histograms have at most about 530
+/// non-empty buckets, each one count of at most 9 bytes and one run of zeros
+/// of at most 3: under 7 KiB of payload, and less once deflated and in base64.
+const MAX_ENCODED: usize = 64 << 10;
+const MAX_INFLATED: u64 = 64 << 10;
+/// The tracer's histograms inflate to about their size in base64 (0.6 to 1.6
+/// times); deflate can inflate a thousandfold, which would let a file of many
+/// tiny histograms cost a thousand times its size to read.
+const MAX_INFLATION: u64 = 8;
 
 /// The HdrHistogram of buckets `[low, high, count]` with exact maximum `max`.
 fn histogram(buckets: &[[u64; 3]], max: u64) -> anyhow::Result<Histogram<u64>> {
-    let mut h = Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, SIGFIG)?;
+    let mut h = Histogram::<u64>::new_with_bounds(LOWEST, HIGHEST, SIGFIG)?;
     for &[low, high, count] in buckets {
         let value = if bucket_index(low) < SUB_BUCKETS as usize {
             low
         } else {
-            (low + (high.min(max.saturating_add(1)) - low) / 2).min(max)
+            // Saturating: a version 0 dump may claim a maximum below its
+            // buckets (its reader refuses that, with a message).
+            (low + high.min(max.saturating_add(1)).saturating_sub(low) / 2).min(max)
         };
         h.record_n(value, count)?;
     }
@@ -51,24 +76,30 @@ pub fn encode(buckets: &[[u64; 3]], max: u64) -> anyhow::Result<String> {
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-/// Decodes [`encode`]'s output, refusing inputs that would make the decoder
-/// allocate more than a few megabytes.
-pub fn decode(text: &str) -> anyhow::Result<Histogram<u64>> {
+fn word(b: &[u8], at: usize) -> anyhow::Result<u32> {
+    let bytes = b
+        .get(at..at + 4)
+        .ok_or_else(|| anyhow!("HdrHistogram truncated"))?;
+    Ok(u32::from_be_bytes(bytes.try_into()?))
+}
+
+fn long(b: &[u8], at: usize) -> anyhow::Result<u64> {
+    let bytes = b
+        .get(at..at + 8)
+        .ok_or_else(|| anyhow!("HdrHistogram truncated"))?;
+    Ok(u64::from_be_bytes(bytes.try_into()?))
+}
+
+/// The V2 payload of an encoded histogram, its header checked.
+fn payload(text: &str) -> anyhow::Result<Vec<u8>> {
     ensure!(
         text.len() <= MAX_ENCODED,
-        "HdrHistogram of {} bytes is too large",
+        "HdrHistogram of {} bytes is too large (the tracer writes at most a few KiB)",
         text.len()
     );
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text)
         .context("HdrHistogram is not valid base64")?;
-    let word = |b: &[u8], at: usize| -> anyhow::Result<u32> {
-        Ok(u32::from_be_bytes(
-            b.get(at..at + 4)
-                .ok_or_else(|| anyhow!("HdrHistogram truncated"))?
-                .try_into()?,
-        ))
-    };
     ensure!(
         word(&bytes, 0)? == COMPRESSED_COOKIE,
         "not a V2 compressed HdrHistogram"
@@ -77,42 +108,111 @@ pub fn decode(text: &str) -> anyhow::Result<Histogram<u64>> {
     let compressed = bytes
         .get(8..8 + compressed_len)
         .ok_or_else(|| anyhow!("HdrHistogram truncated"))?;
+    let limit = (text.len() as u64 * MAX_INFLATION).clamp(HEADER as u64 * 4, MAX_INFLATED);
     let mut inflated = Vec::new();
     flate2::read::ZlibDecoder::new(compressed)
-        .take(MAX_DECODED)
+        .take(limit + 1)
         .read_to_end(&mut inflated)
         .context("HdrHistogram does not inflate")?;
+    ensure!(
+        inflated.len() as u64 <= limit,
+        "HdrHistogram of {} bytes inflates to more than {limit}",
+        text.len()
+    );
     ensure!(
         word(&inflated, 0)? == COOKIE,
         "not a V2 HdrHistogram inside"
     );
-    let payload_len = u64::from(word(&inflated, 4)?);
-    // Header: cookie, payload length, offset, digits (4 bytes each), low, high,
-    // ratio (8 bytes each).
-    ensure!(
-        payload_len <= inflated.len() as u64 - 40.min(inflated.len() as u64),
-        "HdrHistogram payload length {payload_len} exceeds its data"
-    );
+    let payload_len = word(&inflated, 4)? as usize;
+    let offset = word(&inflated, 8)?;
     let digits = word(&inflated, 12)?;
-    ensure!(digits <= 5, "HdrHistogram with {digits} significant digits");
-    Deserializer::new()
-        .deserialize(&mut inflated.as_slice())
-        .map_err(|e| anyhow!("HdrHistogram does not decode: {e:?}"))
+    let (low, high) = (long(&inflated, 16)?, long(&inflated, 24)?);
+    let ratio = f64::from_bits(long(&inflated, 32)?);
+    if (digits, low, high) != (u32::from(SIGFIG), LOWEST, HIGHEST) {
+        bail!(
+            "HdrHistogram's range is {low} to {high} at {digits} significant digits; the tracer \
+             writes {LOWEST} to {HIGHEST} at {SIGFIG}"
+        );
+    }
+    ensure!(
+        offset == 0 && ratio == 1.0,
+        "HdrHistogram with a normalizing offset or a value ratio (the tracer writes neither)"
+    );
+    inflated
+        .get(HEADER..HEADER.saturating_add(payload_len))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| anyhow!("HdrHistogram payload length {payload_len} exceeds its data"))
+}
+
+/// HdrHistogram's variable-length integer: 7 bits a byte, low first, at most
+/// 9 bytes, the ninth giving all its 8 bits. Returns it and its length.
+fn varint(bytes: &[u8]) -> anyhow::Result<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(9) {
+        if i == 8 {
+            return Ok((value | u64::from(b) << 56, 9));
+        }
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((value, i + 1));
+        }
+    }
+    bail!("HdrHistogram payload ends inside a number")
+}
+
+/// The lowest value counted in slot `index` of the tracer's layout.
+fn slot_value(index: usize) -> u64 {
+    let half = 1usize << HALF_MAGNITUDE;
+    let sub = (index & (half - 1)) + half;
+    match (index >> HALF_MAGNITUDE).checked_sub(1) {
+        // The lower half of the first bucket: values 0 to 1,023.
+        None => (sub - half) as u64,
+        Some(bucket) => (sub as u64) << bucket,
+    }
+}
+
+/// The non-zero counts of an encoded histogram, as `(lowest value of the
+/// slot, count)` in value order. The payload is a list of counts, one a
+/// slot, in which a negative number `-n` stands for `n` empty slots.
+fn counts(text: &str) -> anyhow::Result<Vec<(u64, u64)>> {
+    let payload = payload(text)?;
+    let mut out = Vec::new();
+    let mut slot = 0usize;
+    let mut rest = payload.as_slice();
+    while !rest.is_empty() {
+        let (raw, len) = varint(rest)?;
+        rest = &rest[len..];
+        // ZigZag: 0, -1, 1, -2, ... as 0, 1, 2, 3, ...
+        let n = (raw >> 1) as i64 ^ -((raw & 1) as i64);
+        if n < 0 {
+            slot = usize::try_from(n.unsigned_abs())
+                .ok()
+                .and_then(|zeros| slot.checked_add(zeros))
+                .filter(|&s| s <= SLOTS)
+                .ok_or_else(|| anyhow!("HdrHistogram has counts beyond its range"))?;
+        } else {
+            ensure!(slot < SLOTS, "HdrHistogram has counts beyond its range");
+            if n > 0 {
+                out.push((slot_value(slot), n as u64));
+            }
+            slot += 1;
+        }
+    }
+    Ok(out)
 }
 
 /// The tracer's buckets an encoded histogram was made from. Exact: HdrHistogram's
 /// value ranges at three significant digits nest inside the tracer's buckets,
 /// so every value recorded maps back to the bucket it came from.
 pub fn buckets(text: &str) -> anyhow::Result<Vec<[u64; 3]>> {
-    let h = decode(text)?;
-    let mut counts: BTreeMap<usize, u64> = BTreeMap::new();
-    for v in h.iter_recorded() {
-        let n = counts
-            .entry(bucket_index(v.value_iterated_to()))
-            .or_default();
-        *n = n.saturating_add(v.count_at_value());
+    let mut by_bucket: BTreeMap<usize, u64> = BTreeMap::new();
+    for (value, count) in counts(text)? {
+        let n = by_bucket.entry(bucket_index(value)).or_default();
+        *n = n
+            .checked_add(count)
+            .ok_or_else(|| anyhow!("HdrHistogram counts overflow"))?;
     }
-    Ok(counts
+    Ok(by_bucket
         .into_iter()
         .map(|(i, n)| {
             let (low, high) = bucket_range(i);
@@ -145,65 +245,4 @@ pub fn check_buckets(buckets: &[[u64; 3]]) -> anyhow::Result<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use tracer_common::hist::LatencyHist;
-
-    use super::*;
-    use crate::histogram::sparse_buckets;
-
-    fn recorded(values: &[u64]) -> (Vec<[u64; 3]>, u64) {
-        let mut h = LatencyHist::ZERO;
-        for &v in values {
-            h.record(v);
-        }
-        (sparse_buckets(&h), h.max_ns)
-    }
-
-    #[test]
-    fn round_trip_keeps_counts_and_quantiles() {
-        let values: Vec<u64> = (1..=10_000u64).map(|i| i * 997).collect();
-        let (b, max) = recorded(&values);
-        let text = encode(&b, max).unwrap();
-        assert!(text.starts_with("HISTF"), "{text}");
-        let h = decode(&text).unwrap();
-        assert_eq!(h.len(), 10_000);
-        // And back to exactly the tracer's buckets.
-        assert_eq!(buckets(&text).unwrap(), b);
-        // The tracer's buckets are at most 1/16 wide: quantiles within that.
-        let p99 = h.value_at_quantile(0.99) as f64;
-        let want = 9_900.0 * 997.0;
-        assert!((p99 - want).abs() / want < 1.0 / 16.0, "{p99} vs {want}");
-        assert!(h.max() <= max + max / 1000, "{} > {max}", h.max());
-    }
-
-    #[test]
-    fn empty_and_small_values() {
-        let (b, max) = recorded(&[]);
-        assert!(buckets(&encode(&b, max).unwrap()).unwrap().is_empty());
-        let (b, max) = recorded(&[0, 0, 3, 15, 16, 1 << 37, u64::MAX / 4]);
-        assert_eq!(buckets(&encode(&b, max).unwrap()).unwrap(), b);
-    }
-
-    #[test]
-    fn garbage_is_refused() {
-        for bad in ["", "not base64!", "SElTVEZB", "AAAAAAAAAAAA"] {
-            assert!(decode(bad).is_err(), "{bad:?} accepted");
-        }
-        // A header claiming a huge payload does not make the decoder allocate it.
-        let mut bytes = COMPRESSED_COOKIE.to_be_bytes().to_vec();
-        bytes.extend(u32::MAX.to_be_bytes());
-        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
-        assert!(decode(&text).is_err());
-    }
-
-    #[test]
-    fn bucket_lists_are_checked() {
-        let (b, _) = recorded(&[5, 1_000, 1_000_000]);
-        assert_eq!(check_buckets(&b).unwrap(), 3);
-        assert!(check_buckets(&[[1000, 1001, 1]]).is_err(), "not a bucket");
-        let mut reversed = b.clone();
-        reversed.reverse();
-        assert!(check_buckets(&reversed).is_err());
-        assert!(check_buckets(&[[5, 6, 0]]).is_err());
-    }
-}
+pub(crate) mod tests;

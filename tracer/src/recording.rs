@@ -102,8 +102,8 @@ impl QuotaInfo {
     pub fn describe(&self, path: &str) -> String {
         let mut s = format!(
             "{} per {} ({:.2} CPUs)",
-            fmt_ns(self.quota.quota_us * 1_000),
-            fmt_ns(self.quota.period_us * 1_000),
+            fmt_ns(self.quota.quota_us.saturating_mul(1_000)),
+            fmt_ns(self.quota.period_us.saturating_mul(1_000)),
             self.quota.cpus()
         );
         if self.owner != path {

@@ -1,0 +1,233 @@
+//! The dump reader and writer: versions, refusals, limits.
+
+use std::os::unix::fs::OpenOptionsExt as _;
+
+use super::*;
+use crate::report::{TextOptions, render};
+
+pub(super) const V0: &str = include_str!("../../tests/fixtures/record-v0.json");
+const DUMP_V1: &str = include_str!("../../tests/fixtures/dump-v1.json");
+
+pub(super) fn v1() -> String {
+    to_json(&parse(V0.as_bytes()).unwrap()).unwrap()
+}
+
+#[test]
+fn older_record_json_reads_as_version_0() {
+    let rec = parse(V0.as_bytes()).unwrap();
+    assert_eq!(rec.format, FORMAT);
+    assert_eq!(rec.format_version, VERSION);
+    assert_eq!(rec.host, "unknown");
+    let svc = rec.cgroups.iter().find(|c| c.path == "/svc").unwrap();
+    assert!(svc.wait.causes.throttled_ns > 0);
+    assert!(svc.wait.runnable_wait.hdr.starts_with("HISTF"));
+    assert!(!svc.wait.runnable_wait.buckets.is_empty());
+}
+
+#[test]
+fn write_read_round_trip_renders_the_same() {
+    let first = parse(V0.as_bytes()).unwrap();
+    let again = parse(to_json(&first).unwrap().as_bytes()).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(
+        render(&again, TextOptions::default()),
+        render(&first, TextOptions::default())
+    );
+}
+
+#[test]
+fn not_a_dump() {
+    let cases: [(&[u8], &str); 6] = [
+        (b"", "does not start with a JSON object"),
+        (b"\x89PNG\r\n\x1a\n", "not text"),
+        (b"[1, 2, 3]", "does not start with a JSON object"),
+        (
+            br#"{"format": "something-else", "format_version": 1}"#,
+            "its format is",
+        ),
+        (br#"{"hello": "world"}"#, "no \"format\""),
+        (br#"{"format": "tracer-dump"}"#, "no format_version"),
+    ];
+    for (bytes, want) in cases {
+        let err = format!("{:#}", parse(bytes).unwrap_err());
+        assert!(err.contains(want), "{err:?} lacks {want:?}");
+    }
+}
+
+#[test]
+fn newer_versions_are_refused_with_advice() {
+    let newer = v1().replacen(
+        &format!("\"format_version\":{VERSION}"),
+        &format!("\"format_version\":{}", VERSION + 1),
+        1,
+    );
+    let err = format!("{:#}", parse(newer.as_bytes()).unwrap_err());
+    assert!(
+        err.contains("newer tracer") && err.contains(&format!("version {}", VERSION + 1)),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncation_and_corruption_are_named() {
+    let good = v1();
+    let err = format!(
+        "{:#}",
+        parse(&good.as_bytes()[..good.len() / 2]).unwrap_err()
+    );
+    assert!(err.contains("truncated"), "{err}");
+    // A count that disagrees with the histogram.
+    let tampered = good.replacen("\"count\":", "\"count\":1", 1);
+    let err = format!("{:#}", parse(tampered.as_bytes()).unwrap_err());
+    assert!(err.contains("corrupted"), "{err}");
+    // A damaged HdrHistogram.
+    let tampered = good.replacen("\"hdr\":\"HISTF", "\"hdr\":\"HISTX", 1);
+    let err = format!("{:#}", parse(tampered.as_bytes()).unwrap_err());
+    assert!(err.contains("corrupted") && err.contains(".hdr"), "{err}");
+}
+
+/// A host with 200 busy cgroups: long Kubernetes paths, wide histograms,
+/// blame lists as long as the tracer keeps them (8 cgroups, 3 processes
+/// each). The dump stays under 1 MiB.
+#[test]
+fn two_hundred_cgroups_fit_in_a_mebibyte() {
+    use tracer_common::hist::LatencyHist;
+
+    use crate::recording::{Blame, BlamedProcess, WaitHistogram};
+
+    let mut rec = parse(V0.as_bytes()).unwrap();
+    let template = rec.cgroups[0].clone();
+    let mut wide = LatencyHist::ZERO;
+    for i in 0..5_000u64 {
+        // 1 µs to about 2 s, spread over every bucket in between.
+        wide.record(1_000 + (i * i * i) % 2_000_000_000);
+    }
+    let hist = WaitHistogram::from_hist(&wide);
+    assert!(hist.buckets.len() > 200, "{} buckets", hist.buckets.len());
+    let blame: Vec<Blame> = (0..8)
+        .map(|i| Blame {
+            path: format!("/kubepods/burstable/pod{i:032x}/{:064x}", i * 7919),
+            id: 1_000 + i,
+            ns: 1_000_000 * (i + 1),
+            processes: (0..3)
+                .map(|p| BlamedProcess {
+                    tgid: 100_000 + p,
+                    comm: "java-worker-pool".into(),
+                    ns: 100_000 * u64::from(p + 1),
+                })
+                .collect(),
+        })
+        .collect();
+    rec.cgroups = (0..200u64)
+        .map(|i| {
+            let mut c = template.clone();
+            c.path = format!("/kubepods/burstable/pod{i:032x}/{:064x}", i * 104_729);
+            c.id = 10_000 + i;
+            c.wait.runnable_wait = hist.clone();
+            c.on_cpu = hist.clone();
+            c.wait.blame = blame.clone();
+            c
+        })
+        .collect();
+    let json = to_json(&rec).unwrap();
+    eprintln!("a dump of 200 cgroups: {} bytes", json.len());
+    assert!(json.len() < 1 << 20, "{} bytes", json.len());
+    assert_eq!(parse(json.as_bytes()).unwrap().cgroups.len(), 200);
+}
+
+/// A 50-byte HdrHistogram whose header asks for five significant digits
+/// over the tracer's range (53 MB to decode) is refused, and the error
+/// says where it is.
+#[test]
+fn a_crafted_histogram_header_is_refused_naming_where() {
+    let crafted = crate::hdr::tests::crafted(5, 1, u64::MAX / 2, &[]);
+    let dump = DUMP_V1.replacen(
+        "\"hdr\":\"",
+        &format!("\"hdr\":\"{crafted}\",\"was\":\""),
+        1,
+    );
+    let err = format!("{:#}", parse(dump.as_bytes()).unwrap_err());
+    assert!(
+        err.contains("cgroups[0] (/svc).runnable_wait") && err.contains("5 significant"),
+        "{err}"
+    );
+}
+
+/// A file far larger than any dump the tracer writes is refused by its
+/// size, before anything is read (the file here is sparse: nothing to read).
+#[test]
+fn oversized_files_are_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.json");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(100 << 20)
+        .unwrap();
+    let err = format!("{:#}", read(&path).unwrap_err());
+    assert!(err.contains("too large"), "{err}");
+}
+
+/// A FIFO or a device is refused without being opened for reading: reading
+/// a FIFO would wait for a writer, /dev/zero would never end.
+#[test]
+fn non_regular_files_are_refused_unread() {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.json");
+    let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A writer that offers a valid dump, should the reader open the FIFO.
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+                let _ = std::io::Write::write_all(&mut f, DUMP_V1.as_bytes());
+            }
+        })
+    };
+    let result = read(&fifo);
+    // Lets the writer's open return if the reader did not open the FIFO: held
+    // open until the writer is done, whenever it got to its open.
+    let release = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    writer.join().unwrap();
+    drop(release);
+    let err = format!("{:#}", result.unwrap_err());
+    assert!(err.contains("not a regular file"), "{err}");
+    let err = format!("{:#}", read(Path::new("/dev/zero")).unwrap_err());
+    assert!(err.contains("not a regular file"), "{err}");
+    let err = format!("{:#}", read(dir.path()).unwrap_err());
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
+/// Found by the fuzz: a version 0 dump whose maximum lies below its largest
+/// bucket made building its HdrHistogram subtract past zero.
+#[test]
+fn a_version_0_maximum_below_its_buckets_is_refused() {
+    let mut doc: serde_json::Value = serde_json::from_str(V0).unwrap();
+    doc["cgroups"][0]["runnable_wait"]["max_ns"] = 0.into();
+    let err = format!("{:#}", parse(doc.to_string().as_bytes()).unwrap_err());
+    assert!(
+        err.contains("cgroups[0]") && err.contains("below its largest bucket"),
+        "{err}"
+    );
+}
+
+/// Found by the fuzz: a quota of 2^63 µs made the report multiply past
+/// 2^64 to show it in nanoseconds.
+#[test]
+fn an_absurd_quota_renders() {
+    let mut doc: serde_json::Value = serde_json::from_str(DUMP_V1).unwrap();
+    doc["cgroups"][0]["quota"]["quota_us"] = (u64::MAX / 2).into();
+    doc["cgroups"][0]["quota"]["period_us"] = u64::MAX.into();
+    let rec = parse(doc.to_string().as_bytes()).unwrap();
+    let text = render(&rec, TextOptions::default());
+    assert!(
+        text.contains("quota: 18446744074 s per 18446744074 s"),
+        "{text}"
+    );
+}
