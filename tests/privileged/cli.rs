@@ -26,6 +26,10 @@ pub fn tests() -> Vec<Trial> {
             "unknown_cgroup_is_refused_before_tracing",
             cli_unknown_cgroup,
         ),
+        privileged(
+            "process_names_reach_the_terminal_escaped",
+            cli_escaped_names,
+        ),
         Trial::ignorable_test("unprivileged_run_says_it_needs_root", cli_unprivileged),
     ]
 }
@@ -191,6 +195,66 @@ fn cli_signal(signal: i32) -> TestResult {
     check(after == before, || {
         format!("{} tracer programs still loaded after exit", after - before)
     })?;
+    Ok(Completion::Completed)
+}
+
+/// A process that names itself with escape sequences (a window title, a
+/// cleared screen) is shown by `tracer record` with them written out, never
+/// sent to the terminal: its name is in the `--pid` lines and in the blame of
+/// the cgroup it shares a CPU in.
+fn cli_escaped_names() -> TestResult {
+    const COMM: &str = "\x1b]0;pwned\x07\x1b[2J";
+    const SHOWN: &str = "\\x1b]0;pwned\\x07\\x1b[2J";
+    let (_, busy) = or_skip!(cpus());
+    let bin = or_skip!(bin());
+    let cg = TestCgroup::create("escapes")?;
+    let named = Worker::start_named(Load::Spin, &cg, busy, COMM)?;
+    let _other = Worker::start(Load::Spin, &cg, busy)?;
+    let comm = std::fs::read(format!("/proc/{}/comm", named.pid))?;
+    check(comm == format!("{COMM}\n").as_bytes(), || {
+        format!("the worker is named {comm:?}")
+    })?;
+    let pid = named.pid.to_string();
+    let out = tracer_command(
+        &bin,
+        &[
+            "record",
+            "--duration",
+            "1s",
+            "--cgroup",
+            &cg.path,
+            "--pid",
+            &pid,
+        ],
+        None,
+    )
+    .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    check(out.status.success(), || {
+        format!(
+            "tracer failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let raw: Vec<u8> = out
+        .stdout
+        .iter()
+        .copied()
+        .filter(|&b| b < 0x20 && b != b'\n' || b == 0x7f)
+        .collect();
+    check(raw.is_empty(), || {
+        format!("raw control bytes {raw:x?} in the report:\n{stdout:?}")
+    })?;
+    check(stdout.contains(&format!("process {pid} {SHOWN}")), || {
+        format!("the process's name is not shown escaped:\n{stdout}")
+    })?;
+    check(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("  waited behind:") && l.contains(&format!("{SHOWN} {pid} "))),
+        || format!("the blame does not name it escaped:\n{stdout}"),
+    )?;
     Ok(Completion::Completed)
 }
 

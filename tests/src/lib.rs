@@ -20,6 +20,8 @@ use tracer::cgroup::CpuHierarchy;
 pub mod services;
 
 const WORKER_ENV: &str = "TRACER_TEST_WORKER";
+/// The name (`comm`) a worker gives itself, if not its program's.
+const WORKER_COMM_ENV: &str = "TRACER_TEST_WORKER_COMM";
 
 /// Why the privileged tests cannot run here, if they cannot.
 pub fn missing_privilege() -> Option<String> {
@@ -176,14 +178,39 @@ impl Worker {
         Self::spawn(load, cgroup, "any")
     }
 
+    /// A worker pinned to `cpu` that names itself `comm` (at most 15 bytes,
+    /// any but NUL) before it reports ready.
+    pub fn start_named(
+        load: Load,
+        cgroup: &TestCgroup,
+        cpu: usize,
+        comm: &str,
+    ) -> anyhow::Result<Self> {
+        ensure!(comm.len() <= 15, "{comm:?} is longer than a thread name");
+        Self::spawn_with(load, cgroup, &cpu.to_string(), Some(comm))
+    }
+
     fn spawn(load: Load, cgroup: &TestCgroup, cpu: &str) -> anyhow::Result<Self> {
+        Self::spawn_with(load, cgroup, cpu, None)
+    }
+
+    fn spawn_with(
+        load: Load,
+        cgroup: &TestCgroup,
+        cpu: &str,
+        comm: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let kind = match load {
             Load::Spin => "spin".to_owned(),
             Load::MostlySleep => "sleep".to_owned(),
             Load::Burst { every, spin } => format!("burst:{every}:{spin}"),
         };
-        let mut child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        if let Some(comm) = comm {
+            cmd.env(WORKER_COMM_ENV, comm);
+        }
+        let mut child = cmd
             .env(
                 WORKER_ENV,
                 format!("{kind} {cpu} {}", cgroup.procs_file().display()),
@@ -253,6 +280,15 @@ fn worker(spec: &str) -> anyhow::Result<()> {
         .with_context(|| format!("joining {procs}"))?;
     if cpu != "any" {
         pin_to_cpu(cpu.parse()?)?;
+    }
+    if let Some(comm) = std::env::var_os(WORKER_COMM_ENV) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let mut name = comm.as_bytes().to_vec();
+        name.push(0);
+        // SAFETY: a NUL-terminated buffer the kernel copies at most 16 bytes of.
+        if unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } != 0 {
+            bail!("PR_SET_NAME: {}", std::io::Error::last_os_error());
+        }
     }
     println!("ready");
     let mut kind = kind.split(':');

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use tracer_common::causes::Cause;
 
 use crate::{
-    format::{fmt_ns, percent as share},
+    format::{fmt_ns, percent as share, visible},
     recording::{CgroupEntry, Recording},
 };
 
@@ -35,8 +35,8 @@ fn change_share(before: f64, after: f64) -> String {
 fn session(rec: &Recording) -> String {
     format!(
         "{} | kernel {} | {} CPUs | {:.2} s traced",
-        rec.host,
-        rec.kernel,
+        visible(&rec.host),
+        visible(&rec.kernel),
         rec.cpus,
         rec.duration_ns as f64 / 1e9
     )
@@ -44,7 +44,7 @@ fn session(rec: &Recording) -> String {
 
 fn block(out: &mut String, b: &CgroupEntry, a: &CgroupEntry, db: u64, da: u64) {
     let (wb, wa) = (&b.wait, &a.wait);
-    let _ = writeln!(out, "{}", b.path);
+    let _ = writeln!(out, "{}", visible(&b.path));
     let _ = writeln!(
         out,
         "  verdict      {} -> {}",
@@ -138,7 +138,8 @@ pub fn render(before: &Recording, after: &Recording, top: usize) -> String {
     }
     for (label, paths) in [("only before", only(&b, &a)), ("only after", only(&a, &b))] {
         if !paths.is_empty() {
-            let _ = writeln!(out, "\n{label}: {}", paths.join(", "));
+            let shown: Vec<_> = paths.iter().map(|p| visible(p)).collect();
+            let _ = writeln!(out, "\n{label}: {}", shown.join(", "));
         }
     }
     out

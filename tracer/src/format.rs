@@ -2,7 +2,44 @@
 //! one place for every renderer (terminal, HTML, diff, verdicts) and parser
 //! (flags, configuration).
 
-use std::time::Duration;
+use std::{borrow::Cow, fmt::Write as _, time::Duration};
+
+/// Whether a terminal would act on `c` instead of showing it: C0 controls
+/// (ESC starts escape sequences: a window title, a cleared screen, a
+/// hyperlink), DEL, C1 controls (U+009B is CSI on its own), and the
+/// bidirectional overrides and isolates, which reorder the rest of the line.
+pub fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` as it may reach a terminal or a page: every character
+/// [`is_unsafe`] written out visibly (`\x1b`, `\n`, `\u{202e}`). Every
+/// string a report shows from a recording goes through here: process names
+/// are whatever a process calls itself, and a dump comes from anywhere.
+/// Backslashes are left alone, so that systemd's `\x2d` in unit names reads
+/// as it always did.
+pub fn visible(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe(c) && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if is_unsafe(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Human-readable duration: `850 ns`, `12.3 µs`, `4.56 ms`, `1.23 s`.
 pub fn fmt_ns(ns: u64) -> String {
@@ -89,6 +126,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(
+            visible("/system.slice/a\\x2db.service"),
+            "/system.slice/a\\x2db.service"
+        );
+        assert!(matches!(visible("GC Thread#0"), Cow::Borrowed(_)));
+        assert_eq!(visible("\x1b]0;pwned\x07"), "\\x1b]0;pwned\\x07");
+        assert_eq!(visible("\x1b[2J"), "\\x1b[2J");
+        assert_eq!(visible("a\nb\tc\r"), "a\\nb\\tc\\r");
+        assert_eq!(visible("\x00\x7f\u{9b}"), "\\x00\\x7f\\x9b");
+        assert_eq!(visible("\u{202e}exe.doc"), "\\u{202e}exe.doc");
+        assert_eq!(visible("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
+        // Other non-ASCII text is text.
+        assert_eq!(visible("µs – kworker/0:1 ✓"), "µs – kworker/0:1 ✓");
+    }
 
     #[test]
     fn durations_are_written_with_three_figures() {

@@ -8,16 +8,17 @@ use std::fmt::Write as _;
 use tracer_common::{causes::Cause, maps::Counter};
 
 use crate::{
-    format::{fmt_ns, group_digits, percent},
+    format::{fmt_ns, group_digits, percent, visible},
     histogram::log2_rows,
     recording::{Recording, WaitHistogram, WaitSplit},
     verdict::{Kind, Verdict},
 };
 
-/// Escapes text for HTML element content and attribute values.
+/// Escapes text for HTML element content and attribute values, control
+/// characters and bidi overrides shown [`visible`] as in the terminal.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    for c in visible(text).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),

@@ -29,7 +29,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tracer: {e:#}");
+            // Errors name files, cgroups and what a dump said.
+            eprintln!("tracer: {}", tracer::format::visible(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

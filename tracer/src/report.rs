@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use tracer_common::{causes::Cause, maps::Counter};
 
 use crate::{
-    format::{fmt_ns, group_digits, percent_cell},
+    format::{fmt_ns, group_digits, percent_cell, visible},
     histogram::render_text,
     recording::{CgroupEntry, Recording, WaitHistogram, WaitSplit},
     verdict::Verdict,
@@ -29,11 +29,13 @@ impl Default for TextOptions {
     }
 }
 
-/// Shortens a path from the left so that the table keeps its shape.
-fn fit(path: &str, width: usize) -> String {
-    let chars: Vec<char> = path.chars().collect();
+/// A label from the recording as a table cell: shown [`visible`], shortened
+/// from the left so that the table keeps its shape.
+fn fit(label: &str, width: usize) -> String {
+    let shown = visible(label);
+    let chars: Vec<char> = shown.chars().collect();
     if chars.len() <= width {
-        return path.to_owned();
+        return shown.into_owned();
     }
     let keep = &chars[chars.len() - (width - 1)..];
     format!("…{}", keep.iter().collect::<String>())
@@ -108,13 +110,13 @@ fn blame_lines(out: &mut String, w: &WaitSplit) {
             .processes
             .iter()
             .take(2)
-            .map(|p| format!("{} {} {}", p.comm, p.tgid, fmt_ns(p.ns)))
+            .map(|p| format!("{} {} {}", visible(&p.comm), p.tgid, fmt_ns(p.ns)))
             .collect();
         let _ = write!(
             line,
             "{} {} {} ({})",
             if i == 0 { "" } else { ";" },
-            b.path,
+            visible(&b.path),
             fmt_ns(b.ns),
             processes.join(", ")
         );
@@ -126,9 +128,9 @@ fn blame_lines(out: &mut String, w: &WaitSplit) {
 }
 
 fn verdict_lines(out: &mut String, v: &Verdict) {
-    let _ = writeln!(out, "  verdict: {}", v.text);
+    let _ = writeln!(out, "  verdict: {}", visible(&v.text));
     for note in &v.notes {
-        let _ = writeln!(out, "  note: {note}");
+        let _ = writeln!(out, "  note: {}", visible(note));
     }
 }
 
@@ -160,11 +162,11 @@ fn split_line(out: &mut String, w: &WaitSplit, on_cpu: &WaitHistogram) {
 
 fn cgroup_details(out: &mut String, c: &CgroupEntry) {
     let _ = writeln!(out);
-    let _ = writeln!(out, "{}", c.path);
+    let _ = writeln!(out, "{}", visible(&c.path));
     verdict_lines(out, &c.verdict);
     split_line(out, &c.wait, &c.on_cpu);
     if let Some(q) = &c.quota {
-        let _ = writeln!(out, "  quota: {}", q.describe(&c.path));
+        let _ = writeln!(out, "  quota: {}", visible(&q.describe(&c.path)));
     }
     if c.cpu_stat.is_some() || c.wait.causes.throttled_ns > 0 {
         // The traced figure beside the kernel's own counters.
@@ -190,7 +192,7 @@ fn cgroup_details(out: &mut String, c: &CgroupEntry) {
         let by: Vec<String> = e
             .throttled_by
             .iter()
-            .map(|(path, n)| format!("{path} ({n})"))
+            .map(|(path, n)| format!("{} ({n})", visible(path)))
             .collect();
         let _ = writeln!(
             out,
@@ -213,9 +215,9 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
     let _ = writeln!(
         out,
         "{} {} | kernel {} | {} CPUs | {} | {:.2} s traced",
-        rec.tool,
-        rec.tool_version,
-        rec.kernel,
+        visible(&rec.tool),
+        visible(&rec.tool_version),
+        visible(&rec.kernel),
         rec.cpus,
         rec.cgroup_mode,
         rec.duration_ns as f64 / 1e9
@@ -224,22 +226,26 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         .probes
         .iter()
         .filter(|p| p.attached)
-        .map(|p| format!("{}/{}", p.kind, p.name))
+        .map(|p| format!("{}/{}", visible(&p.kind), visible(&p.name)))
         .collect();
     let _ = writeln!(out, "probes: {}", attached.join(", "));
     for p in rec.probes.iter().filter(|p| !p.attached) {
         let _ = writeln!(
             out,
             "probe not attached: {}/{}: {}",
-            p.kind,
-            p.name,
-            p.error.as_deref().unwrap_or("unknown reason")
+            visible(&p.kind),
+            visible(&p.name),
+            visible(p.error.as_deref().unwrap_or("unknown reason"))
         );
     }
     if !rec.tier.is_empty() {
-        let _ = writeln!(out, "tier: {}", rec.tier);
+        let _ = writeln!(out, "tier: {}", visible(&rec.tier));
     }
-    let _ = writeln!(out, "throttled time from: {}", rec.throttle_method);
+    let _ = writeln!(
+        out,
+        "throttled time from: {}",
+        visible(&rec.throttle_method)
+    );
     let e = &rec.events;
     let _ = write!(
         out,
@@ -265,9 +271,17 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         .cgroups
         .iter()
         .take(options.top)
-        .map(|c| c.path.chars().count())
-        .chain(rec.pids.iter().map(|p| p.comm.len() + 12))
-        .chain(rec.threads.iter().map(|t| t.pattern.chars().count()))
+        .map(|c| visible(&c.path).chars().count())
+        .chain(
+            rec.pids
+                .iter()
+                .map(|p| visible(&p.comm).chars().count() + 12),
+        )
+        .chain(
+            rec.threads
+                .iter()
+                .map(|t| visible(&t.pattern).chars().count()),
+        )
         .max()
         .unwrap_or(6)
         .clamp(6, 48);
@@ -377,10 +391,10 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
             out,
             "{kind} {} {}{}",
             p.pid,
-            p.comm,
+            visible(&p.comm),
             p.cgroup
                 .as_deref()
-                .map(|c| format!(" in {c}"))
+                .map(|c| format!(" in {}", visible(c)))
                 .unwrap_or_default()
         );
         verdict_lines(&mut out, &p.verdict);
@@ -396,7 +410,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         let _ = writeln!(
             out,
             "threads '{}': {} matched in {} processes{}",
-            t.pattern,
+            visible(&t.pattern),
             t.matched.len(),
             processes.len(),
             if t.untraced > 0 {

@@ -1,5 +1,6 @@
 //! Fuzzing of the dump reader: whatever the input, an error or a dump, never
-//! a panic; and whatever parses renders, in every renderer, without a panic.
+//! a panic; and whatever parses renders, in every renderer, without a panic
+//! and without a control character reaching the terminal.
 
 use proptest::prelude::*;
 use serde_json::Value;
@@ -65,16 +66,25 @@ fn leaf() -> impl Strategy<Value = Value> {
     ]
 }
 
-/// Renders `rec` in every renderer, compared with `other` in the diff.
+/// Renders `rec` in every renderer, compared with `other` in the diff, and
+/// checks that nothing a terminal (or a browser, for bidi overrides) would
+/// act on gets through but the renderers' own line ends.
 fn render_all(rec: &crate::recording::Recording, other: &crate::recording::Recording) {
     for top in [0, 1, 20] {
         let options = report::TextOptions {
             top,
             details: top.min(3),
         };
-        let _ = report::render(rec, options);
-        let _ = diff::render(rec, other, top) + &diff::render(other, rec, top);
-        let _ = html::render(rec, top);
+        let text = report::render(rec, options);
+        let diffed = diff::render(rec, other, top) + &diff::render(other, rec, top);
+        let page = html::render(rec, top);
+        for out in [text, diffed, page] {
+            assert!(
+                !out.chars()
+                    .any(|c| c != '\n' && crate::format::is_unsafe(c)),
+                "raw control character in {out:?}"
+            );
+        }
     }
 }
 
@@ -161,7 +171,8 @@ proptest! {
 
     /// Whatever parses renders: a dump with any of its figures and strings
     /// replaced renders in the terminal report, the diff and the page
-    /// without a panic.
+    /// without a panic, and nothing but line ends among the control
+    /// characters reaches the terminal.
     #[test]
     fn whatever_parses_renders(
         version_0 in any::<bool>(),
