@@ -42,6 +42,19 @@ fn run(bin: &Path, args: &[&str], uid: Option<u32>) -> Result<String, Failed> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A dump `record` wrote (as root) is readable by its owner only; made
+/// readable to all, as whoever hands it over does, for the unprivileged
+/// readers below.
+fn hand_over(file: &str) -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(file)?.permissions().mode() & 0o777;
+    check(mode == 0o600, || {
+        format!("{file} was written with mode {mode:o}")
+    })?;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
 /// `tracer report` of a dump prints exactly what `tracer record` printed when it
 /// wrote it, as an unprivileged user; the page and a diff come out of it too.
 fn round_trip() -> TestResult {
@@ -60,6 +73,7 @@ fn round_trip() -> TestResult {
         None,
     )?;
     let size = std::fs::metadata(&file)?.len();
+    hand_over(&file)?;
     let reported = run(&bin, &["report", &file], unprivileged())?;
     measured(format!("dump of {size} bytes"));
     check(reported == recorded, || {
@@ -130,6 +144,7 @@ fn redacted() -> TestResult {
             format!("{hidden:?} is in the redacted dump")
         })?;
     }
+    hand_over(&file)?;
     let reported = run(&bin, &["report", &file], unprivileged())?;
     check(reported.contains("/c-"), || {
         format!("no placeholder in:\n{reported}")

@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow, bail, ensure};
 use serde_json::Value;
 
-pub use self::file::{MAX_BYTES, write};
+pub use self::file::{MAX_BYTES, check_writable, write};
 use self::head::{Head, IsArray};
 use crate::{hdr, recording::Recording};
 
@@ -101,6 +101,17 @@ fn version_of(head: &Head) -> anyhow::Result<u32> {
     Ok(version as u32)
 }
 
+/// When a dump's window ended (`started_unix_ns + duration_ns`), read from its
+/// identifying keys only; `None` for what is not a tracer dump. The agent
+/// orders its dumps by it. The file is not followed if it is a symbolic link.
+pub fn window_end(path: &Path) -> Option<u64> {
+    let bytes = file::read_bounded_nofollow(path).ok()?;
+    let head = head(std::str::from_utf8(&bytes).ok()?).ok()?;
+    version_of(&head).ok()?;
+    let started = head.started_unix_ns.as_ref()?.as_u64()?;
+    started.checked_add(head.duration_ns.as_ref()?.as_u64()?)
+}
+
 /// Brings an older dump up to [`VERSION`].
 fn upgrade(rec: &mut Recording, from: u32) -> anyhow::Result<()> {
     if from == 0 {
@@ -160,4 +171,4 @@ fn validate(rec: &mut Recording) -> anyhow::Result<()> {
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

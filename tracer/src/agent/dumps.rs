@@ -1,7 +1,11 @@
 //! Rolling dumps: the agent writes one per window (and one on SIGUSR1, and a
-//! last one when it stops) and keeps only the newest few.
+//! last one when it stops) and keeps only the newest few, by the windows they
+//! record rather than by their names.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 
@@ -29,37 +33,73 @@ pub fn stamp(unix_secs: u64) -> String {
     )
 }
 
-/// Writes `rec` into `dir` as `tracer-<end time>-<why>.json` and removes all but
-/// the newest `keep` dumps there. Returns the file written.
+/// The dumps this agent wrote. They are newer than any other dump in the
+/// directory whatever the windows recorded in those say: an earlier agent
+/// may have run with a clock that was since set back.
+#[derive(Debug, Default)]
+pub struct Written(HashSet<PathBuf>);
+
+/// Writes `rec` into `dir` as `tracer-<end time>-<why>.json` (with `-1`,
+/// `-2`, ... if a dump of the same second is there) and removes all but the
+/// newest `keep` dumps there. Returns the file written.
 pub fn write_rolling(
     dir: &Path,
     rec: &Recording,
     why: &str,
     keep: usize,
+    written: &mut Written,
 ) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let end = (rec.started_unix_ns + rec.duration_ns) / 1_000_000_000;
-    let path = dir.join(format!("tracer-{}-{why}.json", stamp(end)));
+    let end = rec.started_unix_ns.saturating_add(rec.duration_ns) / 1_000_000_000;
+    let base = format!("tracer-{}-{why}", stamp(end));
+    let path = (0..1_000)
+        .map(|n| match n {
+            0 => dir.join(format!("{base}.json")),
+            n => dir.join(format!("{base}-{n}.json")),
+        })
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .ok_or_else(|| anyhow::anyhow!("1,000 dumps named {base} in {}", dir.display()))?;
     dump::write(&path, rec)?;
-    let mut dumps: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
+    written.0.insert(path.clone());
+    prune(dir, keep, written);
+    Ok(path)
+}
+
+/// Removes all but the newest `keep` dumps in `dir`: this agent's are the
+/// newest, then the others by the end of the window each records
+/// (`started_unix_ns + duration_ns`, which a clock step during the agent's
+/// life does not move). What does not read as a tracer dump (another
+/// file, a damaged one, a symbolic link, a directory) is left alone.
+fn prune(dir: &Path, keep: usize, written: &mut Written) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut dumps: Vec<(bool, u64, PathBuf)> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
                 .is_some_and(|n| n.starts_with("tracer-") && n.ends_with(".json"))
         })
+        .filter_map(|e| {
+            let path = e.path();
+            let end = dump::window_end(&path)?;
+            Some((written.0.contains(&path), end, path))
+        })
         .collect();
+    // Oldest first.
     dumps.sort();
     let excess = dumps.len().saturating_sub(keep.max(1));
-    for old in &dumps[..excess] {
+    for (_, _, old) in &dumps[..excess] {
         let _ = std::fs::remove_file(old);
+        written.0.remove(old);
     }
-    Ok(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dump::tests::listing as names;
 
     #[test]
     fn stamps() {
@@ -69,21 +109,107 @@ mod tests {
         assert_eq!(stamp(4_102_444_799), "20991231T235959Z");
     }
 
+    fn fixture() -> Recording {
+        dump::parse(include_bytes!("../../tests/fixtures/dump-v1.json")).unwrap()
+    }
+
+    /// A dump of the window ending at `end_secs`, as an earlier agent wrote
+    /// it, under `name`.
+    fn earlier(dir: &Path, name: &str, end_secs: u64) -> PathBuf {
+        let mut rec = fixture();
+        rec.started_unix_ns = end_secs * 1_000_000_000 - rec.duration_ns;
+        let path = dir.join(name);
+        dump::write(&path, &rec).unwrap();
+        path
+    }
+
+    /// This agent's dumps of three windows, ending in 2027, keeping 3.
+    fn three_windows(dir: &Path) -> Vec<PathBuf> {
+        let mut ours = Written::default();
+        let mut rec = fixture();
+        (1..=3)
+            .map(|i| {
+                rec.started_unix_ns = (1_800_000_000 + i * 60) * 1_000_000_000;
+                write_rolling(dir, &rec, "periodic", 3, &mut ours).unwrap()
+            })
+            .collect()
+    }
+
+    /// Pruning goes by the window each dump records, not by its name, and
+    /// leaves alone what it cannot read as a dump: a foreign file, a broken
+    /// dump, a symbolic link, a directory.
+    #[test]
+    fn prunes_by_the_window_in_the_dump_and_leaves_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Named for 2099, but its window ended in 2027.
+        let misnamed = earlier(d, "tracer-20990101T000000Z-periodic.json", 1_800_000_000);
+        std::fs::write(d.join("tracer-notes.json"), "not a dump").unwrap();
+        std::fs::write(d.join("tracer-00000000T000000Z-exit.json"), "{\"format\":").unwrap();
+        std::os::unix::fs::symlink(&misnamed, d.join("tracer-link.json")).unwrap();
+        std::fs::create_dir(d.join("tracer-dir.json")).unwrap();
+        let written = three_windows(d);
+        assert!(!misnamed.exists(), "{:?}", names(d));
+        for kept in &written {
+            assert!(kept.exists(), "{kept:?} pruned: {:?}", names(d));
+        }
+        for foreign in [
+            "tracer-notes.json",
+            "tracer-00000000T000000Z-exit.json",
+            "tracer-link.json",
+            "tracer-dir.json",
+        ] {
+            assert!(
+                std::fs::symlink_metadata(d.join(foreign)).is_ok(),
+                "{foreign} removed: {:?}",
+                names(d)
+            );
+        }
+    }
+
+    /// The clock was set back since an earlier agent wrote its dumps: they
+    /// claim later windows than this agent's, which must not be pruned for
+    /// it. This agent's dumps are the newest, whatever the clock said before.
+    #[test]
+    fn a_clock_set_back_does_not_prune_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let before: Vec<PathBuf> = (0..3)
+            .map(|i| {
+                let end = 1_900_000_000 + i * 60;
+                earlier(d, &format!("tracer-{}-periodic.json", stamp(end)), end)
+            })
+            .collect();
+        let written = three_windows(d);
+        assert!(written.iter().all(|w| w.exists()), "{:?}", names(d));
+        assert!(before.iter().all(|b| !b.exists()), "{:?}", names(d));
+    }
+
+    /// Two dumps of one second (a signal just after a periodic one, say) are
+    /// both kept.
+    #[test]
+    fn dumps_of_the_same_second_do_not_replace_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ours = Written::default();
+        let rec = fixture();
+        let a = write_rolling(dir.path(), &rec, "signal", 5, &mut ours).unwrap();
+        let b = write_rolling(dir.path(), &rec, "signal", 5, &mut ours).unwrap();
+        assert_ne!(a, b);
+        assert!(a.exists() && b.exists(), "{:?}", names(dir.path()));
+    }
+
     #[test]
     fn keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let mut rec = dump::parse(include_bytes!("../../tests/fixtures/dump-v1.json")).unwrap();
         std::fs::write(dir.path().join("unrelated.txt"), "x").unwrap();
         let mut written = Vec::new();
+        let mut ours = Written::default();
         for i in 0..5 {
             rec.started_unix_ns = (1_800_000_000 + i * 60) * 1_000_000_000;
-            written.push(write_rolling(dir.path(), &rec, "periodic", 3).unwrap());
+            written.push(write_rolling(dir.path(), &rec, "periodic", 3, &mut ours).unwrap());
         }
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
+        let left = names(dir.path());
         assert_eq!(left.len(), 4, "{left:?}");
         assert!(left.contains(&"unrelated.txt".to_owned()));
         for kept in &written[2..] {

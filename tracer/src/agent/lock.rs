@@ -4,7 +4,7 @@
 use std::{
     fs::File,
     io::{Read as _, Seek as _, Write as _},
-    os::fd::AsRawFd as _,
+    os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _},
     path::Path,
 };
 
@@ -18,13 +18,26 @@ pub fn acquire(path: &Path) -> anyhow::Result<Lock> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut file = File::options()
+    // Root opens it: never through a symbolic link planted at its path,
+    // which would truncate the link's target and write a pid into it.
+    let mut file = match File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "the lock file {} is a symbolic link: refusing to open it",
+            path.display()
+        ),
+        other => other.with_context(|| format!("cannot open the lock file {}", path.display()))?,
+    };
+    if !file.metadata()?.is_file() {
+        bail!("the lock file {} is not a regular file", path.display());
+    }
     // SAFETY: flock on an fd we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let mut holder = String::new();
@@ -56,5 +69,20 @@ mod tests {
         assert!(err.contains(&std::process::id().to_string()), "{err}");
         drop(first);
         assert!(acquire(&path).is_ok(), "released on drop");
+    }
+
+    /// The agent runs as root: a symbolic link planted at the lock's path is
+    /// not followed (following it would truncate its target and write a pid
+    /// into it).
+    #[test]
+    fn a_symbolic_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.path().join("agent.lock");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let err = format!("{:#}", acquire(&path).unwrap_err());
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     }
 }

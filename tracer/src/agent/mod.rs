@@ -121,6 +121,8 @@ struct Agent {
     cost_warned: bool,
     /// The kernel release, read once.
     kernel: String,
+    /// The dumps this agent wrote, newest of their directory.
+    written: dumps::Written,
 }
 
 impl Agent {
@@ -236,7 +238,7 @@ impl Agent {
         // The blame up to now counts before it is released below.
         self.note_blame(&now);
         let rec = self.session.recording(&now, Some(&self.window_start));
-        match dumps::write_rolling(&d.dir, &rec, why, d.keep) {
+        match dumps::write_rolling(&d.dir, &rec, why, d.keep, &mut self.written) {
             Ok(path) => eprintln!("tracer agent: wrote {}", path.display()),
             Err(e) => eprintln!("tracer agent: cannot write a dump: {e:#}"),
         }
@@ -320,6 +322,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cost_window: None,
         cost_warned: false,
         kernel: crate::host::kernel_release(),
+        written: dumps::Written::default(),
     };
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -1,7 +1,5 @@
 //! `tracer record`: trace until the duration ends or a signal, then report.
 
-use std::fs::File;
-
 use anyhow::Context as _;
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -20,10 +18,7 @@ use crate::{
 pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     // A bad output path should fail before tracing, not after.
     if let Some(path) = &args.output {
-        let probe = path.with_extension("probe.tmp");
-        File::create(&probe)
-            .with_context(|| format!("cannot write --output {}", path.display()))?;
-        let _ = std::fs::remove_file(&probe);
+        dump::check_writable(path).with_context(|| format!("--output {}", path.display()))?;
     }
 
     let mut session = Session::start(Config {

@@ -1,7 +1,7 @@
 //! The keys of a dump that say what it is, read without building the rest:
 //! a first pass over the text that checks the JSON and allocates nothing for
 //! the body, so that what is not a dump (or is a newer one) is refused before
-//! the typed parse.
+//! the typed parse, and the agent can date its dumps without reading them.
 
 use std::fmt;
 
@@ -11,13 +11,16 @@ use serde::{
 };
 use serde_json::Value;
 
-/// The top-level keys that identify a dump; every other key is skipped unread.
+/// The top-level keys that identify a dump and its window; every other key is
+/// skipped unread.
 #[derive(Debug, Deserialize)]
 pub(super) struct Head {
     pub format: Option<Value>,
     pub format_version: Option<Value>,
     pub tool: Option<Value>,
     pub cgroups: Option<IsArray>,
+    pub started_unix_ns: Option<Value>,
+    pub duration_ns: Option<Value>,
 }
 
 /// Whether a value is a JSON array; its contents are skipped.

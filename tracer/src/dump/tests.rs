@@ -231,3 +231,80 @@ fn an_absurd_quota_renders() {
         "{text}"
     );
 }
+
+/// The names in a directory, sorted.
+pub(crate) fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A dump is created readable by its owner only (it names processes,
+/// cgroups and the host), and nothing else is left in its directory.
+#[test]
+fn dumps_are_private_and_leave_nothing_behind() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.json");
+    let rec = parse(DUMP_V1.as_bytes()).unwrap();
+    write(&path, &rec).unwrap();
+    // Over an existing, more open file too.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    write(&path, &rec).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    assert_eq!(listing(dir.path()), ["d.json"]);
+    assert_eq!(read(&path).unwrap(), rec);
+}
+
+/// A write that fails, while writing or when renaming, leaves no temporary
+/// file and whatever was under the final name untouched.
+#[test]
+fn a_failed_write_leaves_no_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = parse(DUMP_V1.as_bytes()).unwrap();
+    // The final name is a directory: the rename fails.
+    let taken = dir.path().join("taken.json");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("inside"), "x").unwrap();
+    assert!(write(&taken, &rec).is_err());
+    assert_eq!(listing(dir.path()), ["taken.json"]);
+    // Writing the content fails half-way.
+    let path = dir.path().join("d.json");
+    std::fs::write(&path, "before").unwrap();
+    let err = file::write_with(&path, |f| {
+        std::io::Write::write_all(f, b"{\"half")?;
+        Err(std::io::Error::other("disk full"))
+    })
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("disk full"), "{err:#}");
+    assert_eq!(listing(dir.path()), ["d.json", "taken.json"]);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "before");
+}
+
+/// Root writes dumps: a symbolic link planted where it writes (the final
+/// name, or a temporary name another tracer would have used) is not
+/// followed, so it cannot make root overwrite another file.
+#[test]
+fn symbolic_links_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let rec = parse(DUMP_V1.as_bytes()).unwrap();
+    // The temporary name the tracer used to write through.
+    std::os::unix::fs::symlink(&victim, dir.path().join("d.json.tmp")).unwrap();
+    write(&dir.path().join("d.json"), &rec).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    // The final name.
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let err = format!("{:#}", write(&link, &rec).unwrap_err());
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let err = format!("{:#}", check_writable(&link).unwrap_err());
+    assert!(err.contains("symbolic link"), "{err}");
+}
