@@ -175,21 +175,28 @@ impl CpuHierarchy {
 #[derive(Debug)]
 pub struct Resolver {
     hierarchy: CpuHierarchy,
-    /// The cgroups of the last scan.
+    /// The cgroups of the last complete scan.
     paths: HashMap<u64, String>,
+    /// Whether the last walk was complete: a walk that failed leaves `paths`
+    /// as they were, and says nothing about which cgroups are gone.
+    last_walk_complete: bool,
     /// Cgroups seen in an earlier scan but gone since: still named in reports
     /// until [`Self::forget`].
     retired: HashMap<u64, String>,
 }
 
 impl Resolver {
+    /// A resolver of `hierarchy`, whose walk is where the scans start (a
+    /// directory tree in tests).
     pub fn new(hierarchy: CpuHierarchy) -> Self {
         let mut r = Self {
             hierarchy,
             paths: HashMap::new(),
+            last_walk_complete: false,
             retired: HashMap::new(),
         };
-        r.rescan();
+        // A first walk that fails leaves no paths, and the next one fills them.
+        let _ = r.rescan();
         r
     }
 
@@ -198,23 +205,40 @@ impl Resolver {
     }
 
     /// Walks the whole hierarchy again (cgroups come and go). Cgroups no longer
-    /// there are retired, not forgotten.
-    pub fn rescan(&mut self) {
+    /// there are retired, not forgotten. A walk that cannot be completed (its
+    /// root unreadable: unmounted for a moment, say) changes nothing: taken
+    /// as complete, it would make every cgroup look gone.
+    pub fn rescan(&mut self) -> anyhow::Result<()> {
         let prefix = self.hierarchy.mount_root.trim_end_matches('/').to_owned();
         let mut fresh = HashMap::with_capacity(self.paths.len());
-        scan_tree(&self.hierarchy.mount, &prefix, &mut fresh);
+        let walked = scan_tree(&self.hierarchy.mount, &prefix, &mut fresh, true);
+        self.last_walk_complete = walked.is_ok();
+        walked.with_context(|| {
+            format!(
+                "cannot walk the cgroup hierarchy at {}",
+                self.hierarchy.mount.display()
+            )
+        })?;
         for (id, path) in self.paths.drain() {
             if !fresh.contains_key(&id) {
                 self.retired.insert(id, path);
             }
         }
         self.paths = fresh;
+        Ok(())
+    }
+
+    /// Whether the last walk of the hierarchy was complete, so that a cgroup
+    /// it lacked is gone.
+    pub fn last_walk_complete(&self) -> bool {
+        self.last_walk_complete
     }
 
     /// The path of a cgroup id, rescanning once if it is not known yet.
     pub fn resolve(&mut self, id: u64) -> Option<String> {
         if !self.paths.contains_key(&id) && !self.retired.contains_key(&id) {
-            self.rescan();
+            // A failed walk keeps what is known: the id stays unresolved.
+            let _ = self.rescan();
         }
         self.paths
             .get(&id)
@@ -244,10 +268,24 @@ impl Resolver {
 }
 
 /// Adds every cgroup directory under `dir` to `out` (inode -> path). Files are
-/// skipped; unreadable subtrees (a cgroup removed mid-walk) are skipped too.
-fn scan_tree(dir: &Path, path: &str, out: &mut HashMap<u64, String>) {
-    let Ok(meta) = std::fs::symlink_metadata(dir) else {
-        return;
+/// skipped, and so is a cgroup removed during the walk (not found). Any other
+/// error, or the root missing, makes the walk incomplete.
+fn scan_tree(
+    dir: &Path,
+    path: &str,
+    out: &mut HashMap<u64, String>,
+    root: bool,
+) -> std::io::Result<()> {
+    let gone_meanwhile = |e: std::io::Error| {
+        if !root && e.kind() == std::io::ErrorKind::NotFound {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    };
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) => return gone_meanwhile(e),
     };
     let shown = if path.is_empty() {
         "/".to_owned()
@@ -255,16 +293,22 @@ fn scan_tree(dir: &Path, path: &str, out: &mut HashMap<u64, String>) {
         path.to_owned()
     };
     out.insert(meta.ino(), shown);
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => return gone_meanwhile(e),
     };
-    for entry in entries.flatten() {
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => return gone_meanwhile(e),
+        };
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             let name = entry.file_name();
             let child = format!("{path}/{}", name.to_string_lossy());
-            scan_tree(&entry.path(), &child, out);
+            scan_tree(&entry.path(), &child, out, false)?;
         }
     }
+    Ok(())
 }
 
 /// Whether `path` is `selector` or below it (`/a` selects `/a` and `/a/b`, not `/ab`).
@@ -386,13 +430,45 @@ mod tests {
         // A removed one keeps its name until forgotten.
         let other = ino("other");
         std::fs::remove_dir(root.join("other")).unwrap();
-        r.rescan();
+        r.rescan().unwrap();
         assert!(!r.is_present(other));
         assert_eq!(r.resolve(other).as_deref(), Some("/other"));
         r.forget(other);
         assert_eq!(r.resolve(other), None);
         assert_eq!(hierarchy.id_of("/a/b").unwrap(), ino("a/b"));
         assert!(hierarchy.id_of("/missing").is_err());
+    }
+
+    /// A walk that cannot read the hierarchy's root (unmounted for a moment,
+    /// say) keeps the previous scan: its cgroups must not look gone.
+    #[test]
+    fn a_failed_rescan_keeps_the_previous_scan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("cpu");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        let ino = |p: &str| std::fs::metadata(root.join(p)).unwrap().ino();
+        let (a, b) = (ino("a"), ino("a/b"));
+        let mut r = Resolver::new(CpuHierarchy {
+            mode: Mode::V2,
+            mount: root.clone(),
+            mount_root: "/".into(),
+        });
+        assert!(r.is_present(a) && r.is_present(b));
+        let away = tmp.path().join("away");
+        std::fs::rename(&root, &away).unwrap();
+        let err = format!("{:#}", r.rescan().unwrap_err());
+        assert!(err.contains("cannot walk the cgroup hierarchy"), "{err}");
+        assert!(!r.last_walk_complete());
+        assert!(
+            r.is_present(a) && r.is_present(b),
+            "the failed walk emptied the scan"
+        );
+        assert_eq!(r.resolve(b).as_deref(), Some("/a/b"));
+        std::fs::rename(&away, &root).unwrap();
+        std::fs::remove_dir(root.join("a/b")).unwrap();
+        r.rescan().unwrap();
+        assert!(r.last_walk_complete());
+        assert!(r.is_present(a) && !r.is_present(b));
     }
 
     #[test]

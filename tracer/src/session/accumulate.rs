@@ -40,9 +40,42 @@ pub struct Accumulated {
     /// still part of every sample until [`Self::release`]: a dump covering
     /// the minutes a short-lived cgroup lived must still show it.
     pub departed: BTreeMap<u64, Totals>,
-    /// Cgroup ids in the kernel's maps that the hierarchy lacked, and how many
-    /// rescans in a row it did.
-    missing: HashMap<u64, u32>,
+    /// Cgroup ids in the kernel's maps that the hierarchy lacked, and in how
+    /// many walks in a row.
+    missing: Missing,
+}
+
+/// Cgroup ids the hierarchy lacked, and in how many complete walks in a row.
+#[derive(Debug, Default)]
+struct Missing(HashMap<u64, u32>);
+
+impl Missing {
+    /// Of `ids` (the cgroups the tracer holds figures of), those gone after
+    /// the resolver's last walk: missing from [`GONE_AFTER`] complete walks
+    /// in a row. A walk that failed says nothing about them: nothing is gone
+    /// and the counts stand, so that a hierarchy unreadable for a moment
+    /// does not evict every live cgroup.
+    fn gone(&mut self, ids: &HashSet<u64>, resolver: &Resolver) -> Vec<u64> {
+        if !resolver.last_walk_complete() {
+            return Vec::new();
+        }
+        let mut gone = Vec::new();
+        let mut missing = HashMap::new();
+        for &id in ids {
+            if resolver.is_present(id) {
+                continue;
+            }
+            let misses = self.0.get(&id).copied().unwrap_or(0) + 1;
+            if misses >= GONE_AFTER {
+                gone.push(id);
+            } else {
+                missing.insert(id, misses);
+            }
+        }
+        self.0 = missing;
+        gone.sort_unstable();
+        gone
+    }
 }
 
 impl Accumulated {
@@ -109,8 +142,9 @@ impl Accumulated {
         Ok(in_use)
     }
 
-    /// Moves the cgroups missing from the last scans out of the kernel's
-    /// per-cgroup map into `departed`; returns their ids.
+    /// Moves the cgroups missing from the last walks out of the kernel's
+    /// per-cgroup map into `departed`; returns their ids. After a walk that
+    /// failed, none.
     pub fn evict_gone(
         &mut self,
         kernel: &mut Kernel,
@@ -120,21 +154,7 @@ impl Accumulated {
         let mut ids: HashSet<u64> = kernel.cgroup_ids()?;
         ids.extend(slots.iter().map(|(_, slot)| slot.cgroup_id));
         ids.extend(self.spilled.keys());
-        let mut gone = Vec::new();
-        let mut missing = HashMap::new();
-        for &id in &ids {
-            if resolver.is_present(id) {
-                continue;
-            }
-            let misses = self.missing.get(&id).copied().unwrap_or(0) + 1;
-            if misses >= GONE_AFTER {
-                gone.push(id);
-            } else {
-                missing.insert(id, misses);
-            }
-        }
-        self.missing = missing;
-        gone.sort_unstable();
+        let gone = self.missing.gone(&ids, resolver);
         for &id in &gone {
             let mut total: CgroupStats = kernel.take_cgroup(id)?;
             for (_, slot) in slots.iter().filter(|(_, s)| s.cgroup_id == id) {
@@ -190,5 +210,50 @@ impl Accumulated {
         self.blame.clear();
         self.blame_epoch += 1;
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+    use crate::cgroup::{CpuHierarchy, Mode};
+
+    /// Cgroups missing from two complete walks in a row are gone; walks that
+    /// fail (the hierarchy unreadable for a while) evict nothing however
+    /// many there are, and do not count as misses.
+    #[test]
+    fn failed_walks_evict_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("cpu");
+        for d in ["live", "late", "doomed"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let ino = |p: &str| std::fs::metadata(root.join(p)).unwrap().ino();
+        let (live, doomed) = (ino("live"), ino("doomed"));
+        let mut r = Resolver::new(CpuHierarchy {
+            mode: Mode::V2,
+            mount: root.clone(),
+            mount_root: "/".into(),
+        });
+        // A cgroup created after the first walk, as the kernel's map has it.
+        std::fs::create_dir(root.join("newer")).unwrap();
+        let newer = ino("newer");
+        let ids: HashSet<u64> = [live, doomed, newer, ino("late")].into();
+        let mut missing = Missing::default();
+        assert_eq!(missing.gone(&ids, &r), [0u64; 0], "newer missed once");
+        std::fs::remove_dir(root.join("doomed")).unwrap();
+        let away = tmp.path().join("away");
+        std::fs::rename(&root, &away).unwrap();
+        for _ in 0..3 {
+            assert!(r.rescan().is_err());
+            assert_eq!(missing.gone(&ids, &r), [0u64; 0]);
+        }
+        std::fs::rename(&away, &root).unwrap();
+        r.rescan().unwrap();
+        assert_eq!(missing.gone(&ids, &r), [0u64; 0], "doomed missed once");
+        r.rescan().unwrap();
+        assert_eq!(missing.gone(&ids, &r), [doomed]);
     }
 }
