@@ -6,12 +6,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use libtest_mimic::{Completion, Trial};
+use libtest_mimic::{Completion, Failed, Trial};
 use tracer_tests::{
-    Load, TestCgroup, Worker, loaded_tracer_programs, settle_tracer_programs, tracer_command,
+    Load, TestCgroup, Worker, loaded_tracer_programs, programs_held_by, settle_tracer_programs,
+    still_loaded, tracer_command,
 };
 
-use crate::{TestResult, bin, check, cpus, measured, or_skip, privileged};
+use crate::{Scratch, TestResult, bin, check, cpus, measured, or_skip, privileged};
 
 pub fn tests() -> Vec<Trial> {
     vec![
@@ -30,6 +31,12 @@ pub fn tests() -> Vec<Trial> {
             "process_names_reach_the_terminal_escaped",
             cli_escaped_names,
         ),
+        privileged(
+            "a_signal_while_loading_ends_cleanly",
+            cli_signal_while_loading,
+        ),
+        privileged("a_closed_stdout_loses_no_dump", cli_closed_stdout),
+        privileged("sigkill_leaves_no_program_loaded", cli_sigkill),
         Trial::ignorable_test("unprivileged_run_says_it_needs_root", cli_unprivileged),
     ]
 }
@@ -255,6 +262,124 @@ fn cli_escaped_names() -> TestResult {
             .any(|l| l.starts_with("  waited behind:") && l.contains(&format!("{SHOWN} {pid} "))),
         || format!("the blame does not name it escaped:\n{stdout}"),
     )?;
+    Ok(Completion::Completed)
+}
+
+/// Waits (up to 10 s) for `child` to exit.
+fn wait_exit(child: &mut std::process::Child) -> Result<std::process::ExitStatus, Failed> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("tracer did not exit within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGINT while the programs load (after the checks, before anything is
+/// attached) ends the session as cleanly as one while tracing: exit 0, the
+/// report printed, nothing left loaded. The handlers are installed before
+/// the loading starts, which `Loading the programs...` announces.
+fn cli_signal_while_loading() -> TestResult {
+    let bin = or_skip!(bin());
+    // Programs of earlier sessions may still be on their way out.
+    let before = settle_tracer_programs(0);
+    let mut child = KillOnDrop(
+        tracer_command(&bin, &["record"], None)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let child = &mut child.0;
+    let mut stderr = BufReader::new(child.stderr.take().ok_or("no stderr")?);
+    let mut line = String::new();
+    stderr.read_line(&mut line)?;
+    check(line.starts_with("Loading"), || {
+        format!("unexpected first line: {line:?}")
+    })?;
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = wait_exit(child)?;
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .ok_or("no stdout")?
+        .read_to_string(&mut stdout)?;
+    check(status.success(), || format!("exit status {status}"))?;
+    check(stdout.contains("events:"), || {
+        format!("no report after the signal:\n{stdout}")
+    })?;
+    let after = settle_tracer_programs(before);
+    check(after == before, || {
+        format!("{} tracer programs still loaded after exit", after - before)
+    })?;
+    Ok(Completion::Completed)
+}
+
+/// `tracer record --output FILE | head -1`: the reader goes away before the
+/// report is printed. The dump is written all the same, and the tracer ends
+/// quietly with status 0.
+fn cli_closed_stdout() -> TestResult {
+    let bin = or_skip!(bin());
+    let scratch = Scratch::new("epipe")?;
+    let file = scratch.file("d.json");
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let out = tracer_command(
+        &bin,
+        &["record", "--duration", "1s", "--output", &file],
+        None,
+    )
+    .stdout(writer)
+    .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    check(out.status.success(), || {
+        format!("exit status {}: {stderr}", out.status)
+    })?;
+    check(!stderr.contains("panicked"), || format!("stderr: {stderr}"))?;
+    let rec = tracer::dump::read(std::path::Path::new(&file))
+        .map_err(|e| format!("no dump at {file}: {e:#}\nstderr: {stderr}"))?;
+    check(rec.duration_ns > 0, || "an empty dump".into())?;
+    Ok(Completion::Completed)
+}
+
+/// SIGKILL gives the tracer no chance to detach anything: the kernel must,
+/// as the programs live only as long as the tracer's descriptors. Checked on
+/// the programs this tracer held, counted while it ran so that the check
+/// after it can fail.
+fn cli_sigkill() -> TestResult {
+    let bin = or_skip!(bin());
+    let mut child = KillOnDrop(
+        tracer_command(&bin, &["record"], None)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let pid = child.0.id();
+    let mut stderr = BufReader::new(child.0.stderr.take().ok_or("no stderr")?);
+    let mut line = String::new();
+    while !line.starts_with("Tracing") {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            return Err("tracer ended before tracing".into());
+        }
+    }
+    let held = programs_held_by(pid);
+    measured(format!("the tracer held {} programs", held.len()));
+    check(held.len() >= 3, || {
+        format!("the tracer held only {held:?} while tracing")
+    })?;
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let status = wait_exit(&mut child.0)?;
+    check(status.code().is_none(), || format!("exit status {status}"))?;
+    let left = still_loaded(&held);
+    check(left.is_empty(), || {
+        format!("programs {left:?} of the killed tracer are still loaded")
+    })?;
     Ok(Completion::Completed)
 }
 

@@ -407,6 +407,51 @@ pub fn settle_tracer_programs(limit: usize) -> usize {
     }
 }
 
+/// The ids of the BPF programs process `pid` holds, through a program or a
+/// link file descriptor (`prog_id` in its fdinfo): what that process loaded
+/// and attached, whatever else runs on the host.
+pub fn programs_held_by(pid: u32) -> std::collections::BTreeSet<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Default::default();
+    };
+    fds.flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                let target = target.to_string_lossy();
+                target == "anon_inode:bpf-prog" || target == "anon_inode:bpf_link"
+            })
+        })
+        .filter_map(|fd| {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|id| id.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// Which of `ids` are still loaded, after waiting (up to 5 s) for them to
+/// go: the kernel frees a program an RCU grace period after its last
+/// reference is dropped.
+pub fn still_loaded(ids: &std::collections::BTreeSet<u32>) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|p| p.id())
+            .filter(|id| ids.contains(id))
+            .collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The `tracer` binary: `TRACER_BIN`, or the one next to this test's directory.
 pub fn tracer_bin() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("TRACER_BIN") {

@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode};
 
 use clap::Parser as _;
 use tracer::{
@@ -30,7 +30,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Errors name files, cgroups and what a dump said.
-            eprintln!("tracer: {}", tracer::format::visible(&format!("{e:#}")));
+            let shown = tracer::format::visible(&format!("{e:#}")).into_owned();
+            let _ = writeln!(std::io::stderr(), "tracer: {shown}");
             ExitCode::FAILURE
         }
     }

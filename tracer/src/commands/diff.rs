@@ -5,6 +5,5 @@ use crate::{cli::DiffArgs, diff, dump};
 pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     let before = dump::read(&args.before)?;
     let after = dump::read(&args.after)?;
-    print!("{}", diff::render(&before, &after, args.top));
-    Ok(())
+    super::print(&diff::render(&before, &after, args.top))
 }

@@ -6,6 +6,7 @@ use tokio::{
     time::{Instant, interval, sleep_until},
 };
 
+use super::note;
 use crate::{
     cli::RecordArgs,
     dump,
@@ -20,26 +21,31 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.output {
         dump::check_writable(path).with_context(|| format!("--output {}", path.display()))?;
     }
+    // Before anything is loaded: a signal while the programs load ends the
+    // session like one while tracing (the loop below sees it at once), instead
+    // of killing the process half-way.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
 
-    let mut session = Session::start(Config {
+    let plan = Session::prepare(Config {
         filter: CgroupFilter::only(args.cgroups.clone()),
         pids: args.pids.clone(),
         threads: args.threads.clone(),
         max_cgroups: args.max_cgroups,
         tier: args.tier,
     })?;
+    note!("Loading the programs...");
+    let mut session = plan.start()?;
     let attached = session.probes().iter().filter(|p| p.attached).count();
     match args.duration {
-        Some(d) => eprintln!(
+        Some(d) => note!(
             "Tracing run-queue waits with {attached} probes for {:.1} s (Ctrl-C ends early)...",
             d.as_secs_f64()
         ),
-        None => eprintln!("Tracing run-queue waits with {attached} probes... Ctrl-C to stop."),
+        None => note!("Tracing run-queue waits with {attached} probes... Ctrl-C to stop."),
     }
-    eprintln!("Probes: {}", session.tier().describe());
+    note!("Probes: {}", session.tier().describe());
 
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut drain = interval(session::DRAIN_EVERY);
     loop {
@@ -52,23 +58,22 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     }
 
     let recording = session.stop()?;
-    print!(
-        "{}",
-        report::render(
-            &recording,
-            TextOptions {
-                top: args.top,
-                ..TextOptions::default()
-            }
-        )
-    );
+    // The dump first: whatever becomes of stdout (`| head -1`), it is kept.
     if let Some(path) = &args.output {
-        let mut recording = recording;
         if args.redact {
-            redact::redact(&mut recording);
+            let mut redacted = recording.clone();
+            redact::redact(&mut redacted);
+            dump::write(path, &redacted)?;
+        } else {
+            dump::write(path, &recording)?;
         }
-        dump::write(path, &recording)?;
-        eprintln!("Wrote {}", path.display());
+        note!("Wrote {}", path.display());
     }
-    Ok(())
+    super::print(&report::render(
+        &recording,
+        TextOptions {
+            top: args.top,
+            ..TextOptions::default()
+        },
+    ))
 }

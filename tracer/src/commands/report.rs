@@ -15,18 +15,15 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         Some(out) => {
             std::fs::write(out, html::render(&rec, args.top))
                 .with_context(|| format!("writing {}", out.display()))?;
-            eprintln!("Wrote {}", out.display());
+            super::note!("Wrote {}", out.display());
+            Ok(())
         }
-        None => print!(
-            "{}",
-            report::render(
-                &rec,
-                TextOptions {
-                    top: args.top,
-                    ..TextOptions::default()
-                }
-            )
-        ),
+        None => super::print(&report::render(
+            &rec,
+            TextOptions {
+                top: args.top,
+                ..TextOptions::default()
+            },
+        )),
     }
-    Ok(())
 }

@@ -18,7 +18,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use tracer_common::maps::{Counter, DEFAULT_MAX_CGROUPS, MAP_CGROUP_STATS, MAP_SELECTION_STATS};
+use tracer_common::{
+    layout::KernelLayout,
+    maps::{Counter, DEFAULT_MAX_CGROUPS, MAP_CGROUP_STATS, MAP_SELECTION_STATS},
+};
 
 pub use self::maps::Record;
 use self::{accumulate::Accumulated, maps::Kernel, quotas::Quotas, selections::Selections};
@@ -98,9 +101,25 @@ pub struct Session {
     detached_at: Option<Instant>,
 }
 
+/// What [`Session::prepare`] checked and found: everything needed to load
+/// the programs.
+pub struct Plan {
+    config: Config,
+    btf: Btf,
+    layout: KernelLayout,
+    hierarchy: CpuHierarchy,
+    selections: Selections,
+}
+
 impl Session {
     /// Checks privileges and the kernel, loads and attaches the programs.
     pub fn start(config: Config) -> anyhow::Result<Self> {
+        Self::prepare(config)?.start()
+    }
+
+    /// Checks privileges, the kernel and what to trace, loading nothing: an
+    /// error here leaves nothing to undo.
+    pub fn prepare(config: Config) -> anyhow::Result<Plan> {
         if let Some(reason) = privilege::check() {
             bail!("{reason}; run it as root, e.g. `sudo tracer record`");
         }
@@ -119,7 +138,26 @@ impl Session {
             hierarchy.id_of(path)?;
         }
         let selections = Selections::new(&config.pids, &config.threads, &hierarchy)?;
+        Ok(Plan {
+            config,
+            btf,
+            layout,
+            hierarchy,
+            selections,
+        })
+    }
+}
 
+impl Plan {
+    /// Loads and attaches the programs.
+    pub fn start(self) -> anyhow::Result<Session> {
+        let Self {
+            config,
+            btf,
+            layout,
+            hierarchy,
+            selections,
+        } = self;
         let store = Store::for_kernel(&btf);
         let programs::Loaded {
             ebpf,
@@ -138,7 +176,7 @@ impl Session {
             &btf,
         )?;
         // From here on, an error drops the object, which detaches every program.
-        let mut session = Self {
+        let mut session = Session {
             kernel: Kernel::new(ebpf)?,
             probes,
             tier,
@@ -166,7 +204,9 @@ impl Session {
         session.quotas.refresh(&session.resolver);
         Ok(session)
     }
+}
 
+impl Session {
     pub fn probes(&self) -> &[ProbeStatus] {
         &self.probes
     }
@@ -271,9 +311,10 @@ impl Session {
     /// rescans the hierarchy, moves the figures of cgroups that are gone out
     /// of the kernel's map (they stay in samples until
     /// [`Self::release_departed`]) and refreshes the quotas. Returns the ids
-    /// of the cgroups found gone.
+    /// of the cgroups found gone: none when the hierarchy could not be
+    /// walked, which keeps the previous walk.
     pub fn maintain(&mut self) -> anyhow::Result<Vec<u64>> {
-        self.resolver.rescan();
+        let _ = self.resolver.rescan();
         self.last_spill_fold = Instant::now();
         let gone = self.acc.evict_gone(&mut self.kernel, &mut self.resolver)?;
         self.quotas.refresh(&self.resolver);
