@@ -8,6 +8,8 @@ mod attribution;
 mod cli;
 mod dump;
 mod jvm;
+mod losses;
+mod verdicts;
 mod waits;
 
 use std::time::Duration;
@@ -48,6 +50,8 @@ fn main() {
     tests.extend(cli::tests());
     tests.extend(dump::tests());
     tests.extend(agent::tests());
+    tests.extend(verdicts::tests());
+    tests.extend(losses::tests());
     libtest_mimic::run(&args, tests).exit();
 }
 

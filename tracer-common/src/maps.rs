@@ -25,6 +25,37 @@ pub const MAP_TASK_WAIT: &str = "TASK_WAIT";
 /// cfs_rq -> [`ThrottleClock`], kept by the fentry programs.
 pub const MAP_THROTTLE_CLOCKS: &str = "THROTTLE_CLOCKS";
 
+/// Maps whose capacity `--map-size NAME=N` may change, and what a too-small
+/// one costs (counted: nothing is lost silently). The per-cgroup map has its
+/// own flag, `--max-cgroups`.
+pub const RESIZABLE_MAPS: [(&str, &str); 7] = [
+    (
+        MAP_BLAME,
+        "victim and occupant pairs of one drain interval (blame_map_full)",
+    ),
+    (
+        MAP_SELECTION_STATS,
+        "--pid / --threads selections with figures (selection_map_full)",
+    ),
+    (MAP_SELECT_PROCESS, "processes selected by --pid"),
+    (
+        MAP_SELECT_THREAD,
+        "threads selected by --pid or --threads (untraced threads)",
+    ),
+    (
+        MAP_EVENTS,
+        "bytes of the ring buffer, a power of two of at least 4096 (ringbuf_dropped)",
+    ),
+    (
+        MAP_TASK_WAIT,
+        "threads with wait state, before 6.1 (task_storage_failures)",
+    ),
+    (
+        MAP_THROTTLE_CLOCKS,
+        "throttled cfs_rqs the fentry tier follows (throttle_clocks_lost)",
+    ),
+];
+
 /// Name of the read-only global holding the [`crate::layout::KernelLayout`].
 pub const GLOBAL_LAYOUT: &str = "LAYOUT";
 /// Name of the read-only global that turns the selection lookups on (u32, 0 or 1).
@@ -145,6 +176,10 @@ impl Default for Runs {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuState {
     pub runs: Runs,
+    /// Non-zero while a program on this CPU frees a task's storage: a wakeup
+    /// the kernel raises meanwhile (of an RCU thread, from the free itself)
+    /// cannot have storage of its own, and is the tracer's own doing.
+    pub freeing: u64,
     /// Event counters ([`Counter`]) of the programs that ran on this CPU. Here
     /// rather than in a per-CPU map: the entry is looked up anyway, and an array
     /// lookup is inlined where a per-CPU map lookup is a helper call.
@@ -287,6 +322,8 @@ pub enum Counter {
     RingOverrun = 14,
     CgroupSpilled = 15,
     SwitchUnseen = 16,
+    WakeupInOwnFree = 17,
+    ThrottleClockLost = 18,
 }
 
 /// What a counter tells its reader.
@@ -314,7 +351,7 @@ pub struct CounterInfo {
 }
 
 impl Counter {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Switch,
         Counter::Wakeup,
@@ -333,6 +370,8 @@ impl Counter {
         Counter::RingOverrun,
         Counter::CgroupSpilled,
         Counter::SwitchUnseen,
+        Counter::WakeupInOwnFree,
+        Counter::ThrottleClockLost,
     ];
 
     /// The counter table.
@@ -362,7 +401,7 @@ impl Counter {
             Counter::CgroupMapFull => (
                 "cgroup_map_full",
                 Loss,
-                "no per-cgroup entry and no spill slot: the wait or run is lost",
+                "no per-cgroup entry and no spill slot: the wait or the run on a CPU is lost",
             ),
             Counter::RingbufDrop => (
                 "ringbuf_dropped",
@@ -372,12 +411,17 @@ impl Counter {
             Counter::ReadFail => (
                 "kernel_read_failures",
                 Loss,
-                "a kernel read failed, or a wait ended on another CPU without a migration",
+                "a kernel read failed (a woken task's run queue, a migrating task's cgroup), or a wait ended on another CPU without a migration seen: that wait's split is lost",
             ),
             Counter::SelectionMapFull => (
                 "selection_map_full",
                 Loss,
                 "a selected task's wait found the selection map full",
+            ),
+            Counter::ThrottleClockLost => (
+                "throttle_clocks_lost",
+                Loss,
+                "wait segments whose throttle clock went back (the fentry tier's map evicted its cfs_rq): their throttled time is unknown",
             ),
             Counter::BlameMapFull => (
                 "blame_map_full",
@@ -404,6 +448,12 @@ impl Counter {
                 "switches_unseen",
                 Internal,
                 "switches the sched_switch tracepoint did not report, found at the next one; the wait is ended at the kernel's own arrival time",
+            ),
+            // The tracer's own doing, of a kernel thread: not the user's data.
+            Counter::WakeupInOwnFree => (
+                "wakeups_in_own_free",
+                Internal,
+                "wakeups raised while the tracer freed a task's storage (an RCU thread the free itself woke), which the kernel lets no program record",
             ),
             // Nothing is lost: userspace adds the slots to their cgroups.
             Counter::CgroupSpilled => (

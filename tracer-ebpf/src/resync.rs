@@ -126,6 +126,9 @@ pub unsafe extern "C" fn tracer_close_missed(cpu: u32) -> i32 {
     if segment.moved {
         count(Counter::CgroupMoved);
     }
+    if segment.clock_lost {
+        count(Counter::ThrottleClockLost);
+    }
     let parts = segment.split;
     if parts.contended > 0 {
         charge(

@@ -15,7 +15,7 @@ use tracer_common::{
     layout::{FEATURE_FENTRY, KernelLayout, method},
     maps::{
         CgroupStats, GLOBAL_LAYOUT, GLOBAL_SELECTIONS, MAP_CGROUP_STATS, MAP_CPU_STATE,
-        MAP_SELECTION_STATS, MAP_SPILL, SPILL_PER_CPU,
+        MAP_SELECTION_STATS, MAP_SPILL, MAP_TASK_WAIT, SPILL_PER_CPU,
     },
 };
 
@@ -172,6 +172,25 @@ pub const FENTRY_PROBES: &[Probe] = &[
     },
 ];
 
+/// Where the programs keep their state (`--store`, for testing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreChoice {
+    /// From the kernel's BTF ([`Store::for_kernel`]).
+    #[default]
+    Auto,
+    /// The pre-6.1 object, whatever the kernel.
+    Legacy,
+}
+
+impl StoreChoice {
+    pub fn resolve(self, btf: &Btf) -> Store {
+        match self {
+            Self::Auto => Store::for_kernel(btf),
+            Self::Legacy => Store::Legacy,
+        }
+    }
+}
+
 /// Which probes to use (`--tier`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum TierChoice {
@@ -219,6 +238,8 @@ pub struct LoadOptions {
     pub store: Store,
     pub tier: TierChoice,
     pub max_cgroups: u32,
+    /// `--map-size` capacities, applied over the defaults.
+    pub map_sizes: Vec<(String, u32)>,
     /// Whether any `--pid` / `--threads` selection exists.
     pub selections: bool,
 }
@@ -365,6 +386,12 @@ fn load_object(
     if options.store == Store::Legacy && !options.selections {
         // Preallocated: no selections, no memory for them.
         loader.map_max_entries(MAP_SELECTION_STATS, 1);
+    }
+    for (name, entries) in &options.map_sizes {
+        if name == MAP_TASK_WAIT && options.store != Store::Legacy {
+            bail!("--map-size {name}: task local storage has no capacity; it applies before 6.1");
+        }
+        loader.map_max_entries(name, *entries);
     }
     loader.load(options.store.object()).map_err(|e| {
         anyhow!(

@@ -31,6 +31,8 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         pids: args.pids.clone(),
         threads: args.threads.clone(),
         max_cgroups: args.max_cgroups,
+        map_sizes: args.map_sizes.clone(),
+        store: args.store,
         tier: args.tier,
     })?;
     let attached = session.probes().iter().filter(|p| p.attached).count();
