@@ -73,7 +73,7 @@ fn start(tier: TierChoice) -> Result<Result<Session, Completion>, Failed> {
                 e.root_cause()
             ))))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(format!("{e:#}").into()),
     }
 }
 
@@ -516,7 +516,7 @@ fn bursts_below_quota() -> TestResult {
     let cg = TestCgroup::create("bursty")?;
     cg.set_quota(50_000, 100_000)?;
     let before = cg.cpu_stat()?;
-    let session = Session::start(Config::default())?;
+    let session = crate::start_session(Config::default())?;
     let load = Load::Burst {
         every: 600,
         spin: 80,

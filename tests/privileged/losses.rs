@@ -123,7 +123,7 @@ fn small_ring_buffer() -> TestResult {
         .map(|c| format!("echo $$ > {}/cgroup.procs; /bin/true\n", c.dir.display()))
         .collect::<String>()
         + &format!("echo $$ > {}/cgroup.procs\n", parent.dir.display());
-    let session = tracer::session::Session::start(sized(MAP_EVENTS, 4096))?;
+    let session = crate::start_session(sized(MAP_EVENTS, 4096))?;
     let status = Command::new("sh").args(["-c", &script]).status()?;
     check(status.success(), || "the hopping shell failed".into())?;
     std::thread::sleep(Duration::from_millis(300));

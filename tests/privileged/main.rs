@@ -104,8 +104,14 @@ fn cpus() -> Result<(usize, usize), Completion> {
     }
 }
 
+/// Starts a session; a failure says its whole chain of causes (a refused
+/// program's verifier log is in it), not only the outermost.
+fn start_session(config: Config) -> Result<Session, Failed> {
+    Session::start(config).map_err(|e| format!("{e:#}").into())
+}
+
 fn record(config: Config, duration: Duration) -> Result<Recording, Failed> {
-    let session = Session::start(config)?;
+    let session = start_session(config)?;
     std::thread::sleep(duration);
     Ok(session.stop()?)
 }

@@ -6,11 +6,7 @@
 use std::{process::Stdio, time::Duration};
 
 use libtest_mimic::{Completion, Trial};
-use tracer::{
-    recording::Recording,
-    session::{Config, Session},
-    verdict::Kind,
-};
+use tracer::{recording::Recording, session::Config, verdict::Kind};
 use tracer_tests::{Load, TestCgroup, Worker, postgres::Postgres};
 
 use crate::{
@@ -155,7 +151,7 @@ fn traced_pgbench(
     clients: u32,
     seconds: u64,
 ) -> anyhow::Result<Recording> {
-    let session = Session::start(Config::default())?;
+    let session = tracer::session::Session::start(Config::default())?;
     let script = format!(
         "echo $$ > {} && exec taskset -c {cpu} \"$@\"",
         client.dir.join("cgroup.procs").display()

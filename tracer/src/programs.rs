@@ -104,9 +104,11 @@ pub struct Probe {
 }
 
 /// The tracepoint tier: complete on its own, on every kernel. In the order
-/// they are attached (and the reverse of the order they are detached): the
-/// programs that only follow a wait before the ones that begin and end it, so
-/// that no wait begins with its migration or exit unseen.
+/// they are attached: the programs that only follow a wait (exit, migration)
+/// and begin one (wakeups) before `sched_switch`, which ends waits: the
+/// measurement runs from its attach to its detach, which comes first (see
+/// [`detach_all`]), so that no wait is counted outside it and none begins
+/// with its migration unseen.
 pub const PROBES: &[Probe] = &[
     Probe {
         program: "sched_process_exit",
@@ -123,13 +125,6 @@ pub const PROBES: &[Probe] = &[
         role: "splits a wait whose task moves to another CPU, so each part is measured on its own CPU",
     },
     Probe {
-        program: "sched_switch",
-        target: "sched_switch",
-        hook: Hook::TpBtf,
-        required: true,
-        role: "ends waits at switch-in and starts them when a runnable task is switched out",
-    },
-    Probe {
         program: "sched_wakeup",
         target: "sched_wakeup",
         hook: Hook::TpBtf,
@@ -143,7 +138,17 @@ pub const PROBES: &[Probe] = &[
         required: true,
         role: "starts a wait when a new task is first queued",
     },
+    Probe {
+        program: "sched_switch",
+        target: "sched_switch",
+        hook: Hook::TpBtf,
+        required: true,
+        role: "ends waits at switch-in and starts them when a runnable task is switched out",
+    },
 ];
+
+/// The program that ends waits: the measurement runs while it is attached.
+const ENDS_WAITS: &str = "sched_switch";
 
 /// The fentry tier, added where the kernel allows it: throttle episodes as
 /// they happen, and an exact throttle clock on kernels before 6.6. All or
@@ -449,10 +454,13 @@ fn attach_all(
     probes: &[&Probe],
     statuses: &mut [ProbeStatus],
 ) -> anyhow::Result<Instant> {
-    let attached_at = Instant::now();
+    let mut attached_at = Instant::now();
     for (&probe, status) in probes.iter().zip(statuses) {
         if status.error.is_some() {
             continue;
+        }
+        if probe.program == ENDS_WAITS {
+            attached_at = Instant::now();
         }
         match attach_one(ebpf, probe) {
             Ok(()) => status.attached = true,
@@ -520,8 +528,9 @@ fn attach_one(ebpf: &mut Ebpf, probe: &Probe) -> anyhow::Result<()> {
 /// takes.
 pub fn detach_all(ebpf: &mut Ebpf) -> Instant {
     let detached_at = Instant::now();
-    // The reverse of the attach order: nothing begins a wait once the
-    // programs that follow it are gone.
+    // The reverse of the attach order: `sched_switch` first, which ends the
+    // measurement at once (detaching takes a while, seconds under emulation,
+    // and no wait must end uncounted in the recording's time).
     for probe in FENTRY_PROBES.iter().chain(PROBES).rev() {
         let Some(program) = ebpf.program_mut(probe.program) else {
             continue;
