@@ -118,11 +118,13 @@ fn small_ring_buffer() -> TestResult {
     let children: Vec<TestCgroup> = (0..300)
         .map(|i| parent.child(&format!("c{i}")))
         .collect::<anyhow::Result<_>>()?;
+    // The shell ends in the last child (under cgroup v2 the parent may hold
+    // no process once its children have controllers) and exits before the
+    // cgroups are removed.
     let script: String = children
         .iter()
         .map(|c| format!("echo $$ > {}/cgroup.procs; /bin/true\n", c.dir.display()))
-        .collect::<String>()
-        + &format!("echo $$ > {}/cgroup.procs\n", parent.dir.display());
+        .collect();
     let session = crate::start_session(sized(MAP_EVENTS, 4096))?;
     let status = Command::new("sh").args(["-c", &script]).status()?;
     check(status.success(), || "the hopping shell failed".into())?;

@@ -79,11 +79,11 @@ pub fn load_and_attach(options: &LoadOptions, btf: &Btf) -> anyhow::Result<Loade
     let max_cgroups = match options.store {
         Store::TaskStorage => options.max_cgroups,
         Store::Legacy => {
+            // The budget bounds the preallocation, but leaves room for a few
+            // cgroups however many CPUs; a smaller `--max-cgroups` stands.
             let per_entry = size_of::<CgroupStats>() * cpus as usize;
-            options
-                .max_cgroups
-                .min((LEGACY_STATS_BUDGET / per_entry.max(1)) as u32)
-                .max(16)
+            let budget = (LEGACY_STATS_BUDGET / per_entry.max(1)) as u32;
+            options.max_cgroups.min(budget.max(16))
         }
     };
     let load = |layout: &KernelLayout, probes: &[&Probe]| {
