@@ -295,7 +295,7 @@ fn contention_only(tier: TierChoice) -> TestResult {
         let ratio = blame_over_run(e, o);
         check((0.9..=1.05).contains(&ratio), || {
             format!(
-                "{} was charged {:.1} % of the time {} ran; it waited all that time",
+                "{} was charged {:.1} % of the time {} ran while it waited",
                 me.path,
                 ratio * 100.0,
                 other.path
@@ -390,7 +390,7 @@ fn mixed(tier: TierChoice) -> TestResult {
     let ratio = blame_over_run(n, q);
     check((0.9..=1.05).contains(&ratio), || {
         format!(
-            "the neighbour was charged {:.1} % of the time the limited hog ran: {:?}",
+            "the neighbour was charged {:.1} % of the time the limited hog ran while it waited: {:?}",
             ratio * 100.0,
             n.wait.blame
         )

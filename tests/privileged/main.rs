@@ -201,8 +201,11 @@ fn all_runnable_time_seen(what: &str, e: &CgroupEntry, kernel_ns: u64) -> Result
 }
 
 /// The contended time of `victim` charged to cgroup `occupant`, against the
-/// time `occupant` ran: equal when `victim` waited whenever `occupant` ran
-/// (hogs sharing a CPU).
+/// time `occupant` ran while `victim` was in a traced wait: equal when
+/// `victim` waited whenever `occupant` ran (hogs sharing a CPU). That time is
+/// what `occupant` ran, or `victim`'s whole contended time if less: a wait
+/// still going on when the programs are detached is not traced, and one
+/// slice can be long (a fifth of a second, seen in a guest on a busy host).
 fn blame_over_run(victim: &CgroupEntry, occupant: &CgroupEntry) -> f64 {
     let charged: u64 = victim
         .wait
@@ -211,7 +214,12 @@ fn blame_over_run(victim: &CgroupEntry, occupant: &CgroupEntry) -> f64 {
         .filter(|b| b.path == occupant.path)
         .map(|b| b.ns)
         .sum();
-    share(charged, occupant.on_cpu.summary.total_ns.max(1))
+    let overlap = occupant
+        .on_cpu
+        .summary
+        .total_ns
+        .min(victim.wait.causes.contended_ns);
+    share(charged, overlap.max(1))
 }
 
 /// `|a - b| / b`.
