@@ -166,10 +166,35 @@ impl Config {
                 }),
             };
         }
-        if c.interval < Duration::from_millis(100) {
-            bail!("interval: {:?} is too short; at least 100ms", c.interval);
-        }
         Ok(c)
+    }
+
+    /// The shortest `interval`: a read of the maps takes milliseconds, and
+    /// tokio's timers refuse a zero period (they panic).
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    /// The shortest `dumps.every`: a dump is a file of up to a megabyte.
+    pub const MIN_DUMP_EVERY: Duration = Duration::from_secs(1);
+
+    /// Checks what only the whole configuration, file and flags merged, can
+    /// tell: a flag may set what the file left out, or the other way round.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.interval < Self::MIN_INTERVAL {
+            bail!(
+                "interval (--interval or the file's): {:?} is too short; at least {:?}",
+                self.interval,
+                Self::MIN_INTERVAL
+            );
+        }
+        if let Some(d) = &self.dumps {
+            if d.every < Self::MIN_DUMP_EVERY {
+                bail!(
+                    "dumps.every (--dump-every or the file's): {:?} is too short; at least {:?}",
+                    d.every,
+                    Self::MIN_DUMP_EVERY
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
@@ -237,6 +262,9 @@ mod tests {
             "unknown keys are refused"
         );
         assert!(err("[dumps]\nkeep = 0").contains("keep at least 1"));
-        assert!(err("interval = \"1ms\"").contains("too short"));
+        let invalid = |t: &str| format!("{:#}", Config::parse(t).unwrap().validate().unwrap_err());
+        assert!(invalid("interval = \"1ms\"").contains("too short"));
+        assert!(invalid("[dumps]\nevery = \"10ms\"").contains("dumps.every"));
+        assert!(err("[dumps]\nevery = \"0.0000000001s\"").contains("under a nanosecond"));
     }
 }
