@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:9477"     # where /metrics and /health are served
+//! web_config = "/etc/tracer/web.yml"  # TLS and basic auth (exporter-toolkit format); default: none
 //! interval = "5s"             # how often the kernel's maps are read
 //! export_limit = 200          # cgroups with series of their own; the rest are summed
 //! include = ["/kubepods"]     # export only cgroups under these paths (default: all)
@@ -42,6 +43,8 @@ pub struct Config {
     pub dumps: Option<Dumps>,
     /// Where the single-instance lock lives.
     pub lock_file: PathBuf,
+    /// The web configuration file: TLS and basic authentication.
+    pub web_config: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +75,7 @@ impl Default for Config {
             program_stats: true,
             dumps: Some(Dumps::default()),
             lock_file: PathBuf::from("/run/tracer-agent.lock"),
+            web_config: None,
         }
     }
 }
@@ -88,6 +92,7 @@ struct File {
     top_occupants: Option<usize>,
     program_stats: Option<bool>,
     lock_file: Option<PathBuf>,
+    web_config: Option<PathBuf>,
     dumps: Option<DumpsFile>,
 }
 
@@ -148,6 +153,7 @@ impl Config {
         if let Some(l) = file.lock_file {
             c.lock_file = l;
         }
+        c.web_config = file.web_config;
         if let Some(d) = file.dumps {
             let default = Dumps::default();
             c.dumps = match d.enabled {
@@ -228,6 +234,7 @@ mod tests {
             r#"
             listen = "0.0.0.0:9000"
             interval = "2s"
+            web_config = "/etc/tracer/web.yml"
             export_limit = 50
             include = ["/kubepods"]
             exclude = ["/kubepods/besteffort"]
@@ -242,6 +249,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.interval, Duration::from_secs(2));
+        assert_eq!(c.web_config, Some(PathBuf::from("/etc/tracer/web.yml")));
         assert_eq!(
             (c.export_limit, c.top_occupants, c.program_stats),
             (50, 5, false)

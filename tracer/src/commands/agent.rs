@@ -20,6 +20,9 @@ pub fn config(args: &AgentArgs) -> anyhow::Result<Config> {
     if let Some(lock) = &args.lock_file {
         c.lock_file = lock.clone();
     }
+    if let Some(web) = &args.web_config {
+        c.web_config = Some(web.clone());
+    }
     if args.no_dumps {
         c.dumps = None;
     } else if args.dump_dir.is_some() || args.dump_every.is_some() {
