@@ -17,7 +17,9 @@ use std::{
 use anyhow::{Context as _, anyhow, bail, ensure};
 use tracer::cgroup::CpuHierarchy;
 
+pub mod inspect;
 pub mod services;
+pub mod tls;
 
 const WORKER_ENV: &str = "TRACER_TEST_WORKER";
 
