@@ -17,11 +17,15 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::{auth::Users, tls};
@@ -101,6 +105,8 @@ impl WebConfig {
                 None => None,
             },
             users: (!self.users.is_empty()).then(|| Arc::new(Users::new(self.users.clone()))),
+            checking: Arc::new(Semaphore::new(1)),
+            checks_started: AtomicUsize::new(0),
         })
     }
 }
@@ -109,6 +115,12 @@ impl WebConfig {
 pub struct Access {
     pub tls: Option<TlsAcceptor>,
     pub users: Option<Arc<Users>>,
+    /// One bcrypt check at a time. A request waits for its turn here, where
+    /// giving up (its deadline, its client gone) costs nothing; once handed
+    /// to the blocking thread a check runs to its end regardless.
+    checking: Arc<Semaphore>,
+    /// bcrypt checks handed to the blocking thread so far.
+    checks_started: AtomicUsize,
 }
 
 impl Access {
@@ -123,17 +135,26 @@ impl Access {
         if users.matched_before(&user, &password) {
             return true;
         }
+        let Ok(turn) = self.checking.clone().acquire_owned().await else {
+            return false;
+        };
         // The slow check off the server's runtime thread, so that other
-        // connections are served meanwhile.
+        // connections are served meanwhile; the turn ends with the check.
         let users = users.clone();
-        tokio::task::spawn_blocking(move || users.verify(&user, &password))
-            .await
-            .unwrap_or(false)
+        self.checks_started.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            users.verify(&user, &password)
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     const HASH: &str = "$2y$04$CzdFbLKjCANdPvDvfjJbUOkgTxM1PCZvbCU0x3I6HV.mI8iUNSZ2O";
@@ -215,5 +236,36 @@ mod tests {
         let c = WebConfig::load(&missing).unwrap();
         let e = format!("{:#}", c.access().err().expect("missing files refused"));
         assert!(e.contains("none.crt"), "{e}");
+    }
+
+    /// A client that gives up while waiting for its password check (its
+    /// deadline passed, it left) must not leave a check queued: else a flood
+    /// of wrong passwords would pile up bcrypt work without bound.
+    #[tokio::test]
+    async fn abandoned_password_checks_do_not_pile_up() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let access = WebConfig {
+            tls: None,
+            users: BTreeMap::from([("prometheus".to_owned(), hash)]),
+        }
+        .access()
+        .unwrap();
+        let wrong = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("prometheus:guess")
+        );
+        // A check under way (one of cost 4 could otherwise end before the
+        // next request, and the test would depend on how fast bcrypt runs).
+        let under_way = access.checking.clone().try_acquire_owned().unwrap();
+        for _ in 0..50 {
+            // Polled once, then dropped, as a connection past its deadline.
+            let check = access.authorized(Some(&wrong));
+            let _ = tokio::time::timeout(std::time::Duration::ZERO, check).await;
+        }
+        let started = access.checks_started.load(Ordering::Relaxed);
+        assert_eq!(started, 0, "checks started for 50 abandoned requests");
+        drop(under_way);
+        assert!(!access.authorized(Some(&wrong)).await);
+        assert_eq!(access.checks_started.load(Ordering::Relaxed), 1);
     }
 }
