@@ -88,16 +88,20 @@ impl Agent {
     pub fn start(bin: &Path, args: &[&str], scratch: &Path) -> anyhow::Result<Self> {
         let mut agent = Self::spawn(bin, args, scratch)?;
         let addr = agent.addr;
+        // Loading the programs takes 20 to 30 s of a debug build in the
+        // kernel matrix's emulated guests (the verifier's time, mostly); the
+        // agent answers 503 meanwhile, so this limit is all the wait there is.
         let ready = wait_for(
             "the agent's first snapshot",
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             || {
                 if agent.exited() {
                     return Some(false);
                 }
                 matches!(http_get(addr, "/metrics", None), Ok((200, _))).then_some(true)
             },
-        )?;
+        )
+        .with_context(|| format!("the agent's log: {}", agent.log()))?;
         ensure!(ready, "the agent exited at start: {}", agent.log());
         Ok(agent)
     }
