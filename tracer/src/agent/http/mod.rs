@@ -171,7 +171,9 @@ impl Connections {
         while self.live() > self.cap.saturating_sub(1) && self.evict_oldest() {
             evicted = true;
         }
-        // Nothing of ours to close: some other descriptor holder; retry later.
+        // Already under the new cap, the descriptors are held elsewhere in
+        // the agent: closing one waiting connection still frees one for the
+        // queue. With none waiting, the caller waits before retrying.
         evicted || self.evict_oldest()
     }
 }
