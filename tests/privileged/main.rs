@@ -4,6 +4,8 @@
 //! reason. They run one at a time because they share CPUs and the scheduler.
 
 mod agent;
+mod agent_clients;
+mod agent_life;
 mod attribution;
 mod cli;
 mod dump;
@@ -52,6 +54,8 @@ fn main() {
     tests.extend(agent::tests());
     tests.extend(verdicts::tests());
     tests.extend(losses::tests());
+    tests.extend(agent_life::tests());
+    tests.extend(agent_clients::tests());
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -92,6 +96,38 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `tracer agent` reading the maps every `interval`, writing no dumps, its
+/// lock in `scratch`, with `extra` flags; waits for its first snapshot if
+/// `ready`, else returns as soon as it is started.
+fn agent(
+    bin: &std::path::Path,
+    scratch: &Scratch,
+    interval: &str,
+    extra: &[&str],
+    ready: bool,
+) -> anyhow::Result<tracer_tests::services::Agent> {
+    use tracer_tests::services::Agent;
+    let lock = scratch.file("agent.lock");
+    let mut args = vec!["--interval", interval, "--no-dumps", "--lock-file", &lock];
+    args.extend(extra);
+    if ready {
+        Agent::start(bin, &args, &scratch.0)
+    } else {
+        Agent::spawn(bin, &args, &scratch.0)
+    }
+}
+
+/// The Prometheus server the agent tests scrape with, or why they are ignored.
+fn prometheus_installed() -> Result<(), Completion> {
+    if std::path::Path::new(tracer_tests::services::PROMETHEUS).exists() {
+        Ok(())
+    } else {
+        Err(Completion::ignored_with(
+            "no Prometheus server (apt-get install prometheus; `cargo xtask test` does)",
+        ))
     }
 }
 

@@ -17,8 +17,10 @@ use std::{
 use anyhow::{Context as _, anyhow, bail, ensure};
 use tracer::cgroup::CpuHierarchy;
 
+pub mod inspect;
 pub mod postgres;
 pub mod services;
+pub mod tls;
 
 const WORKER_ENV: &str = "TRACER_TEST_WORKER";
 

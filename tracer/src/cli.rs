@@ -61,6 +61,12 @@ pub struct AgentArgs {
     /// The lock that keeps a second agent from starting [default: /run/tracer-agent.lock].
     #[arg(long, value_name = "FILE")]
     pub lock_file: Option<PathBuf>,
+
+    /// TLS and basic authentication for /metrics and /health: a web
+    /// configuration file as Prometheus' exporters read (`tls_server_config`,
+    /// `basic_auth_users`).
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
