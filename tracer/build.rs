@@ -1,6 +1,6 @@
 //! Builds the eBPF object (the `tracer-ebpf` crate, for the bpf target, with the
 //! nightly toolchain and bpf-linker) and leaves it in OUT_DIR, from where
-//! `src/programs.rs` embeds it in the binary.
+//! `src/programs/store.rs` embeds it in the binary.
 
 use anyhow::{Context as _, anyhow};
 

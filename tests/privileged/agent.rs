@@ -1,21 +1,24 @@
-//! `tracer agent` end to end: scraped by a real Prometheus server, under
-//! cgroup churn, and through its life cycle (signals, dumps, the lock).
+//! `tracer agent` end to end: scraped by a real Prometheus server, and under
+//! cgroup churn. Its life cycle is in `agent_life.rs`, hostile clients and
+//! TLS in `agent_clients.rs`.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command},
     time::{Duration, Instant},
 };
 
 use libtest_mimic::{Completion, Failed, Trial};
-use tracer::dump;
 use tracer_tests::{
-    Load, TestCgroup, Worker, loaded_tracer_programs,
-    services::{self, Agent, PROMETHEUS, Prometheus, sample_value, series_count, wait_for},
-    settle_tracer_programs, spawn_in,
+    Load, TestCgroup, Worker,
+    services::{Agent, Prometheus, sample_value, series_count, wait_for},
+    spawn_in,
 };
 
-use crate::{Scratch, TestResult, bin, check, cpus, measured, or_skip, privileged};
+use crate::{
+    Scratch, TestResult, agent, bin, check, cpus, measured, or_skip, privileged,
+    prometheus_installed,
+};
 
 pub fn tests() -> Vec<Trial> {
     vec![
@@ -27,7 +30,6 @@ pub fn tests() -> Vec<Trial> {
             "agent_memory_and_series_stay_bounded_under_cgroup_churn",
             churn,
         ),
-        privileged("agent_lock_signals_dumps_and_a_clean_exit", lifecycle),
     ]
 }
 
@@ -43,11 +45,7 @@ fn within(what: &str, value: f64, range: std::ops::RangeInclusive<f64>) -> Resul
 fn prometheus() -> TestResult {
     let (quiet, busy) = or_skip!(cpus());
     let bin = or_skip!(bin());
-    if !Path::new(PROMETHEUS).exists() {
-        return Ok(Completion::ignored_with(
-            "no Prometheus server (apt-get install prometheus; `cargo xtask test` does)",
-        ));
-    }
+    or_skip!(prometheus_installed());
     let scratch = Scratch::new("prometheus")?;
     let pair = TestCgroup::create("prom-pair")?;
     let limited = TestCgroup::create("prom-quota")?;
@@ -56,17 +54,7 @@ fn prometheus() -> TestResult {
     let _w2 = Worker::start(Load::Spin, &pair, busy)?;
     let _w3 = Worker::start(Load::Spin, &limited, quiet)?;
 
-    let agent = Agent::start(
-        &bin,
-        &[
-            "--interval",
-            "1s",
-            "--no-dumps",
-            "--lock-file",
-            &scratch.file("agent.lock"),
-        ],
-        &scratch.0,
-    )?;
+    let agent = agent(&bin, &scratch, "1s", &[], true)?;
     let prom = Prometheus::start(agent.addr, &scratch.0)?;
     wait_for("Prometheus' first scrape", Duration::from_secs(20), || {
         (prom.value("up{job=\"tracer\"}").ok()? == 1.0).then_some(())
@@ -380,115 +368,4 @@ fn churn() -> TestResult {
     check(dumps <= 2, || format!("{dumps} dumps kept, keep = 2"))?;
     agent.terminate(Duration::from_secs(10))?;
     Ok(Completion::Completed)
-}
-
-/// One agent per host, a dump on SIGUSR1, rolling dumps pruned, and SIGTERM:
-/// exit status 0, a last dump, no program left in the kernel.
-fn lifecycle() -> TestResult {
-    let (_, busy) = or_skip!(cpus());
-    let bin = or_skip!(bin());
-    let scratch = Scratch::new("lifecycle")?;
-    let dumps = PathBuf::from(scratch.file("dumps"));
-    let config = scratch.file("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "interval = \"500ms\"\nlock_file = \"{}\"\n[dumps]\ndir = \"{}\"\nevery = \"2s\"\nkeep = 3\n",
-            scratch.file("agent.lock"),
-            dumps.display()
-        ),
-    )?;
-    let cg = TestCgroup::create("agent-life")?;
-    // Wakes every 20 ms, so that every dump window sees it run (a hog alone on
-    // its CPU may not be switched out, and so not counted, for a whole window).
-    let _w = Worker::start(Load::MostlySleep, &cg, busy)?;
-    let programs_before = settle_tracer_programs(loaded_tracer_programs());
-
-    let agent = Agent::start(&bin, &["--config", &config], &scratch.0)?;
-    let (status, health) = services::http_get(agent.addr, "/health", None)?;
-    check(
-        status == 200 && health.contains("\"status\":\"ok\""),
-        || format!("/health: {status} {health}"),
-    )?;
-    let (status, _) = services::http_get(agent.addr, "/nowhere", None)?;
-    check(status == 404, || format!("/nowhere answered {status}"))?;
-    let (_, openmetrics) = services::http_get(
-        agent.addr,
-        "/metrics",
-        Some("application/openmetrics-text; version=1.0.0"),
-    )?;
-    check(openmetrics.ends_with("# EOF\n"), || {
-        "OpenMetrics page without # EOF".into()
-    })?;
-
-    // A second agent on the same host is refused, whatever port it asks for.
-    let second = Command::new(&bin)
-        .args(["agent", "--config", &config, "--listen", "127.0.0.1:0"])
-        .output()?;
-    let err = String::from_utf8_lossy(&second.stderr);
-    check(!second.status.success(), || "a second agent started".into())?;
-    check(
-        err.contains("another tracer agent is running") && err.contains(&agent.pid.to_string()),
-        || format!("second agent's error does not say who holds the lock: {err}"),
-    )?;
-
-    // The window since the start: long enough for the worker to run in it,
-    // shorter than the 2 s after which a periodic dump starts a new one.
-    std::thread::sleep(Duration::from_millis(1000));
-    agent.signal(libc::SIGUSR1);
-    let signalled = wait_for("the SIGUSR1 dump", Duration::from_secs(10), || {
-        find_dump(&dumps, "-signal.json")
-    })?;
-    let rec = dump::read(&signalled)?;
-    let entry = rec.cgroups.iter().find(|c| c.path == cg.path);
-    check(entry.is_some_and(|e| e.on_cpu.summary.total_ns > 0), || {
-        format!(
-            "{} missing or idle in the SIGUSR1 dump of {} ms: {:?}",
-            cg.path,
-            rec.duration_ns / 1_000_000,
-            rec.cgroups
-                .iter()
-                .map(|c| (&c.path, c.on_cpu.summary.count))
-                .collect::<Vec<_>>()
-        )
-    })?;
-
-    std::thread::sleep(Duration::from_secs(5));
-    let kept = dump_files(&dumps).len();
-    check(kept <= 3, || format!("{kept} dumps kept, keep = 3"))?;
-
-    let pid = agent.pid;
-    let (status, log) = agent.terminate(Duration::from_secs(10))?;
-    check(status.success(), || {
-        format!("agent {pid} exited with {status} on SIGTERM: {log}")
-    })?;
-    check(log.contains("every program detached"), || {
-        format!("the agent did not report detaching: {log}")
-    })?;
-    let last = find_dump(&dumps, "-exit.json").ok_or("no dump written at exit")?;
-    let rec = dump::read(&last)?;
-    check(rec.duration_ns > 0, || "empty exit dump".into())?;
-    let left = settle_tracer_programs(programs_before);
-    measured(format!(
-        "dumps kept {kept}; exit dump covers {:.1} s; programs loaded after exit: {left} (before: {programs_before})",
-        rec.duration_ns as f64 / 1e9
-    ));
-    check(left <= programs_before, || {
-        format!("{left} tracer programs still loaded after SIGTERM ({programs_before} before)")
-    })?;
-    Ok(Completion::Completed)
-}
-
-fn dump_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn find_dump(dir: &Path, suffix: &str) -> Option<PathBuf> {
-    dump_files(dir)
-        .into_iter()
-        .rfind(|p| p.to_string_lossy().ends_with(suffix))
 }

@@ -73,7 +73,7 @@ fn start(tier: TierChoice) -> Result<Result<Session, Completion>, Failed> {
                 e.root_cause()
             ))))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(format!("{e:#}").into()),
     }
 }
 
@@ -295,7 +295,7 @@ fn contention_only(tier: TierChoice) -> TestResult {
         let ratio = blame_over_run(e, o);
         check((0.9..=1.05).contains(&ratio), || {
             format!(
-                "{} was charged {:.1} % of the time {} ran; it waited all that time",
+                "{} was charged {:.1} % of the time {} ran while it waited",
                 me.path,
                 ratio * 100.0,
                 other.path
@@ -390,7 +390,7 @@ fn mixed(tier: TierChoice) -> TestResult {
     let ratio = blame_over_run(n, q);
     check((0.9..=1.05).contains(&ratio), || {
         format!(
-            "the neighbour was charged {:.1} % of the time the limited hog ran: {:?}",
+            "the neighbour was charged {:.1} % of the time the limited hog ran while it waited: {:?}",
             ratio * 100.0,
             n.wait.blame
         )
@@ -516,7 +516,7 @@ fn bursts_below_quota() -> TestResult {
     let cg = TestCgroup::create("bursty")?;
     cg.set_quota(50_000, 100_000)?;
     let before = cg.cpu_stat()?;
-    let session = Session::start(Config::default())?;
+    let session = crate::start_session(Config::default())?;
     let load = Load::Burst {
         every: 600,
         spin: 80,

@@ -8,10 +8,7 @@ use std::{
 };
 
 use libtest_mimic::{Completion, Trial};
-use tracer::{
-    session::{Config, Session},
-    verdict::Kind,
-};
+use tracer::{session::Config, verdict::Kind};
 use tracer_tests::TestCgroup;
 
 use crate::{TestResult, cgroup_in, check, cpus, measured, or_skip, privileged, share};
@@ -74,7 +71,7 @@ fn run_jvm(dir: &Path, cpu: usize) -> TestResult {
 
     let cg = TestCgroup::create("jvm")?;
     cg.set_quota(20_000, 100_000)?;
-    let mut session = Session::start(Config {
+    let mut session = crate::start_session(Config {
         threads: vec!["GC Thread*".into()],
         ..Config::default()
     })?;

@@ -4,10 +4,14 @@
 //! reason. They run one at a time because they share CPUs and the scheduler.
 
 mod agent;
+mod agent_clients;
+mod agent_life;
 mod attribution;
 mod cli;
 mod dump;
 mod jvm;
+mod losses;
+mod verdicts;
 mod waits;
 
 use std::time::Duration;
@@ -48,6 +52,10 @@ fn main() {
     tests.extend(cli::tests());
     tests.extend(dump::tests());
     tests.extend(agent::tests());
+    tests.extend(verdicts::tests());
+    tests.extend(losses::tests());
+    tests.extend(agent_life::tests());
+    tests.extend(agent_clients::tests());
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -91,6 +99,38 @@ impl Drop for Scratch {
     }
 }
 
+/// `tracer agent` reading the maps every `interval`, writing no dumps, its
+/// lock in `scratch`, with `extra` flags; waits for its first snapshot if
+/// `ready`, else returns as soon as it is started.
+fn agent(
+    bin: &std::path::Path,
+    scratch: &Scratch,
+    interval: &str,
+    extra: &[&str],
+    ready: bool,
+) -> anyhow::Result<tracer_tests::services::Agent> {
+    use tracer_tests::services::Agent;
+    let lock = scratch.file("agent.lock");
+    let mut args = vec!["--interval", interval, "--no-dumps", "--lock-file", &lock];
+    args.extend(extra);
+    if ready {
+        Agent::start(bin, &args, &scratch.0)
+    } else {
+        Agent::spawn(bin, &args, &scratch.0)
+    }
+}
+
+/// The Prometheus server the agent tests scrape with, or why they are ignored.
+fn prometheus_installed() -> Result<(), Completion> {
+    if std::path::Path::new(tracer_tests::services::PROMETHEUS).exists() {
+        Ok(())
+    } else {
+        Err(Completion::ignored_with(
+            "no Prometheus server (apt-get install prometheus; `cargo xtask test` does)",
+        ))
+    }
+}
+
 /// Two CPUs: one for the contended workloads, one for everything else.
 fn cpus() -> Result<(usize, usize), Completion> {
     let cpus = online_cpus();
@@ -100,8 +140,14 @@ fn cpus() -> Result<(usize, usize), Completion> {
     }
 }
 
+/// Starts a session; a failure says its whole chain of causes (a refused
+/// program's verifier log is in it), not only the outermost.
+fn start_session(config: Config) -> Result<Session, Failed> {
+    Session::start(config).map_err(|e| format!("{e:#}").into())
+}
+
 fn record(config: Config, duration: Duration) -> Result<Recording, Failed> {
-    let session = Session::start(config)?;
+    let session = start_session(config)?;
     std::thread::sleep(duration);
     Ok(session.stop()?)
 }
@@ -191,8 +237,11 @@ fn all_runnable_time_seen(what: &str, e: &CgroupEntry, kernel_ns: u64) -> Result
 }
 
 /// The contended time of `victim` charged to cgroup `occupant`, against the
-/// time `occupant` ran: equal when `victim` waited whenever `occupant` ran
-/// (hogs sharing a CPU).
+/// time `occupant` ran while `victim` was in a traced wait: equal when
+/// `victim` waited whenever `occupant` ran (hogs sharing a CPU). That time is
+/// what `occupant` ran, or `victim`'s whole contended time if less: a wait
+/// still going on when the programs are detached is not traced, and one
+/// slice can be long (a fifth of a second, seen in a guest on a busy host).
 fn blame_over_run(victim: &CgroupEntry, occupant: &CgroupEntry) -> f64 {
     let charged: u64 = victim
         .wait
@@ -201,7 +250,12 @@ fn blame_over_run(victim: &CgroupEntry, occupant: &CgroupEntry) -> f64 {
         .filter(|b| b.path == occupant.path)
         .map(|b| b.ns)
         .sum();
-    share(charged, occupant.on_cpu.summary.total_ns.max(1))
+    let overlap = occupant
+        .on_cpu
+        .summary
+        .total_ns
+        .min(victim.wait.causes.contended_ns);
+    share(charged, overlap.max(1))
 }
 
 /// `|a - b| / b`.

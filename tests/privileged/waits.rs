@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use libtest_mimic::{Completion, Trial};
-use tracer::session::{Config, Session};
+use tracer::session::Config;
 use tracer_tests::{Load, TestCgroup, Worker, run_delay_ns};
 
 use crate::{
     QUIET, TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, emulated, measured, or_skip,
-    privileged, record, schedstat_tolerance, share, unrelated_ns,
+    privileged, schedstat_tolerance, share, unrelated_ns,
 };
 
 pub fn tests() -> Vec<Trial> {
@@ -35,11 +35,15 @@ fn two_busy_cgroups() -> TestResult {
     let c = TestCgroup::create("sleeper")?;
     let _wa = Worker::start(Load::Spin, &a, busy)?;
     let _wb = Worker::start(Load::Spin, &b, busy)?;
-    let _wc = Worker::start(Load::MostlySleep, &c, quiet)?;
+    let wc = Worker::start(Load::MostlySleep, &c, quiet)?;
     // Let the scheduler settle into alternating the two hogs.
     std::thread::sleep(Duration::from_millis(200));
 
-    let rec = record(Config::default(), TRACE_FOR)?;
+    let session = crate::start_session(Config::default())?;
+    let before = run_delay_ns(wc.pid)?;
+    std::thread::sleep(TRACE_FOR);
+    let sleeper_kernel = run_delay_ns(wc.pid)? - before;
+    let rec = session.stop()?;
     let shares: Vec<String> = [&a, &b, &c]
         .iter()
         .map(|cg| {
@@ -105,18 +109,43 @@ fn two_busy_cgroups() -> TestResult {
             sleeper.wait.runnable_wait.summary.count
         )
     })?;
-    // Its waits are wake-up latency on a quiet CPU: under 1 % of the time
-    // here (0.3 % seen). Emulated, waking a vCPU takes longer: 0.5 to 1.2 %
-    // seen in the guests, so 3 % there.
+    // Its waits are what the kernel's run delay for it says (the two windows
+    // differ by the moments between reading schedstat and attaching or
+    // detaching, a wake-up or two: 2 ms).
+    let traced = sleeper.wait.runnable_wait.summary.total_ns;
+    check(
+        traced.abs_diff(sleeper_kernel)
+            <= (sleeper_kernel as f64 * schedstat_tolerance()) as u64 + 2_000_000,
+        || {
+            format!(
+                "the sleeper's traced wait is {traced} ns, its schedstat run delay grew \
+                 {sleeper_kernel} ns"
+            )
+        },
+    )?;
+    // And they are short: wake-up latency on a quiet CPU, under 1 % of the
+    // time here (0.3 to 0.8 % seen). Emulated, waking a vCPU takes longer
+    // (0.5 to 1.2 % seen in the guests): 3 % there. A busy host (or, for a
+    // guest, a busy emulator) makes them longer still: then the kernel says
+    // so too, and the bound is not asserted.
     let bound = if emulated() { 0.03 } else { 0.01 };
-    let s = share(sleeper.wait.runnable_wait.summary.total_ns, rec.duration_ns);
-    check(s < bound, || {
-        format!(
-            "the mostly sleeping thread waited {:.2} % of the time (at most {:.0} %)",
-            s * 100.0,
-            bound * 100.0
-        )
-    })?;
+    let s = share(traced, rec.duration_ns);
+    let kernel_share = share(sleeper_kernel, rec.duration_ns);
+    if kernel_share >= bound {
+        measured(format!(
+            "the kernel saw the sleeper wait {:.2} % of the time: a busy host; the bound is \
+             not asserted",
+            kernel_share * 100.0
+        ));
+    } else {
+        check(s < bound, || {
+            format!(
+                "the mostly sleeping thread waited {:.2} % of the time (at most {:.0} %)",
+                s * 100.0,
+                bound * 100.0
+            )
+        })?;
+    }
     Ok(Completion::Completed)
 }
 
@@ -129,7 +158,7 @@ fn matches_schedstat() -> TestResult {
     let _w2 = Worker::start(Load::Spin, &cg, busy)?;
     std::thread::sleep(Duration::from_millis(200));
 
-    let session = Session::start(Config {
+    let session = crate::start_session(Config {
         pids: vec![w1.pid],
         ..Config::default()
     })?;
@@ -150,8 +179,10 @@ fn matches_schedstat() -> TestResult {
         .total_ns;
     let diff = apart(traced, kernel);
     measured(format!(
-        "traced {traced} ns, schedstat {kernel} ns, {:.2} % apart",
-        diff * 100.0
+        "traced {traced} ns, schedstat {kernel} ns, {:.2} % apart; {} switches unseen of {}",
+        diff * 100.0,
+        rec.events.get(tracer_common::maps::Counter::SwitchUnseen),
+        rec.events.get(tracer_common::maps::Counter::Switch),
     ));
     check(diff <= schedstat_tolerance(), || {
         format!(
@@ -159,14 +190,18 @@ fn matches_schedstat() -> TestResult {
             diff * 100.0
         )
     })?;
-    // And the set-up's arithmetic: it shares its CPU with one other hog.
+    // And the set-up's arithmetic, on a quiet CPU: it shares it with one
+    // other hog.
     let s = share(kernel, rec.duration_ns);
-    check((0.4..=0.6).contains(&s), || {
-        format!(
-            "run delay was {:.1} % of the time, expected about 50 %",
-            s * 100.0
-        )
-    })?;
+    let e = cgroup_in(&rec, &cg)?;
+    if share(unrelated_ns(e, &[&cg]), rec.duration_ns) < QUIET {
+        check((0.4..=0.6).contains(&s), || {
+            format!(
+                "run delay was {:.1} % of the time, expected about 50 %",
+                s * 100.0
+            )
+        })?;
+    }
     Ok(Completion::Completed)
 }
 
@@ -185,7 +220,7 @@ fn migrating_waits() -> TestResult {
         .map(|_| Worker::start_anywhere(Load::Spin, &cg))
         .collect::<anyhow::Result<_>>()?;
     std::thread::sleep(Duration::from_millis(200));
-    let session = Session::start(Config {
+    let session = crate::start_session(Config {
         pids: workers.iter().map(|w| w.pid).collect(),
         ..Config::default()
     })?;

@@ -17,7 +17,10 @@ use std::{
 use anyhow::{Context as _, anyhow, bail, ensure};
 use tracer::cgroup::CpuHierarchy;
 
+pub mod inspect;
+pub mod postgres;
 pub mod services;
+pub mod tls;
 
 const WORKER_ENV: &str = "TRACER_TEST_WORKER";
 /// The name (`comm`) a worker gives itself, if not its program's.
@@ -159,6 +162,8 @@ pub enum Load {
     MostlySleep,
     /// Every `every` ms, burns CPU for `spin` ms, then sleeps until the next one.
     Burst { every: u64, spin: u64 },
+    /// A light service: computes `work_us`, sleeps `sleep_us`, again and again.
+    Service { work_us: u64, sleep_us: u64 },
 }
 
 /// A workload process in a test cgroup, pinned to one CPU; killed on drop.
@@ -205,6 +210,7 @@ impl Worker {
             Load::Spin => "spin".to_owned(),
             Load::MostlySleep => "sleep".to_owned(),
             Load::Burst { every, spin } => format!("burst:{every}:{spin}"),
+            Load::Service { work_us, sleep_us } => format!("service:{work_us}:{sleep_us}"),
         };
         let mut cmd = Command::new(exe);
         if let Some(comm) = comm {
@@ -312,6 +318,14 @@ fn worker(spec: &str) -> anyhow::Result<()> {
                 }
                 next += every;
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        }
+        "service" => {
+            let work = Duration::from_micros(kind.next().unwrap_or_default().parse()?);
+            let sleep = Duration::from_micros(kind.next().unwrap_or_default().parse()?);
+            loop {
+                std::hint::black_box(spin_for(work));
+                std::thread::sleep(sleep);
             }
         }
         other => bail!("unknown worker kind {other}"),

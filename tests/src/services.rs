@@ -1,5 +1,6 @@
 //! Long-running processes the agent tests talk to over HTTP: the agent itself
-//! and a real Prometheus server scraping it. Both are killed by pid on drop.
+//! and a real Prometheus server scraping it (over HTTPS with basic
+//! authentication if asked). Both are killed by pid on drop.
 
 use std::{
     collections::BTreeMap,
@@ -85,6 +86,28 @@ impl Agent {
     /// Starts `bin agent --listen <free port> <args>` and waits until its
     /// `/metrics` answers with data.
     pub fn start(bin: &Path, args: &[&str], scratch: &Path) -> anyhow::Result<Self> {
+        let mut agent = Self::spawn(bin, args, scratch)?;
+        let addr = agent.addr;
+        // Loading the programs takes 20 to 30 s of a debug build in the
+        // kernel matrix's emulated guests (the verifier's time, mostly); the
+        // agent answers 503 meanwhile, so this limit is all the wait there is.
+        let ready = wait_for(
+            "the agent's first snapshot",
+            Duration::from_secs(60),
+            || {
+                if agent.exited() {
+                    return Some(false);
+                }
+                matches!(http_get(addr, "/metrics", None), Ok((200, _))).then_some(true)
+            },
+        )
+        .with_context(|| format!("the agent's log: {}", agent.log()))?;
+        ensure!(ready, "the agent exited at start: {}", agent.log());
+        Ok(agent)
+    }
+
+    /// Starts `bin agent --listen <free port> <args>` without waiting for it.
+    pub fn spawn(bin: &Path, args: &[&str], scratch: &Path) -> anyhow::Result<Self> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let stderr = scratch.join(format!("agent-{}.log", addr.port()));
         let child = Command::new(bin)
@@ -97,24 +120,17 @@ impl Agent {
             .stderr(std::fs::File::create(&stderr)?)
             .spawn()
             .context("starting the agent")?;
-        let mut agent = Self {
+        Ok(Self {
             pid: child.id(),
             child: Some(child),
             addr,
             stderr,
-        };
-        let ready = wait_for(
-            "the agent's first snapshot",
-            Duration::from_secs(20),
-            || {
-                if let Some(Ok(Some(_))) = agent.child.as_mut().map(Child::try_wait) {
-                    return Some(false);
-                }
-                matches!(http_get(addr, "/metrics", None), Ok((200, _))).then_some(true)
-            },
-        )?;
-        ensure!(ready, "the agent exited at start: {}", agent.log());
-        Ok(agent)
+        })
+    }
+
+    /// Whether it has exited (it is then reaped, and [`Agent::wait`] says how).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(Some(_))))
     }
 
     /// What the agent wrote to stderr so far.
@@ -135,8 +151,14 @@ impl Agent {
 
     /// Sends SIGTERM and waits (up to `limit`) for the agent to exit: its
     /// exit status and everything it wrote to stderr.
-    pub fn terminate(mut self, limit: Duration) -> anyhow::Result<(ExitStatus, String)> {
+    pub fn terminate(self, limit: Duration) -> anyhow::Result<(ExitStatus, String)> {
         self.signal(libc::SIGTERM);
+        self.wait(limit)
+    }
+
+    /// Waits (up to `limit`, then kills it) for the agent to exit: its exit
+    /// status and everything it wrote to stderr.
+    pub fn wait(mut self, limit: Duration) -> anyhow::Result<(ExitStatus, String)> {
         let mut child = self
             .child
             .take()
@@ -191,7 +213,7 @@ pub fn series_count(page: &str) -> usize {
         .count()
 }
 
-/// A Prometheus server on 127.0.0.1 scraping one target every second.
+/// A Prometheus server on 127.0.0.1 scraping its jobs every second.
 pub struct Prometheus {
     child: Child,
     pub addr: SocketAddr,
@@ -201,17 +223,64 @@ pub struct Prometheus {
 /// Where Debian's package puts the server.
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 
+/// One scrape job: a target, and how to reach it.
+pub struct Job {
+    pub name: String,
+    pub target: SocketAddr,
+    /// Scrape over HTTPS, trusting this authority's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Send these as HTTP basic authentication.
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl Job {
+    pub fn plain(name: &str, target: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            target,
+            ca_file: None,
+            basic_auth: None,
+        }
+    }
+
+    /// The job's entry under `scrape_configs`.
+    fn yaml(&self) -> String {
+        let mut job = format!(
+            "  - job_name: {}\n    static_configs:\n      - targets: ['{}']\n",
+            self.name, self.target
+        );
+        if let Some(ca) = &self.ca_file {
+            job += &format!(
+                "    scheme: https\n    tls_config:\n      ca_file: '{}'\n",
+                ca.display()
+            );
+        }
+        if let Some((user, password)) = &self.basic_auth {
+            job += &format!(
+                "    basic_auth:\n      username: '{user}'\n      password: '{password}'\n"
+            );
+        }
+        job
+    }
+}
+
 impl Prometheus {
+    /// Scrapes `target` over plain HTTP as job `tracer`.
     pub fn start(target: SocketAddr, dir: &Path) -> anyhow::Result<Self> {
+        Self::start_jobs(&[Job::plain("tracer", target)], dir)
+    }
+
+    pub fn start_jobs(jobs: &[Job], dir: &Path) -> anyhow::Result<Self> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let dir = dir.join("prometheus");
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("prometheus.yml");
+        let jobs: String = jobs.iter().map(Job::yaml).collect();
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-                 scrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n"
+                 scrape_configs:\n{jobs}"
             ),
         )?;
         let child = Command::new(PROMETHEUS)

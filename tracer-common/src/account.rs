@@ -106,6 +106,10 @@ pub struct Segment {
     pub split: Split,
     pub busy: u64,
     pub moved: bool,
+    /// The throttle clock read less at the end than at the start (its entry
+    /// in the fentry tier's map was evicted and began again): the segment's
+    /// throttled time is unknown, taken as 0.
+    pub clock_lost: bool,
 }
 
 impl TaskWait {
@@ -154,10 +158,12 @@ impl TaskWait {
         let total = now.saturating_sub(self.segment_start);
         let busy = at.busy.saturating_sub(self.busy0);
         let moved = at.cfs_rq != self.cfs_rq;
+        let clocked = at.has_throttle && self.flags & WAIT_THROTTLE_CLOCK != 0;
+        let clock_lost = !moved && clocked && at.throttle < self.throttle0;
         let throttled = if moved {
             0
         } else if at.has_throttle {
-            if self.flags & WAIT_THROTTLE_CLOCK != 0 {
+            if clocked {
                 at.throttle.saturating_sub(self.throttle0)
             } else {
                 0
@@ -171,6 +177,7 @@ impl TaskWait {
             split: split(total, throttled, busy),
             busy,
             moved,
+            clock_lost,
         }
     }
 
@@ -369,6 +376,23 @@ mod tests {
             Some(20_000),
             "the hog's run is counted"
         );
+    }
+
+    #[test]
+    fn a_throttle_clock_that_went_back_is_a_lost_clock() {
+        let at = |throttle| Readings {
+            cfs_rq: 0xc0,
+            throttle,
+            has_throttle: true,
+            busy: 0,
+        };
+        let mut state = TaskWait::default();
+        state.begin(1_000, 0, at(5_000), false, 0);
+        // The fentry tier's map evicted the cfs_rq: its clock began again.
+        let segment = state.end_segment(2_000, at(300));
+        assert!(segment.clock_lost);
+        assert_eq!(segment.split.throttled, 0, "unknown, not invented");
+        assert!(!state.end_segment(2_000, at(5_400)).clock_lost);
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub const FEATURE_TASK_THROTTLE: u32 = 1 << 2;
 /// episodes, so the tracepoint programs do not.
 pub const FEATURE_FENTRY: u32 = 1 << 3;
 
+/// `sched_process_exit` passes `group_dead` (newer kernels; found in BTF):
+/// whether the exiting thread is its process's last.
+pub const FEATURE_EXIT_GROUP_DEAD: u32 = 1 << 4;
+
 /// How the programs read a cfs_rq's cumulative throttled time `S` (see
 /// [`KernelLayout::throttle_method`]). `S` grows while the cfs_rq or one of its
 /// ancestors is throttled on that CPU; a wait's throttled part is `ΔS` over the

@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod causes;
+pub mod counters;
 pub mod hist;
 pub mod layout;
 pub mod maps;

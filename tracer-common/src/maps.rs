@@ -1,6 +1,8 @@
 //! Value types of the maps shared by the eBPF programs and userspace, and the map
 //! names userspace looks them up by.
 
+// The counters index `CpuState::counters`; the contract re-exports them here.
+pub use crate::counters::{Counter, CounterInfo, CounterKind};
 use crate::{causes::Causes, hist::LatencyHist};
 
 /// Per-cgroup statistics, per CPU: `u64` cgroup id -> [`CgroupStats`].
@@ -24,6 +26,37 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_TASK_WAIT: &str = "TASK_WAIT";
 /// cfs_rq -> [`ThrottleClock`], kept by the fentry programs.
 pub const MAP_THROTTLE_CLOCKS: &str = "THROTTLE_CLOCKS";
+
+/// Maps whose capacity `--map-size NAME=N` may change, and what a too-small
+/// one costs (counted: nothing is lost silently). The per-cgroup map has its
+/// own flag, `--max-cgroups`.
+pub const RESIZABLE_MAPS: [(&str, &str); 7] = [
+    (
+        MAP_BLAME,
+        "victim and occupant pairs of one drain interval (blame_map_full)",
+    ),
+    (
+        MAP_SELECTION_STATS,
+        "--pid / --threads selections with figures (selection_map_full)",
+    ),
+    (MAP_SELECT_PROCESS, "processes selected by --pid"),
+    (
+        MAP_SELECT_THREAD,
+        "threads selected by --pid or --threads (untraced threads)",
+    ),
+    (
+        MAP_EVENTS,
+        "bytes of the ring buffer, a power of two of at least 4096 (ringbuf_dropped)",
+    ),
+    (
+        MAP_TASK_WAIT,
+        "threads with wait state, before 6.1 (task_storage_failures)",
+    ),
+    (
+        MAP_THROTTLE_CLOCKS,
+        "throttled cfs_rqs the fentry tier follows (throttle_clocks_lost)",
+    ),
+];
 
 /// Name of the read-only global holding the [`crate::layout::KernelLayout`].
 pub const GLOBAL_LAYOUT: &str = "LAYOUT";
@@ -145,6 +178,10 @@ impl Default for Runs {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuState {
     pub runs: Runs,
+    /// Non-zero while a program on this CPU frees a task's storage: a wakeup
+    /// the kernel raises meanwhile (of an RCU thread, from the free itself)
+    /// cannot have storage of its own, and is the tracer's own doing.
+    pub freeing: u64,
     /// Event counters ([`Counter`]) of the programs that ran on this CPU. Here
     /// rather than in a per-CPU map: the entry is looked up anyway, and an array
     /// lookup is inlined where a per-CPU map lookup is a helper call.
@@ -264,172 +301,6 @@ pub struct BlameValue {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Event counters, one slot each in every CPU's [`CpuState`]. What each one
-/// counts, its stable name and its [`CounterKind`] are in [`Counter::info`]:
-/// the one table the report, the dump and the metrics iterate.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    Switch = 0,
-    Wakeup = 1,
-    WakeupNew = 2,
-    Exit = 3,
-    WaitRecorded = 4,
-    TaskStorageFail = 5,
-    CgroupMapFull = 6,
-    RingbufDrop = 7,
-    ReadFail = 8,
-    SelectionMapFull = 9,
-    WaitMigrated = 10,
-    CgroupMoved = 11,
-    BlameMapFull = 12,
-    Episode = 13,
-    RingOverrun = 14,
-    CgroupSpilled = 15,
-    SwitchUnseen = 16,
-}
-
-/// What a counter tells its reader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CounterKind {
-    /// Something the programs saw happen (events per second, waits recorded).
-    Event,
-    /// Data the user needed and does not have: shown as LOST in the report and
-    /// as `tracer_lost_total{reason}`.
-    Loss,
-    /// The tracer's own mechanics or a note on precision: nothing is missing
-    /// from the figures, but an operator may want to see it. Exported with
-    /// the events.
-    Internal,
-}
-
-/// One row of the counter table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CounterInfo {
-    /// Stable snake_case name: the key in dumps and the metric label.
-    pub name: &'static str,
-    pub kind: CounterKind,
-    /// What it counts, for the metrics' documentation and the reader of a dump.
-    pub help: &'static str,
-}
-
-impl Counter {
-    pub const COUNT: u32 = 17;
-    pub const ALL: [Counter; Self::COUNT as usize] = [
-        Counter::Switch,
-        Counter::Wakeup,
-        Counter::WakeupNew,
-        Counter::Exit,
-        Counter::WaitRecorded,
-        Counter::TaskStorageFail,
-        Counter::CgroupMapFull,
-        Counter::RingbufDrop,
-        Counter::ReadFail,
-        Counter::SelectionMapFull,
-        Counter::WaitMigrated,
-        Counter::CgroupMoved,
-        Counter::BlameMapFull,
-        Counter::Episode,
-        Counter::RingOverrun,
-        Counter::CgroupSpilled,
-        Counter::SwitchUnseen,
-    ];
-
-    /// The counter table.
-    pub const fn info(self) -> CounterInfo {
-        use CounterKind::{Event, Internal, Loss};
-        let (name, kind, help) = match self {
-            Counter::Switch => ("sched_switch", Event, "sched_switch calls"),
-            Counter::Wakeup => ("sched_wakeup", Event, "sched_wakeup calls"),
-            Counter::WakeupNew => ("sched_wakeup_new", Event, "sched_wakeup_new calls"),
-            Counter::Exit => ("sched_process_exit", Event, "sched_process_exit calls"),
-            Counter::WaitRecorded => (
-                "waits_recorded",
-                Event,
-                "run-queue waits recorded into a histogram",
-            ),
-            Counter::WaitMigrated => (
-                "waits_migrated",
-                Event,
-                "waits whose task moved to another CPU (split per CPU)",
-            ),
-            Counter::Episode => ("throttle_episodes", Event, "throttle episode records sent"),
-            Counter::TaskStorageFail => (
-                "task_storage_failures",
-                Loss,
-                "per-task state could not be allocated: the wait is lost",
-            ),
-            Counter::CgroupMapFull => (
-                "cgroup_map_full",
-                Loss,
-                "no per-cgroup entry and no spill slot: the wait or run is lost",
-            ),
-            Counter::RingbufDrop => (
-                "ringbuf_dropped",
-                Loss,
-                "a ring-buffer record (new cgroup, throttle episode) could not be reserved",
-            ),
-            Counter::ReadFail => (
-                "kernel_read_failures",
-                Loss,
-                "a kernel read failed, or a wait ended on another CPU without a migration",
-            ),
-            Counter::SelectionMapFull => (
-                "selection_map_full",
-                Loss,
-                "a selected task's wait found the selection map full",
-            ),
-            Counter::BlameMapFull => (
-                "blame_map_full",
-                Loss,
-                "the blame map was full: that contended time stays unattributed",
-            ),
-            // Kept in the figures: the wait is recorded, only its throttled
-            // part of one segment is unknown and counted as 0.
-            Counter::CgroupMoved => (
-                "waits_moved_cgroup",
-                Internal,
-                "waiting tasks moved to another cgroup: that segment's throttled time is counted as 0",
-            ),
-            // Kept in the figures: the contended time is recorded, and the part
-            // that no remembered run covers is shown as unattributed.
-            Counter::RingOverrun => (
-                "blame_ring_overruns",
-                Internal,
-                "waits that began before the oldest run the CPU remembers (partly unattributed)",
-            ),
-            // Recovered: the switch-in is dated from the kernel's own
-            // sched_info, and the wait it ended recorded then.
-            Counter::SwitchUnseen => (
-                "switches_unseen",
-                Internal,
-                "switches the sched_switch tracepoint did not report, found at the next one; the wait is ended at the kernel's own arrival time",
-            ),
-            // Nothing is lost: userspace adds the slots to their cgroups.
-            Counter::CgroupSpilled => (
-                "cgroup_entries_spilled",
-                Internal,
-                "events kept in a spill slot until the cgroup's entry could be allocated",
-            ),
-        };
-        CounterInfo { name, kind, help }
-    }
-
-    /// Stable snake_case name used in the JSON output.
-    pub const fn name(self) -> &'static str {
-        self.info().name
-    }
-
-    pub const fn kind(self) -> CounterKind {
-        self.info().kind
-    }
-
-    /// The counters of one kind, in table order.
-    pub fn of_kind(kind: CounterKind) -> impl Iterator<Item = Counter> {
-        Self::ALL.into_iter().filter(move |c| c.kind() == kind)
-    }
-}
-
 /// Kind tag at the start of every ring-buffer record.
 pub const RECORD_NEW_CGROUP: u32 = 1;
 pub const RECORD_EPISODE: u32 = 2;
@@ -471,23 +342,3 @@ const _: () = assert!(core::mem::size_of::<ThrottleClock>() == 32);
 const _: () = assert!(core::mem::size_of::<Interval>() == 48);
 const _: () = assert!(core::mem::size_of::<CgroupStats>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TaskWait>() == 72);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_counter_table_is_whole_and_names_are_unique() {
-        for (i, c) in Counter::ALL.iter().enumerate() {
-            assert_eq!(*c as usize, i, "ALL is in slot order");
-            assert!(!c.info().help.is_empty());
-        }
-        for a in Counter::ALL {
-            let same = Counter::ALL.iter().filter(|b| b.name() == a.name()).count();
-            assert_eq!(same, 1, "{} is named once", a.name());
-        }
-        let kinds = [CounterKind::Event, CounterKind::Loss, CounterKind::Internal];
-        let total: usize = kinds.iter().map(|&k| Counter::of_kind(k).count()).sum();
-        assert_eq!(total, Counter::ALL.len(), "every counter has one kind");
-    }
-}

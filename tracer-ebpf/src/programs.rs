@@ -11,8 +11,8 @@ use crate::kernel::{
 use crate::maps::{CGROUP_STATS, count, cpu_state, now};
 use crate::resync::switched_in_unseen;
 use crate::stats::{
-    NO_SELECTION, Victims, cgroup_stats, record_selected_run, record_wait, selection_stats,
-    victims_of,
+    NO_SELECTION, Victims, cgroup_stats, forget_selected, record_selected_run, record_wait,
+    selection_stats, spilled_stats, victims_of,
 };
 use crate::store::{self, Task};
 use crate::throttle::{is_throttled, report_episode, throttle_clock, throttling_cgroup};
@@ -22,7 +22,7 @@ use aya_ebpf::{
 use tracer_common::{
     account::Readings,
     causes::Split,
-    layout::{FEATURE_FENTRY, FEATURE_SWITCH_PREV_STATE},
+    layout::{FEATURE_EXIT_GROUP_DEAD, FEATURE_FENTRY, FEATURE_SWITCH_PREV_STATE},
     maps::{CgroupStats, Counter, CpuState, TaskWait},
 };
 
@@ -86,7 +86,11 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         let stats = if kn.is_some() && next_cgroup == prev_cgroup {
             next_stats
         } else {
-            CGROUP_STATS.get_ptr_mut(prev_cgroup)
+            match CGROUP_STATS.get_ptr_mut(prev_cgroup) {
+                Some(stats) => Some(stats),
+                // Its entry could not be allocated when it was switched in.
+                None => spilled_stats(prev_cgroup),
+            }
         };
         if let Some(stats) = stats {
             unsafe { (*stats).on_cpu.record(ran) };
@@ -103,7 +107,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn begin_wait(task: *mut Task, now: u64, cpu: u32, busy: u64) {
     let Some(state) = (unsafe { store::wait_or_new(task) }) else {
-        count(Counter::TaskStorageFail);
+        storage_failed();
         return;
     };
     let t: *const u8 = task.cast();
@@ -152,6 +156,9 @@ fn end_segment(
     if segment.moved {
         // Moved to another cgroup while waiting: the old cfs_rq may be gone.
         count(Counter::CgroupMoved);
+    }
+    if segment.clock_lost {
+        count(Counter::ThrottleClockLost);
     }
     let parts = segment.split;
     if parts.contended > 0 {
@@ -262,6 +269,9 @@ pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
         let victims = victims_of(t, task_pid(t).unwrap_or(0), cgroup);
         let parts = end_segment(state, cfs_rq, now, old, true, victims);
         state.carry(parts);
+    } else {
+        // The segment's split is lost: it will count as "other".
+        count(Counter::ReadFail);
     }
     let busy = cpu_state(dest_cpu).map_or(0, |cs| cs.runs.busy_at(now));
     let dest_cfs_rq = read::<*const u8>(t, layout!(task_sched_task_group))
@@ -283,13 +293,38 @@ pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Counts a wait whose state could not be had: the tracer's own doing if
+/// this CPU is inside `sched_process_exit`'s free (the kernel refuses the
+/// nested storage access), a loss otherwise.
+#[inline(never)]
+fn storage_failed() {
+    if let Some(cs) = cpu_state(unsafe { bpf_get_smp_processor_id() }) {
+        cs.count(if cs.freeing != 0 {
+            Counter::WakeupInOwnFree
+        } else {
+            Counter::TaskStorageFail
+        });
+    }
+}
+
 /// Frees a task's storage as soon as it exits rather than when its last
-/// reference goes.
+/// reference goes, and drops a selected thread (or process) from the
+/// selection maps, so that a later task reusing its id is not taken for it.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct task_struct *p[, bool group_dead])
-    count(Counter::Exit);
-    unsafe { store::forget(ctx.arg(0)) };
+    let task: *mut Task = ctx.arg(0);
+    let cs = cpu_state(unsafe { bpf_get_smp_processor_id() });
+    if let Some(cs) = cs {
+        cs.count(Counter::Exit);
+        cs.freeing = 1;
+    }
+    unsafe { store::forget(task) };
+    if let Some(cs) = cpu_state(unsafe { bpf_get_smp_processor_id() }) {
+        cs.freeing = 0;
+    }
+    let group_dead = has_feature(FEATURE_EXIT_GROUP_DEAD) && ctx.arg::<u64>(1) & 0xff != 0;
+    forget_selected(task.cast(), group_dead);
     0
 }
 

@@ -17,7 +17,6 @@ use tracer_common::{
     maps::{Counter, CpuState, TaskWait},
 };
 
-use crate::blame::charge;
 use crate::kernel::{Direct, fill_occupant, layout, read, task_cfs_rq, task_pid};
 use crate::maps::{CGROUP_STATS, count, cpu_state};
 use crate::stats::{NO_SELECTION, Victims, record_wait, selection_stats, victims_of};
@@ -45,9 +44,23 @@ static MISSED_END: PerCpuArray<MissedEnd, 1> = PerCpuArray::new();
 /// not reported. Sets the CPU's runs right from `prev`'s arrival on, and ends
 /// the wait that arrival ended.
 ///
-/// Not inlined: the rare path is verified once, apart from the switch's own.
-#[inline(never)]
+/// Two functions, called one after the other, not one: each has a stack
+/// frame of its own, and 5.10's verifier refuses a chain of frames from
+/// `sched_switch` down that adds up to more than 512 bytes.
+#[inline(always)]
 pub fn switched_in_unseen(prev: *mut Task, now: u64, cpu: u32, cs: &mut CpuState) {
+    let arrived = resync_runs(prev, now, cs);
+    if arrived != 0 && missed_wait(prev, arrived, cpu, cs) {
+        // SAFETY: a tracepoint program, preemption off.
+        unsafe { tracer_close_missed(cpu) };
+    }
+}
+
+/// Sets the CPU's runs right: what it believed ran ended at `prev`'s
+/// arrival, and `prev` has run since. Returns the arrival, or 0 for the idle
+/// task (whose wait there is none to end).
+#[inline(never)]
+fn resync_runs(prev: *mut Task, now: u64, cs: &mut CpuState) -> u64 {
     count(Counter::SwitchUnseen);
     let t: *const u8 = prev.cast();
     let pid = task_pid(t).unwrap_or(0);
@@ -57,7 +70,7 @@ pub fn switched_in_unseen(prev: *mut Task, now: u64, cpu: u32, cs: &mut CpuState
         // The idle task: the kernel keeps no arrival for it.
         cs.runs.end_run(floor);
         cs.runs.start_run(floor, true);
-        return;
+        return 0;
     }
     let cfs_rq = task_cfs_rq(t).unwrap_or(core::ptr::null());
     let rq: *const u8 = read(cfs_rq, layout!(cfs_rq_rq)).unwrap_or(core::ptr::null());
@@ -73,35 +86,49 @@ pub fn switched_in_unseen(prev: *mut Task, now: u64, cpu: u32, cs: &mut CpuState
     cs.runs.end_run(arrived);
     let kn = fill_occupant(t, &mut cs.runs.current);
     cs.runs.start_run(arrived, kn.is_none());
+    arrived
+}
 
+/// Puts `prev`'s wait on `cpu`, if one was open, in this CPU's
+/// [`MISSED_END`] slot with what is known at its end, `arrived`, and closes
+/// it in the task's state; says whether it did.
+#[inline(never)]
+fn missed_wait(prev: *mut Task, arrived: u64, cpu: u32, cs: &CpuState) -> bool {
+    let t: *const u8 = prev.cast();
     let Some(state) = (unsafe { store::wait_of(prev) }) else {
-        return;
+        return false;
     };
     let state = unsafe { &mut *state };
     if state.queued_at == 0 || state.cpu != cpu {
-        return;
+        return false;
     }
+    let cfs_rq = task_cfs_rq(t).unwrap_or(core::ptr::null());
     let clock = throttle_clock::<Direct>(cfs_rq, arrived);
-    if let Some(slot) = MISSED_END.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; preemption is off in a tracepoint.
+    let Some(slot) = MISSED_END.get_ptr_mut(0) else {
+        return false;
+    };
+    {
+        // SAFETY: this CPU's slot; preemption is off in a tracepoint. Written
+        // field by field, straight into the map: built on the stack first, it
+        // took 5.10's verifier over the 512 bytes that sched_switch and this
+        // function may use together.
         unsafe {
-            *slot = MissedEnd {
-                wait: *state,
-                end: arrived,
-                cfs_rq: cfs_rq as u64,
-                throttle: clock.unwrap_or(0),
-                has_throttle: u64::from(clock.is_some()),
-                victims: victims_of(t, pid, cs.runs.current.cgroup_id),
-            };
-            tracer_close_missed(cpu);
+            core::ptr::copy_nonoverlapping(state, &raw mut (*slot).wait, 1);
+            (*slot).end = arrived;
+            (*slot).cfs_rq = cfs_rq as u64;
+            (*slot).throttle = clock.unwrap_or(0);
+            (*slot).has_throttle = u64::from(clock.is_some());
+            (*slot).victims = victims_of(t, task_pid(t).unwrap_or(0), cs.runs.current.cgroup_id);
         }
     }
     state.queued_at = 0;
+    true
 }
 
-/// Ends the wait in this CPU's [`MISSED_END`] slot: splits it, charges its
-/// contended part, records it for its cgroup and selections. Returns 1 if it
-/// was recorded.
+/// Ends the wait in this CPU's [`MISSED_END`] slot: splits it and records it
+/// for its cgroup and selections. Returns 1 if it was recorded. Its contended
+/// part is not charged to the CPU's runs (the runs of a CPU whose switches
+/// went unreported are not all known): it shows as unattributed.
 ///
 /// A global function: the verifier checks it once, on its own.
 ///
@@ -126,18 +153,10 @@ pub unsafe extern "C" fn tracer_close_missed(cpu: u32) -> i32 {
     if segment.moved {
         count(Counter::CgroupMoved);
     }
-    let parts = segment.split;
-    if parts.contended > 0 {
-        charge(
-            &args.wait,
-            end,
-            parts.contended,
-            segment.busy,
-            false,
-            args.victims,
-        );
+    if segment.clock_lost {
+        count(Counter::ThrottleClockLost);
     }
-    let (total, parts) = args.wait.finish(end, parts);
+    let (total, parts) = args.wait.finish(end, segment.split);
     let Some(stats) = CGROUP_STATS.get_ptr_mut(args.victims.cgroup) else {
         count(Counter::CgroupMapFull);
         return 0;

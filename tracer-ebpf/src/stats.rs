@@ -51,6 +51,20 @@ pub(crate) fn cgroup_stats(cgroup_id: u64, kn: *const u8) -> Option<*mut CgroupS
     None
 }
 
+/// The spill slot of a cgroup without an entry, for figures of a task already
+/// running (its cgroup was announced when it was switched in); counted as
+/// lost if none is free.
+#[inline(never)]
+pub(crate) fn spilled_stats(cgroup_id: u64) -> Option<*mut CgroupStats> {
+    let slot = spill_slot(cgroup_id);
+    count(if slot.is_some() {
+        Counter::CgroupSpilled
+    } else {
+        Counter::CgroupMapFull
+    });
+    slot
+}
+
 /// This CPU's spill slot for a cgroup: the one it already has, or a free one.
 #[inline(never)]
 fn spill_slot(cgroup_id: u64) -> Option<*mut CgroupStats> {
@@ -156,6 +170,22 @@ pub(crate) fn victims_of(task: *const u8, pid: u32, cgroup: u64) -> Victims {
         found.thread = *selection;
     }
     found
+}
+
+/// Drops an exiting task from the selection maps: its thread id, and its
+/// process id if it is the process's last thread (`group_dead`), may be
+/// reused by an unrelated task.
+#[inline(always)]
+pub(crate) fn forget_selected(task: *const u8, group_dead: bool) {
+    if unsafe { core::ptr::read_volatile(&raw const SELECTIONS) } == 0 {
+        return;
+    }
+    if let Some(pid) = task_pid(task) {
+        let _ = SELECT_THREAD.remove(pid);
+    }
+    if group_dead && let Some(tgid) = task_tgid(task) {
+        let _ = SELECT_PROCESS.remove(tgid);
+    }
 }
 
 /// Adds a finished wait of `total` ns, split into `parts`.

@@ -8,7 +8,7 @@
 
 use std::{
     borrow::Cow,
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
 };
 
 use crate::{
@@ -44,6 +44,8 @@ pub struct Header {
     /// When the programs were attached.
     pub started_unix_ns: u64,
     pub probes: Vec<ProbeStatus>,
+    /// The scheduler's slice the verdicts measure waits against.
+    pub slice_ns: u64,
 }
 
 /// A `--pid` or `--threads` selection as the session knows it at the end.
@@ -72,6 +74,9 @@ pub struct Context<'a> {
     /// By selection index: `--pid` values first, then `--threads` patterns.
     pub selections: &'a [Selection],
     pub filter: &'a CgroupFilter,
+    /// Cgroups that hold unrelated processes: the root, and parents (which
+    /// on cgroup v1 may have tasks of their own beside their children's).
+    pub shared: &'a HashSet<String>,
 }
 
 /// What a recording covers: the whole session up to a sample, or the window
@@ -183,13 +188,15 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
         })
     };
     for c in &mut cgroups {
-        let facts = facts(
+        let mut facts = facts(
             &c.wait,
             c.on_cpu.summary.total_ns,
             quota_facts(c.quota.as_ref()),
             duration_ns,
             Some(c.id),
         );
+        facts.slice_ns = ctx.header.slice_ns;
+        facts.shared = c.path == "/" || ctx.shared.contains(&c.path);
         c.verdict = verdict::judge(&facts);
     }
 
@@ -206,13 +213,16 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
         );
         let on_cpu = WaitHistogram::from_hist(&totals.on_cpu.to_hist());
         let quota = s.cgroup.as_ref().and_then(|c| ctx.quotas.get(c));
-        let verdict = verdict::judge(&facts(
-            &wait,
-            on_cpu.summary.total_ns,
-            quota_facts(quota),
-            duration_ns,
-            None,
-        ));
+        let verdict = verdict::judge(&Facts {
+            slice_ns: ctx.header.slice_ns,
+            ..facts(
+                &wait,
+                on_cpu.summary.total_ns,
+                quota_facts(quota),
+                duration_ns,
+                None,
+            )
+        });
         match &s.target {
             Target::Pid { id, kind, comm } => pids.push(PidEntry {
                 pid: *id,
@@ -278,6 +288,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
         started_unix_ns: h.started_unix_ns + window.offset_ns,
         duration_ns,
         probes: h.probes.clone(),
+        sched_slice_ns: h.slice_ns,
         events,
         cgroups,
         pids,
@@ -425,6 +436,8 @@ fn facts(
         others_charged_ns: others_charged,
         top_other,
         quota,
+        slice_ns: 0,
+        shared: false,
     }
 }
 

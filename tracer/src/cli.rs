@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::{format::parse_duration, programs::TierChoice};
+use crate::{
+    format::parse_duration,
+    programs::{StoreChoice, TierChoice},
+};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -58,6 +61,12 @@ pub struct AgentArgs {
     /// The lock that keeps a second agent from starting [default: /run/tracer-agent.lock].
     #[arg(long, value_name = "FILE")]
     pub lock_file: Option<PathBuf>,
+
+    /// TLS and basic authentication for /metrics and /health: a web
+    /// configuration file as Prometheus' exporters read (`tls_server_config`,
+    /// `basic_auth_users`).
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +128,19 @@ pub struct RecordArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
 
+    /// The capacity of one of the kernel's maps, as NAME=N (repeatable): BLAME,
+    /// SELECTION_STATS, SELECT_PROCESS, SELECT_THREAD, EVENTS (bytes),
+    /// TASK_WAIT (before 6.1), THROTTLE_CLOCKS. What a map too small loses is
+    /// counted and shown.
+    #[arg(long = "map-size", value_name = "NAME=N", value_parser = parse_map_size)]
+    pub map_sizes: Vec<(String, u32)>,
+
+    /// Where the programs keep per-task state: `auto` chooses from the
+    /// kernel's BTF; `legacy` forces the pre-6.1 object (for testing it on a
+    /// newer kernel).
+    #[arg(long, value_enum, default_value_t = StoreChoice::Auto, hide = true)]
+    pub store: StoreChoice,
+
     /// Capacity of the kernel's per-cgroup map; waits of cgroups beyond it are
     /// counted as lost.
     #[arg(long, default_value_t = tracer_common::maps::DEFAULT_MAX_CGROUPS, value_name = "N",
@@ -129,6 +151,35 @@ pub struct RecordArgs {
     /// and falls back to the tracepoints alone if the kernel refuses it.
     #[arg(long, value_enum, default_value_t = TierChoice::Auto)]
     pub tier: TierChoice,
+}
+
+/// `NAME=N` for `--map-size`: a map `RESIZABLE_MAPS` names and a capacity.
+fn parse_map_size(text: &str) -> Result<(String, u32), String> {
+    use tracer_common::maps::{MAP_EVENTS, RESIZABLE_MAPS};
+    let names = || {
+        RESIZABLE_MAPS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (name, n) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=N (maps: {})", names()))?;
+    if !RESIZABLE_MAPS.iter().any(|(m, _)| *m == name) {
+        return Err(format!("no map {name:?} to size; maps: {}", names()));
+    }
+    let n: u32 = n
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{n:?} is not a capacity above 0"))?;
+    if name == MAP_EVENTS && (n < 4096 || !n.is_power_of_two()) {
+        return Err(format!(
+            "{MAP_EVENTS} is a ring buffer: its size is a power of two of at least 4096 bytes"
+        ));
+    }
+    Ok((name.to_owned(), n))
 }
 
 fn parse_pattern(text: &str) -> Result<String, String> {
@@ -228,6 +279,20 @@ mod tests {
         assert!(Cli::try_parse_from(["tracer", "diff", "a.json"]).is_err());
         let r = record(&["--output", "o.json", "--redact"]).unwrap();
         assert!(r.redact);
+    }
+
+    #[test]
+    fn map_sizes_name_a_map_and_a_capacity() {
+        let r = record(&["--map-size", "BLAME=65536", "--map-size", "EVENTS=8192"]).unwrap();
+        assert_eq!(
+            r.map_sizes,
+            [("BLAME".to_owned(), 65536), ("EVENTS".to_owned(), 8192)]
+        );
+        let msg = |args: &[&str]| record(args).unwrap_err().to_string();
+        assert!(msg(&["--map-size", "BLAME"]).contains("NAME=N"));
+        assert!(msg(&["--map-size", "NOPE=1"]).contains("maps: BLAME"));
+        assert!(msg(&["--map-size", "BLAME=0"]).contains("above 0"));
+        assert!(msg(&["--map-size", "EVENTS=5000"]).contains("power of two"));
     }
 
     #[test]

@@ -120,7 +120,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "duration {text:?} must be positive and under a year"
         ));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    let d = Duration::from_secs_f64(seconds);
+    if d.is_zero() {
+        // Positive, but under a nanosecond: a zero period panics tokio's timers.
+        return Err(format!("duration {text:?} is under a nanosecond"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -175,7 +180,16 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        for bad in ["", "s", "0", "-1s", "3 parsecs", "1e9h", "abc"] {
+        for bad in [
+            "",
+            "s",
+            "0",
+            "-1s",
+            "3 parsecs",
+            "1e9h",
+            "abc",
+            "0.0000000001s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -19,3 +19,19 @@ pub fn kernel_release() -> String {
 pub fn online_cpus() -> usize {
     aya::util::online_cpus().map(|c| c.len()).unwrap_or(0)
 }
+
+/// The scheduler's slice, in ns, from debugfs where it is mounted and
+/// readable (EEVDF's `base_slice_ns` from 6.6, CFS's `min_granularity_ns`
+/// before), else `None`.
+pub fn scheduler_slice_ns() -> Option<u64> {
+    ["base_slice_ns", "min_granularity_ns"]
+        .iter()
+        .find_map(|name| {
+            std::fs::read_to_string(format!("/sys/kernel/debug/sched/{name}"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&ns: &u64| ns > 0)
+        })
+}

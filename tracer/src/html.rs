@@ -50,6 +50,7 @@ section.group { border: 1px solid #d0d7de; border-radius: 6px; padding: 1rem 1.2
 .kind-host_contention { background: #fff1e5; color: #953800; }
 .kind-self_contention { background: #fbefff; color: #6e40c9; }
 .kind-wakeup_latency { background: #ddf4ff; color: #0550ae; }
+.kind-host_busy { background: #eaeef2; color: #424a53; }
 .legend span { display: inline-block; margin-right: 1.2rem; font-size: .9rem; }
 .swatch { display: inline-block; width: .9rem; height: .9rem; border-radius: 2px; vertical-align: -2px; margin-right: .3rem; }
 .lost { color: #a40e26; font-weight: 600; }
@@ -180,6 +181,7 @@ fn kind_class(kind: Kind) -> &'static str {
         Kind::HostContention => "host_contention",
         Kind::SelfContention => "self_contention",
         Kind::WakeupLatency => "wakeup_latency",
+        Kind::HostBusy => "host_busy",
     }
 }
 

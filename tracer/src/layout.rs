@@ -4,8 +4,8 @@
 
 use anyhow::{Context as _, ensure};
 use tracer_common::layout::{
-    ABSENT, FEATURE_AUTOGROUP, FEATURE_SWITCH_PREV_STATE, FEATURE_TASK_THROTTLE, KernelLayout,
-    method,
+    ABSENT, FEATURE_AUTOGROUP, FEATURE_EXIT_GROUP_DEAD, FEATURE_SWITCH_PREV_STATE,
+    FEATURE_TASK_THROTTLE, KernelLayout, method,
 };
 
 use crate::btf::Btf;
@@ -121,6 +121,10 @@ pub fn from_btf(btf: &Btf) -> anyhow::Result<KernelLayout> {
     if switch_args >= 4 {
         features |= FEATURE_SWITCH_PREV_STATE;
     }
+    // Without the argument, selected processes stay selected until the end.
+    if btf.tracepoint_args("sched_process_exit").unwrap_or(0) >= 2 {
+        features |= FEATURE_EXIT_GROUP_DEAD;
+    }
     // `state` became `__state` in 5.14; the programs read it only before 5.18.
     let task_state = if btf.has_member("task_struct", "__state") {
         required(btf, "task_struct", "__state", 4)?
@@ -199,6 +203,8 @@ mod tests {
         task_throttle: bool,
         /// The cfs_rq throttle clock fields: `self`, `task`, `pelt` or none.
         clock: Option<&'static str>,
+        /// `sched_process_exit` passes `group_dead`.
+        exit_group_dead: bool,
     }
 
     const V6_18: Kernel = Kernel {
@@ -206,6 +212,7 @@ mod tests {
         state_name: "__state",
         task_throttle: true,
         clock: Some("self"),
+        exit_group_dead: true,
     };
 
     /// A kernel's worth of BTF for the fields the tracer reads, at known offsets.
@@ -328,6 +335,13 @@ mod tests {
         let proto = b.func_proto(0, &params);
         let fptr = b.ptr(proto);
         b.typedef("btf_trace_sched_switch", fptr);
+        let mut exit_params = vec![void_ptr, task_ptr];
+        if k.exit_group_dead {
+            exit_params.push(boolean);
+        }
+        let exit_proto = b.func_proto(0, &exit_params);
+        let exit_ptr = b.ptr(exit_proto);
+        b.typedef("btf_trace_sched_process_exit", exit_ptr);
         Btf::parse(&b.build()).unwrap()
     }
 
@@ -365,7 +379,10 @@ mod tests {
                 rq_clock: 200,
                 task_last_arrival: 1500 + 16,
                 throttle_method: method::SELF_TIME,
-                features: FEATURE_SWITCH_PREV_STATE | FEATURE_AUTOGROUP | FEATURE_TASK_THROTTLE,
+                features: FEATURE_SWITCH_PREV_STATE
+                    | FEATURE_AUTOGROUP
+                    | FEATURE_TASK_THROTTLE
+                    | FEATURE_EXIT_GROUP_DEAD,
             }
         );
     }
@@ -387,6 +404,12 @@ mod tests {
         );
         assert_eq!(v6_1.task_throttled, ABSENT);
         assert_eq!(v6_1.features & FEATURE_TASK_THROTTLE, 0);
+        let no_group_dead = from_btf(&synthetic(&Kernel {
+            exit_group_dead: false,
+            ..V6_18
+        }))
+        .unwrap();
+        assert_eq!(no_group_dead.features & FEATURE_EXIT_GROUP_DEAD, 0);
 
         // Up to 5.18: the task clock.
         let v5_10 = from_btf(&synthetic(&Kernel {

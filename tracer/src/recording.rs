@@ -250,6 +250,10 @@ pub struct Recording {
     /// From the moment the programs were attached to the moment they were detached.
     pub duration_ns: u64,
     pub probes: Vec<ProbeStatus>,
+    /// The scheduler's slice the verdicts measured waits against (0 in dumps
+    /// older than the rule).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sched_slice_ns: u64,
     pub events: Events,
     /// Sorted by total runnable wait, largest first.
     pub cgroups: Vec<CgroupEntry>,
@@ -290,4 +294,8 @@ impl Recording {
         }
         out
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

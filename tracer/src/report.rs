@@ -545,6 +545,7 @@ mod tests {
                     error: Some("refused".into()),
                 },
             ],
+            sched_slice_ns: 0,
             events,
             cgroups: vec![
                 CgroupEntry {

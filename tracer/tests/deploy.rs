@@ -1,9 +1,12 @@
 //! The examples in `deploy/` stay valid as the agent changes: their
-//! configuration parses, their command lines parse.
+//! configuration parses, their command lines parse, and what protects the
+//! port (the web configuration, the NetworkPolicy) fits the rest.
+
+use std::path::{Path, PathBuf};
 
 use clap::Parser as _;
 use tracer::{
-    agent::config::Config,
+    agent::{config::Config, http::web_config::WebConfig},
     cli::{Cli, Command},
 };
 
@@ -17,8 +20,54 @@ fn deploy(path: &str) -> String {
 #[test]
 fn the_example_configuration_parses() {
     let c = Config::parse(&deploy("agent.toml")).unwrap();
+    c.validate().unwrap();
     assert_eq!(c.listen.to_string(), "0.0.0.0:9477");
     assert!(c.dumps.is_some());
+}
+
+/// Listening on every interface, the systemd example serves over TLS to a
+/// password's holder only.
+#[test]
+fn the_example_web_configuration_turns_on_tls_and_a_password() {
+    let c = Config::parse(&deploy("agent.toml")).unwrap();
+    let path = c.web_config.expect("agent.toml names a web configuration");
+    let web = WebConfig::parse(&deploy("web.yml"), path.parent().unwrap()).unwrap();
+    let (cert, key) = web.tls.expect("TLS on");
+    assert_eq!(
+        (cert, key),
+        (
+            PathBuf::from("/etc/tracer/tls/agent.crt"),
+            PathBuf::from("/etc/tracer/tls/agent.key")
+        )
+    );
+    assert_eq!(web.users.keys().collect::<Vec<_>>(), ["prometheus"]);
+    // The shipped hash matches no password anyone would guess.
+    for guess in ["", "prometheus", "password", "changeme", "tracer"] {
+        assert!(
+            !bcrypt_matches(guess, &web.users["prometheus"]),
+            "{guess:?}"
+        );
+    }
+    // The unit's install steps put each file where the configuration says.
+    let unit = deploy("tracer-agent.service");
+    for file in [
+        &path,
+        Path::new("/etc/tracer/tls/agent.crt"),
+        Path::new("/etc/tracer/tls/agent.key"),
+    ] {
+        assert!(
+            unit.lines()
+                .any(|l| l.starts_with("#   install") && l.contains(file.to_str().unwrap())),
+            "the unit's install steps do not put anything at {}",
+            file.display()
+        );
+    }
+}
+
+fn bcrypt_matches(password: &str, hash: &str) -> bool {
+    use tracer::agent::http::auth::Users;
+    let users = Users::new([("u".to_owned(), hash.to_owned())].into());
+    users.verify("u", password)
 }
 
 #[test]
@@ -90,4 +139,38 @@ fn the_daemonset_runs_a_valid_command_with_its_config_map() {
         .collect();
     let cli = Cli::try_parse_from(std::iter::once("tracer".to_owned()).chain(args)).unwrap();
     assert!(matches!(cli.command, Command::Agent(_)));
+}
+
+/// The DaemonSet's port is closed to all but Prometheus' pods: the
+/// NetworkPolicy selects the agent's pods and opens its metrics port only.
+#[test]
+fn the_daemonset_is_reachable_by_prometheus_only() {
+    use serde::Deserialize as _;
+    let yaml = deploy("kubernetes/daemonset.yaml");
+    let docs: Vec<serde_norway::Value> = serde_norway::Deserializer::from_str(&yaml)
+        .map(|d| serde_norway::Value::deserialize(d).unwrap())
+        .collect();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(k))
+            .unwrap_or_else(|| panic!("no {k} in daemonset.yaml"))
+    };
+    let labels = &kind("DaemonSet")["spec"]["template"]["metadata"]["labels"];
+    let policy = &kind("NetworkPolicy")["spec"];
+    assert_eq!(&policy["podSelector"]["matchLabels"], labels);
+    assert_eq!(policy["policyTypes"][0].as_str(), Some("Ingress"));
+    let ingress = policy["ingress"].as_sequence().unwrap();
+    assert_eq!(ingress.len(), 1, "one rule: from Prometheus");
+    let toml = kind("ConfigMap")["data"]["agent.toml"].as_str().unwrap();
+    let c = Config::parse(toml).unwrap();
+    assert_eq!(
+        ingress[0]["ports"][0]["port"].as_u64(),
+        Some(u64::from(c.listen.port()))
+    );
+    assert!(
+        !ingress[0]["from"][0]["podSelector"].is_null(),
+        "open to a whole namespace"
+    );
+    // Plain HTTP behind the policy: no web configuration to mount.
+    assert_eq!(c.web_config, None);
 }

@@ -18,6 +18,30 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a command, passing its standard output through line by line and
+/// keeping what `pick` finds in those lines; returns its exit status and the
+/// picks.
+pub fn run_collecting(
+    cmd: &mut Command,
+    pick: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<(std::process::ExitStatus, Vec<String>)> {
+    use std::io::{BufRead as _, Write as _};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", describe(cmd)))?;
+    let mut picked = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let mut stdout = std::io::stdout().lock();
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            let _ = writeln!(stdout, "{line}");
+            picked.extend(pick(&line));
+        }
+    }
+    Ok((child.wait()?, picked))
+}
+
 /// Runs a command and captures its output, whatever its exit status.
 pub fn output(cmd: &mut Command) -> anyhow::Result<Output> {
     cmd.output()

@@ -18,21 +18,48 @@ pub struct Options {
 
 pub fn run(options: Options) -> anyhow::Result<()> {
     let host = host_tests(&options.args);
-    if options.no_vm {
-        return host;
-    }
     // The kernel matrix runs even when the host's tests failed: its outcomes
     // say whether a failure is this kernel's or everyone's.
-    let vms = vm::run(vm::Options {
-        kernel: "all".to_owned(),
-        release: false,
-        args: options.args,
+    let vms = (!options.no_vm).then(|| {
+        vm::run_matrix(vm::Options {
+            kernel: "all".to_owned(),
+            release: false,
+            args: options.args,
+        })
     });
-    match (host, vms) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), Ok(())) => Err(e),
-        (Ok(()), Err(e)) => Err(e),
-        (Err(h), Err(v)) => Err(h.context(format!("and on other kernels: {v:#}"))),
+    // The last lines say what failed, and where.
+    let mut problems = Vec::new();
+    println!();
+    println!("test: summary");
+    match &host {
+        Ok(()) => println!("  this machine: ok"),
+        Err(e) => {
+            println!("  this machine: {e:#}");
+            problems.push(format!("on this machine: {e:#}"));
+        }
+    }
+    match vms {
+        None => println!("  other kernels: not run (--no-vm)"),
+        Some(Err(e)) => {
+            println!("  other kernels: {e:#}");
+            problems.push(format!("the kernel matrix: {e:#}"));
+        }
+        Some(Ok(rows)) => {
+            for row in &rows {
+                match vm::problem(row) {
+                    None => println!("  {} guest: {}", row.kernel, row.verdict),
+                    Some(p) => {
+                        println!("  {p}");
+                        problems.push(p);
+                    }
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("tests failed: {}", problems.join("; "))
     }
 }
 
@@ -53,13 +80,51 @@ fn host_tests(args: &[String]) -> anyhow::Result<()> {
             "test: not root: the privileged tests will report as ignored (run as root to run them)"
         );
     }
-    println!("test: cargo test --workspace");
+    println!("test: cargo test --workspace --no-fail-fast");
     let mut cargo = cmd::cargo();
-    cargo
-        .env("TRACER_BIN", &bin)
-        .args(["test", "--workspace", "--exclude", "tracer-ebpf"]);
+    cargo.env("TRACER_BIN", &bin).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--no-fail-fast",
+    ]);
     if !args.is_empty() {
         cargo.arg("--").args(args);
     }
-    cmd::run(&mut cargo)
+    let (status, failed) = cmd::run_collecting(&mut cargo, failed_test)?;
+    if status.success() {
+        return Ok(());
+    }
+    if failed.is_empty() {
+        // A build error, or a test binary that died: cargo said which above.
+        anyhow::bail!("cargo test failed ({status}) without a failing test: see above");
+    }
+    anyhow::bail!("{} test(s) failed: {}", failed.len(), failed.join(", "))
+}
+
+/// The name of the test a libtest output line reports failed, if it does:
+/// `test name ... [measured] FAILED`.
+fn failed_test(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("test ")?;
+    if !line.trim_end().ends_with("FAILED") || rest.starts_with("result:") {
+        return None;
+    }
+    Some(rest.split_whitespace().next()?.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_tests_are_read_from_libtest_lines() {
+        assert_eq!(
+            failed_test("test quota_only_is_throttled ... [throttled 71.7 %] FAILED").as_deref(),
+            Some("quota_only_is_throttled")
+        );
+        assert_eq!(failed_test("test a::b ... FAILED").as_deref(), Some("a::b"));
+        assert_eq!(failed_test("test a ... ok"), None);
+        assert_eq!(failed_test("test result: FAILED. 1 passed; 1 failed"), None);
+    }
 }

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:9477"     # where /metrics and /health are served
+//! web_config = "/etc/tracer/web.yml"  # TLS and basic auth (exporter-toolkit format); default: none
 //! interval = "5s"             # how often the kernel's maps are read
 //! export_limit = 200          # cgroups with series of their own; the rest are summed
 //! include = ["/kubepods"]     # export only cgroups under these paths (default: all)
@@ -42,6 +43,8 @@ pub struct Config {
     pub dumps: Option<Dumps>,
     /// Where the single-instance lock lives.
     pub lock_file: PathBuf,
+    /// The web configuration file: TLS and basic authentication.
+    pub web_config: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +75,7 @@ impl Default for Config {
             program_stats: true,
             dumps: Some(Dumps::default()),
             lock_file: PathBuf::from("/run/tracer-agent.lock"),
+            web_config: None,
         }
     }
 }
@@ -88,6 +92,7 @@ struct File {
     top_occupants: Option<usize>,
     program_stats: Option<bool>,
     lock_file: Option<PathBuf>,
+    web_config: Option<PathBuf>,
     dumps: Option<DumpsFile>,
 }
 
@@ -148,6 +153,7 @@ impl Config {
         if let Some(l) = file.lock_file {
             c.lock_file = l;
         }
+        c.web_config = file.web_config;
         if let Some(d) = file.dumps {
             let default = Dumps::default();
             c.dumps = match d.enabled {
@@ -166,10 +172,35 @@ impl Config {
                 }),
             };
         }
-        if c.interval < Duration::from_millis(100) {
-            bail!("interval: {:?} is too short; at least 100ms", c.interval);
-        }
         Ok(c)
+    }
+
+    /// The shortest `interval`: a read of the maps takes milliseconds, and
+    /// tokio's timers refuse a zero period (they panic).
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    /// The shortest `dumps.every`: a dump is a file of up to a megabyte.
+    pub const MIN_DUMP_EVERY: Duration = Duration::from_secs(1);
+
+    /// Checks what only the whole configuration, file and flags merged, can
+    /// tell: a flag may set what the file left out, or the other way round.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.interval < Self::MIN_INTERVAL {
+            bail!(
+                "interval (--interval or the file's): {:?} is too short; at least {:?}",
+                self.interval,
+                Self::MIN_INTERVAL
+            );
+        }
+        if let Some(d) = &self.dumps {
+            if d.every < Self::MIN_DUMP_EVERY {
+                bail!(
+                    "dumps.every (--dump-every or the file's): {:?} is too short; at least {:?}",
+                    d.every,
+                    Self::MIN_DUMP_EVERY
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
@@ -203,6 +234,7 @@ mod tests {
             r#"
             listen = "0.0.0.0:9000"
             interval = "2s"
+            web_config = "/etc/tracer/web.yml"
             export_limit = 50
             include = ["/kubepods"]
             exclude = ["/kubepods/besteffort"]
@@ -217,6 +249,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.interval, Duration::from_secs(2));
+        assert_eq!(c.web_config, Some(PathBuf::from("/etc/tracer/web.yml")));
         assert_eq!(
             (c.export_limit, c.top_occupants, c.program_stats),
             (50, 5, false)
@@ -237,6 +270,9 @@ mod tests {
             "unknown keys are refused"
         );
         assert!(err("[dumps]\nkeep = 0").contains("keep at least 1"));
-        assert!(err("interval = \"1ms\"").contains("too short"));
+        let invalid = |t: &str| format!("{:#}", Config::parse(t).unwrap().validate().unwrap_err());
+        assert!(invalid("interval = \"1ms\"").contains("too short"));
+        assert!(invalid("[dumps]\nevery = \"10ms\"").contains("dumps.every"));
+        assert!(err("[dumps]\nevery = \"0.0000000001s\"").contains("under a nanosecond"));
     }
 }

@@ -2,8 +2,10 @@
 //! every interval into a snapshot that `/metrics` serves, rolling dumps are
 //! written, and SIGTERM detaches everything and writes a last dump.
 //!
-//! Reading the maps is the agent's only real work; scrapes render the last
-//! snapshot, so a scraper polling often costs almost nothing.
+//! Reading the maps is the agent's only real work, done on this loop; HTTP is
+//! served on a thread of its own ([`http::Server`]) from the last snapshot,
+//! rendered once per refresh ([`published`]), so a scraper polling often
+//! costs almost nothing and no client can delay a read.
 
 pub mod config;
 pub mod dumps;
@@ -12,16 +14,12 @@ pub mod http;
 pub mod lock;
 pub mod metrics;
 pub mod program_cost;
+pub mod published;
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use tokio::{
-    net::TcpListener,
     signal::unix::{SignalKind, signal},
     time::{MissedTickBehavior, interval_at},
 };
@@ -29,81 +27,15 @@ use tokio::{
 use self::{
     config::Config,
     export::{Exporter, Occupancy, Series, Slot},
+    http::web_config::WebConfig,
     metrics::{CgroupSeries, Snapshot},
+    published::Published,
 };
 use crate::{
     privilege,
     sample::Sample,
     session::{self, Session},
 };
-
-/// Serves the last snapshot.
-struct Published {
-    snapshot: Mutex<Option<(Arc<Snapshot>, Instant)>>,
-    interval: Duration,
-    probes: String,
-}
-
-impl Published {
-    /// Considered stuck when no refresh succeeded for this many intervals.
-    const STALE_AFTER: u32 = 3;
-
-    fn last(&self) -> Option<(Arc<Snapshot>, Instant)> {
-        self.snapshot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-impl http::Handler for Published {
-    fn handle(&self, path: &str, accept: &str) -> http::Response {
-        const TEXT: &str = "text/plain; charset=utf-8";
-        match path {
-            "/metrics" => match self.last() {
-                Some((snapshot, _)) => {
-                    let openmetrics = accept.contains("application/openmetrics-text");
-                    (
-                        200,
-                        metrics::content_type(openmetrics),
-                        metrics::render(&snapshot, openmetrics),
-                    )
-                }
-                None => (
-                    503,
-                    TEXT,
-                    "no data yet: the first read of the maps is pending\n".into(),
-                ),
-            },
-            "/health" => {
-                let (status, age) = match self.last() {
-                    None => ("starting", None),
-                    Some((_, at)) if at.elapsed() > self.interval * Self::STALE_AFTER => {
-                        ("stale", Some(at.elapsed()))
-                    }
-                    Some((_, at)) => ("ok", Some(at.elapsed())),
-                };
-                let body = serde_json::json!({
-                    "status": status,
-                    "seconds_since_refresh": age.map(|a| a.as_secs_f64()),
-                    "interval_seconds": self.interval.as_secs_f64(),
-                    "probes": self.probes,
-                });
-                (
-                    if status == "ok" { 200 } else { 503 },
-                    "application/json",
-                    format!("{body}\n"),
-                )
-            }
-            "/" => (
-                200,
-                TEXT,
-                "tracer agent: /metrics (Prometheus text or OpenMetrics), /health\n".into(),
-            ),
-            _ => (404, TEXT, "not found: try /metrics or /health\n".into()),
-        }
-    }
-}
 
 /// The agent's state between refreshes.
 struct Agent {
@@ -267,12 +199,26 @@ fn own_usage() -> (u64, u64) {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // First of all: from here a SIGTERM or SIGINT (or SIGUSR1) is held until
+    // the loop below sees it, which then detaches everything. Loading the
+    // programs takes a moment; without the handlers a signal then would kill
+    // the process halfway.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut user1 = signal(SignalKind::user_defined1())?;
     if let Some(reason) = privilege::check() {
         anyhow::bail!("{reason}; run the agent as root (see deploy/ for a systemd unit)");
     }
+    let access = match &config.web_config {
+        Some(path) => Some(Arc::new(
+            WebConfig::load(path)
+                .and_then(|web| web.access())
+                .with_context(|| format!("--web-config {}", path.display()))?,
+        )),
+        None => None,
+    };
     let _lock = lock::acquire(&config.lock_file)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = http::bind(config.listen)
         .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
     let address = listener.local_addr()?;
     if let Some(d) = &config.dumps {
@@ -284,6 +230,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })?;
     }
 
+    // Served from now on: /health says "starting" until the first read.
+    let published = Arc::new(Published::new(config.interval));
+    let server = http::Server::start(
+        listener,
+        published.clone(),
+        access.clone(),
+        http::Limits::default(),
+    )?;
     let mut session = Session::start(session::Config::default())?;
     let probes: Vec<String> = session
         .probes()
@@ -292,13 +246,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map(|p| p.name.clone())
         .collect();
     let window_start = session.sample()?;
-    let published = Arc::new(Published {
-        snapshot: Mutex::new(None),
-        interval: config.interval,
-        probes: probes.join(","),
-    });
+    published.set_probes(probes.join(","));
+    let (scheme, users) = match &access {
+        Some(a) => (
+            if a.tls.is_some() { "https" } else { "http" },
+            if a.users.is_some() {
+                " (basic auth)"
+            } else {
+                ""
+            },
+        ),
+        None => ("http", ""),
+    };
     eprintln!(
-        "tracer agent: {} probes attached ({}; {}), throttled time from {}; serving http://{address}/metrics every {:?}{}",
+        "tracer agent: {} probes attached ({}; {}), throttled time from {}; serving {scheme}://{address}/metrics{users} every {:?}{}",
         probes.len(),
         probes.join(", "),
         session.tier().describe(),
@@ -309,7 +270,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None => String::new(),
         }
     );
-    let server = tokio::spawn(http::serve(listener, published.clone()));
 
     let mut agent = Agent {
         exporter: Exporter::new(config.export_limit, config.filter.clone()),
@@ -324,9 +284,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         kernel: crate::host::kernel_release(),
         written: dumps::Written::default(),
     };
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut user1 = signal(SignalKind::user_defined1())?;
     let start = tokio::time::Instant::now();
     let mut refresh = interval_at(start, agent.config.interval);
     refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -351,6 +308,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .as_ref()
             .map(|w| tokio::time::Instant::from_std(w.opened + program_cost::WINDOW));
         tokio::select! {
+            // A signal that came while the programs loaded is seen first.
+            biased;
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = async { costs.as_mut()?.tick().await; Some(()) }, if costs.is_some() => {
@@ -363,8 +322,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = refresh.tick() => match agent.refresh() {
                 Ok(snapshot) => {
                     failures = 0;
-                    *published.snapshot.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((Arc::new(snapshot), Instant::now()));
+                    published.publish(snapshot);
                 }
                 Err(e) => {
                     // /health turns stale; say it once, not every interval.
@@ -391,7 +349,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    server.abort();
+    server.stop();
     agent.close_cost_window();
     let last = agent.session.detach()?;
     eprintln!("tracer agent: every program detached");

@@ -20,6 +20,7 @@ fn header() -> Header {
         state: "task local storage".into(),
         started_unix_ns: 1_000,
         probes: Vec::new(),
+        slice_ns: crate::verdict::DEFAULT_SLICE_NS,
     }
 }
 
@@ -70,6 +71,7 @@ struct Fixture {
     selections: Vec<Selection>,
     filter: CgroupFilter,
     start_stats: BTreeMap<String, CpuStat>,
+    shared: HashSet<String>,
 }
 
 impl Fixture {
@@ -81,6 +83,7 @@ impl Fixture {
             selections: Vec::new(),
             filter: CgroupFilter::default(),
             start_stats: BTreeMap::new(),
+            shared: HashSet::new(),
         }
     }
 
@@ -94,6 +97,7 @@ impl Fixture {
                 quotas: &self.quotas,
                 selections: &self.selections,
                 filter: &self.filter,
+                shared: &self.shared,
             },
         )
     }

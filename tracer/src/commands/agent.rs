@@ -20,6 +20,9 @@ pub fn config(args: &AgentArgs) -> anyhow::Result<Config> {
     if let Some(lock) = &args.lock_file {
         c.lock_file = lock.clone();
     }
+    if let Some(web) = &args.web_config {
+        c.web_config = Some(web.clone());
+    }
     if args.no_dumps {
         c.dumps = None;
     } else if args.dump_dir.is_some() || args.dump_every.is_some() {
@@ -32,6 +35,7 @@ pub fn config(args: &AgentArgs) -> anyhow::Result<Config> {
         }
         c.dumps = Some(d);
     }
+    c.validate()?;
     Ok(c)
 }
 
@@ -85,5 +89,26 @@ mod tests {
         assert!(parse(&["--listen", "nowhere"]).is_err());
         let missing = parse(&["--config", "/nonexistent/agent.toml"]).unwrap_err();
         assert!(format!("{missing:#}").contains("cannot read --config"));
+    }
+
+    #[test]
+    fn periods_that_round_to_zero_or_too_short_are_refused_after_merging() {
+        let err = |argv: &[&str]| match parse(argv) {
+            Ok(c) => panic!("{argv:?} accepted: {c:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        // Would round to a zero Duration, which tokio's interval panics on.
+        assert!(err(&["--interval", "0.0000000001s"]).contains("interval"));
+        assert!(err(&["--interval", "1ms"]).contains("interval"));
+        assert!(err(&["--dump-every", "0.0000000001s"]).contains("every"));
+        assert!(err(&["--dump-every", "10ms"]).contains("every"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, "[dumps]\nevery = \"10ms\"\n").unwrap();
+        let path = file.to_str().unwrap();
+        assert!(err(&["--config", path]).contains("every"));
+        // A flag can also make a file's setting valid.
+        assert!(parse(&["--config", path, "--no-dumps"]).is_ok());
     }
 }

@@ -32,6 +32,8 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         pids: args.pids.clone(),
         threads: args.threads.clone(),
         max_cgroups: args.max_cgroups,
+        map_sizes: args.map_sizes.clone(),
+        store: args.store,
         tier: args.tier,
     })?;
     note!("Loading the programs...");

@@ -12,7 +12,7 @@ mod quotas;
 mod selections;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -31,9 +31,10 @@ use crate::{
     cgroup::{CpuHierarchy, Resolver},
     filter::CgroupFilter,
     host, layout, privilege,
-    programs::{self, LoadOptions, Store, Tier, TierChoice},
+    programs::{self, LoadOptions, Store, StoreChoice, Tier, TierChoice},
     recording::{ProbeStatus, QuotaInfo, Recording},
     sample::Sample,
+    verdict,
 };
 
 /// What to trace and report.
@@ -49,6 +50,10 @@ pub struct Config {
     pub max_cgroups: u32,
     /// Which probes to use.
     pub tier: TierChoice,
+    /// `--map-size` capacities.
+    pub map_sizes: Vec<(String, u32)>,
+    /// Where the programs keep their state.
+    pub store: StoreChoice,
 }
 
 impl Default for Config {
@@ -59,6 +64,8 @@ impl Default for Config {
             threads: Vec::new(),
             max_cgroups: DEFAULT_MAX_CGROUPS,
             tier: TierChoice::Auto,
+            map_sizes: Vec::new(),
+            store: StoreChoice::Auto,
         }
     }
 }
@@ -99,6 +106,8 @@ pub struct Session {
     started_unix_ns: u64,
     /// When the programs were detached: the end of the measurement.
     detached_at: Option<Instant>,
+    /// The scheduler's slice, read once.
+    slice_ns: u64,
 }
 
 /// What [`Session::prepare`] checked and found: everything needed to load
@@ -158,7 +167,7 @@ impl Plan {
             hierarchy,
             selections,
         } = self;
-        let store = Store::for_kernel(&btf);
+        let store = config.store.resolve(&btf);
         let programs::Loaded {
             ebpf,
             probes,
@@ -171,6 +180,7 @@ impl Plan {
                 store,
                 tier: config.tier,
                 max_cgroups: config.max_cgroups,
+                map_sizes: config.map_sizes.clone(),
                 selections: !selections.is_empty(),
             },
             &btf,
@@ -198,6 +208,7 @@ impl Plan {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0),
             detached_at: None,
+            slice_ns: host::scheduler_slice_ns().unwrap_or(verdict::DEFAULT_SLICE_NS),
         };
         session.selections.select_pids(&mut session.kernel)?;
         session.selections.scan_threads(&mut session.kernel);
@@ -378,7 +389,21 @@ impl Session {
             state: self.store.describe().into(),
             started_unix_ns: self.started_unix_ns,
             probes: self.probes.clone(),
+            slice_ns: self.slice_ns,
         };
+        // Every cgroup with a child: it may hold tasks beside its children's.
+        let shared: HashSet<String> = self
+            .resolver
+            .paths()
+            .filter_map(|p| p.rsplit_once('/').map(|(parent, _)| parent))
+            .map(|parent| {
+                if parent.is_empty() {
+                    "/".to_owned()
+                } else {
+                    parent.to_owned()
+                }
+            })
+            .collect();
         let selections = self.selections.describe(hierarchy);
         assemble::recording(
             &window,
@@ -388,6 +413,7 @@ impl Session {
                 quotas: self.quotas.by_path(),
                 selections: &selections,
                 filter: &self.filter,
+                shared: &shared,
             },
         )
     }

@@ -61,6 +61,15 @@ impl GuestReport {
         self.count(|o| matches!(o, Outcome::NotRun))
     }
 
+    /// The tests that failed or did not run, by name.
+    pub fn not_ok(&self) -> Vec<String> {
+        self.tests
+            .iter()
+            .filter(|t| matches!(t.outcome, Outcome::Failed(_) | Outcome::NotRun))
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
     /// Adds a `NotRun` outcome for each planned invocation (arguments, named
     /// by `name`) that the guest never started.
     pub fn add_not_run(&mut self, planned: &[(String, String)]) {
@@ -300,6 +309,8 @@ pub struct Row {
     pub seconds: f64,
     /// `ok`, `FAILED`, or why the guest did not report.
     pub verdict: String,
+    /// The tests that failed or did not report.
+    pub not_ok: Vec<String>,
 }
 
 pub fn matrix(rows: &[Row]) -> String {
@@ -448,6 +459,7 @@ running 0 tests\r
             not_run: 0,
             seconds: 301.4,
             verdict: "FAILED".into(),
+            not_ok: vec!["quota_only".into(), "nested".into()],
         }];
         let m = matrix(&rows);
         assert!(
@@ -457,6 +469,10 @@ running 0 tests\r
                 .starts_with("6.1     6.1.0-56-amd64")
         );
         assert!(m.contains("FAILED"));
+        assert_eq!(
+            crate::vm::problem(&rows[0]).as_deref(),
+            Some("the 6.1 guest (FAILED): quota_only, nested")
+        );
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //!
 //! Which programs exist, where they attach and whether the tracer can work
 //! without them is data ([`PROBES`]), so that the report can say exactly what
-//! ran.
+//! ran. Which object ([`Store`]) and which probes ([`Tier`]) suit the kernel
+//! is decided from its BTF.
+
+mod probes;
+mod store;
+mod tier;
 
 use std::time::Instant;
 
@@ -11,207 +16,19 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{BtfTracePoint, FEntry, Program, ProgramError},
 };
+pub use probes::{FENTRY_PROBES, Hook, PROBES, Probe};
+pub use store::{Store, StoreChoice};
+pub use tier::{Tier, TierChoice, fentry_layout, fentry_unavailable};
 use tracer_common::{
-    layout::{FEATURE_FENTRY, KernelLayout, method},
+    layout::KernelLayout,
     maps::{
         CgroupStats, GLOBAL_LAYOUT, GLOBAL_SELECTIONS, MAP_CGROUP_STATS, MAP_CPU_STATE,
-        MAP_SELECTION_STATS, MAP_SPILL, SPILL_PER_CPU,
+        MAP_SELECTION_STATS, MAP_SPILL, MAP_TASK_WAIT, SPILL_PER_CPU,
     },
 };
 
+use self::{probes::ENDS_WAITS, store::LEGACY_STATS_BUDGET};
 use crate::{btf::Btf, recording::ProbeStatus};
-
-/// The objects built from `tracer-ebpf` by build.rs: the same programs with
-/// their state kept two ways (see [`Store`]).
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
-static OBJECT_LEGACY: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-legacy"));
-
-/// Where the programs keep their state, by what the kernel offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Store {
-    /// Task local storage, and statistics entries allocated when a cgroup is
-    /// first seen (6.1+: `bpf_mem_alloc` makes that safe from the scheduler).
-    TaskStorage,
-    /// A hash map keyed by thread id, and preallocated statistics maps
-    /// (before 6.1; task storage for tracing programs needs 5.12).
-    Legacy,
-}
-
-impl Store {
-    /// Chosen from the kernel's BTF: `bpf_mem_alloc` came in 6.1, after task
-    /// storage for tracing programs (5.12).
-    pub fn for_kernel(btf: &Btf) -> Self {
-        if btf.has_struct("bpf_mem_alloc") {
-            Self::TaskStorage
-        } else {
-            Self::Legacy
-        }
-    }
-
-    fn object(self) -> &'static [u8] {
-        match self {
-            Self::TaskStorage => OBJECT,
-            Self::Legacy => OBJECT_LEGACY,
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::TaskStorage => "task local storage",
-            Self::Legacy => {
-                "a hash map by thread id and preallocated statistics (kernel before 6.1)"
-            }
-        }
-    }
-}
-
-/// Memory the preallocated per-cgroup statistics may take on kernels before
-/// 6.1, over all CPUs: it bounds the cgroups traced there.
-const LEGACY_STATS_BUDGET: usize = 64 << 20;
-
-/// How a program attaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    /// A BTF-enabled tracepoint (`tp_btf`).
-    TpBtf,
-    /// fentry on a kernel function.
-    FEntry,
-}
-
-impl Hook {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::TpBtf => "tp_btf",
-            Self::FEntry => "fentry",
-        }
-    }
-}
-
-/// One program of the object and the hook it needs.
-#[derive(Clone, Copy, Debug)]
-pub struct Probe {
-    /// Program (function) name in the object.
-    pub program: &'static str,
-    /// The tracepoint or kernel function it attaches to.
-    pub target: &'static str,
-    pub hook: Hook,
-    /// Without a required probe the measurement (or the tier) would be wrong,
-    /// so the tracer stops (or uses the other tier).
-    pub required: bool,
-    /// What it is for, in the words of an error message.
-    pub role: &'static str,
-}
-
-/// The tracepoint tier: complete on its own, on every kernel. In the order
-/// they are attached (and the reverse of the order they are detached): the
-/// programs that only follow a wait before the ones that begin and end it, so
-/// that no wait begins with its migration or exit unseen.
-pub const PROBES: &[Probe] = &[
-    Probe {
-        program: "sched_process_exit",
-        target: "sched_process_exit",
-        hook: Hook::TpBtf,
-        required: false,
-        role: "frees per-task state when a task exits (the kernel frees it later otherwise)",
-    },
-    Probe {
-        program: "sched_migrate_task",
-        target: "sched_migrate_task",
-        hook: Hook::TpBtf,
-        required: true,
-        role: "splits a wait whose task moves to another CPU, so each part is measured on its own CPU",
-    },
-    Probe {
-        program: "sched_switch",
-        target: "sched_switch",
-        hook: Hook::TpBtf,
-        required: true,
-        role: "ends waits at switch-in and starts them when a runnable task is switched out",
-    },
-    Probe {
-        program: "sched_wakeup",
-        target: "sched_wakeup",
-        hook: Hook::TpBtf,
-        required: true,
-        role: "starts a wait when a sleeping task is woken",
-    },
-    Probe {
-        program: "sched_wakeup_new",
-        target: "sched_wakeup_new",
-        hook: Hook::TpBtf,
-        required: true,
-        role: "starts a wait when a new task is first queued",
-    },
-];
-
-/// The fentry tier, added where the kernel allows it: throttle episodes as
-/// they happen, and an exact throttle clock on kernels before 6.6. All or
-/// nothing.
-pub const FENTRY_PROBES: &[Probe] = &[
-    Probe {
-        program: "throttle_cfs_rq",
-        target: "throttle_cfs_rq",
-        hook: Hook::FEntry,
-        required: true,
-        role: "names the cgroup whose quota ran out",
-    },
-    Probe {
-        program: "tg_throttle_down",
-        target: "tg_throttle_down",
-        hook: Hook::FEntry,
-        required: true,
-        role: "starts the throttle of each cgroup level below it",
-    },
-    Probe {
-        program: "tg_unthrottle_up",
-        target: "tg_unthrottle_up",
-        hook: Hook::FEntry,
-        required: true,
-        role: "ends it: reports the episode and advances the throttle clock",
-    },
-];
-
-/// Which probes to use (`--tier`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum TierChoice {
-    /// fentry where the kernel allows it, the tracepoints alone otherwise.
-    #[default]
-    Auto,
-    /// The tracepoints alone.
-    Tracepoints,
-    /// fentry, or fail.
-    Fentry,
-}
-
-/// The tier in use, and why not the other.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Tier {
-    Fentry,
-    Tracepoints { why_not_fentry: String },
-}
-
-impl Tier {
-    /// `fentry` or `tracepoints`, for labels.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Fentry => "fentry",
-            Self::Tracepoints { .. } => "tracepoints",
-        }
-    }
-
-    /// One line for reports: which tier and why.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Fentry => "fentry (throttle episodes from throttle_cfs_rq, tg_throttle_down \
-                             and tg_unthrottle_up) with the tracepoints"
-                .to_owned(),
-            Self::Tracepoints { why_not_fentry } => {
-                format!("tracepoints only ({why_not_fentry})")
-            }
-        }
-    }
-}
 
 /// Options the programs are built with.
 pub struct LoadOptions {
@@ -219,6 +36,8 @@ pub struct LoadOptions {
     pub store: Store,
     pub tier: TierChoice,
     pub max_cgroups: u32,
+    /// `--map-size` capacities, applied over the defaults.
+    pub map_sizes: Vec<(String, u32)>,
     /// Whether any `--pid` / `--threads` selection exists.
     pub selections: bool,
 }
@@ -246,32 +65,6 @@ fn log_tail(log: &str) -> String {
     }
 }
 
-/// The fentry tier's layout: episodes from fentry, and its own throttle
-/// clock where the kernel's is not exact.
-pub fn fentry_layout(layout: &KernelLayout) -> KernelLayout {
-    let mut layout = *layout;
-    layout.features |= FEATURE_FENTRY;
-    if layout.throttle_method != method::SELF_TIME {
-        layout.throttle_method = method::FENTRY;
-    }
-    layout
-}
-
-/// Why the fentry tier cannot be tried on this kernel, if it cannot.
-pub fn fentry_unavailable(btf: &Btf) -> Option<String> {
-    let missing: Vec<&str> = FENTRY_PROBES
-        .iter()
-        .map(|p| p.target)
-        .filter(|f| !btf.has_function(f))
-        .collect();
-    (!missing.is_empty()).then(|| {
-        format!(
-            "the kernel's BTF has no function {} (inlined or renamed)",
-            missing.join(", ")
-        )
-    })
-}
-
 /// Loads the object that suits the kernel and attaches the probes: the fentry
 /// tier first where it may work (trying it is the only reliable test: a kernel
 /// can refuse it by policy), then the tracepoints.
@@ -286,11 +79,11 @@ pub fn load_and_attach(options: &LoadOptions, btf: &Btf) -> anyhow::Result<Loade
     let max_cgroups = match options.store {
         Store::TaskStorage => options.max_cgroups,
         Store::Legacy => {
+            // The budget bounds the preallocation, but leaves room for a few
+            // cgroups however many CPUs; a smaller `--max-cgroups` stands.
             let per_entry = size_of::<CgroupStats>() * cpus as usize;
-            options
-                .max_cgroups
-                .min((LEGACY_STATS_BUDGET / per_entry.max(1)) as u32)
-                .max(16)
+            let budget = (LEGACY_STATS_BUDGET / per_entry.max(1)) as u32;
+            options.max_cgroups.min(budget.max(16))
         }
     };
     let load = |layout: &KernelLayout, probes: &[&Probe]| {
@@ -366,6 +159,12 @@ fn load_object(
         // Preallocated: no selections, no memory for them.
         loader.map_max_entries(MAP_SELECTION_STATS, 1);
     }
+    for (name, entries) in &options.map_sizes {
+        if name == MAP_TASK_WAIT && options.store != Store::Legacy {
+            bail!("--map-size {name}: task local storage has no capacity; it applies before 6.1");
+        }
+        loader.map_max_entries(name, *entries);
+    }
     loader.load(options.store.object()).map_err(|e| {
         anyhow!(
             "the kernel refused the tracer's eBPF object ({} variant): {e}",
@@ -422,10 +221,13 @@ fn attach_all(
     probes: &[&Probe],
     statuses: &mut [ProbeStatus],
 ) -> anyhow::Result<Instant> {
-    let attached_at = Instant::now();
+    let mut attached_at = Instant::now();
     for (&probe, status) in probes.iter().zip(statuses) {
         if status.error.is_some() {
             continue;
+        }
+        if probe.program == ENDS_WAITS {
+            attached_at = Instant::now();
         }
         match attach_one(ebpf, probe) {
             Ok(()) => status.attached = true,
@@ -493,8 +295,9 @@ fn attach_one(ebpf: &mut Ebpf, probe: &Probe) -> anyhow::Result<()> {
 /// takes.
 pub fn detach_all(ebpf: &mut Ebpf) -> Instant {
     let detached_at = Instant::now();
-    // The reverse of the attach order: nothing begins a wait once the
-    // programs that follow it are gone.
+    // The reverse of the attach order: `sched_switch` first, which ends the
+    // measurement at once (detaching takes a while, seconds under emulation,
+    // and no wait must end uncounted in the recording's time).
     for probe in FENTRY_PROBES.iter().chain(PROBES).rev() {
         let Some(program) = ebpf.program_mut(probe.program) else {
             continue;
@@ -509,13 +312,13 @@ pub fn detach_all(ebpf: &mut Ebpf) -> Instant {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::btf::tests::Builder;
 
     /// A kernel's BTF with these functions and, if `mem_alloc`, the
     /// allocator struct that came in 6.1.
-    fn kernel(functions: &[&str], mem_alloc: bool) -> Btf {
+    pub(crate) fn kernel(functions: &[&str], mem_alloc: bool) -> Btf {
         let mut b = Builder::new();
         let int = b.int("int", 4);
         let proto = b.func_proto(int, &[]);
@@ -526,40 +329,6 @@ mod tests {
             b.composite(false, "bpf_mem_alloc", 64, &[("cache", int, 0, 0)]);
         }
         Btf::parse(&b.build()).unwrap()
-    }
-
-    #[test]
-    fn the_state_store_follows_the_allocator() {
-        assert_eq!(Store::for_kernel(&kernel(&[], true)), Store::TaskStorage);
-        assert_eq!(Store::for_kernel(&kernel(&[], false)), Store::Legacy);
-    }
-
-    #[test]
-    fn fentry_needs_all_three_functions() {
-        let all = ["throttle_cfs_rq", "tg_throttle_down", "tg_unthrottle_up"];
-        assert_eq!(fentry_unavailable(&kernel(&all, true)), None);
-        let why = fentry_unavailable(&kernel(&all[..2], true)).unwrap();
-        assert!(why.contains("tg_unthrottle_up"), "{why}");
-        assert!(!why.contains("tg_throttle_down"), "{why}");
-    }
-
-    #[test]
-    fn the_fentry_tier_keeps_an_exact_kernel_clock_and_replaces_the_others() {
-        for (kernel_method, expected) in [
-            (method::SELF_TIME, method::SELF_TIME),
-            (method::PELT_CLOCK, method::FENTRY),
-            (method::TASK_CLOCK, method::FENTRY),
-            (method::STATE, method::FENTRY),
-        ] {
-            let layout = KernelLayout {
-                throttle_method: kernel_method,
-                ..KernelLayout::UNSET
-            };
-            let tier = fentry_layout(&layout);
-            assert_eq!(tier.throttle_method, expected);
-            assert!(tier.has(FEATURE_FENTRY));
-            assert!(!layout.has(FEATURE_FENTRY));
-        }
     }
 
     #[test]
