@@ -109,17 +109,28 @@ fn two_busy_cgroups() -> TestResult {
             sleeper.wait.runnable_wait.summary.count
         )
     })?;
-    // Its waits are what the kernel's run delay for it says (the two windows
-    // differ by the moments between reading schedstat and attaching or
-    // detaching, a wake-up or two: 2 ms).
+    // Its waits include what the kernel's run delay for it says (the two
+    // windows differ by the moments between reading schedstat and attaching or
+    // detaching, a wake-up or two: 2 ms). They may be longer by up to the
+    // wake-up latency of each wait: a wake-up that preempts the idle task asks
+    // the scheduler to skip its next clock update (rq_clock_skip_update), so
+    // the kernel stamps the switch-in with the wake-up's time. runqlat,
+    // timing both tracepoints, agrees with the tracer there (30 µs a wake-up
+    // here, 60 µs in the guests). A sleep taken for a wait would add 20 ms a
+    // wake-up: 0.5 ms a wake-up still catches that.
     let traced = sleeper.wait.runnable_wait.summary.total_ns;
+    let waits = sleeper.wait.runnable_wait.summary.count;
+    measured(format!(
+        "the sleeper's traced wait {traced} ns in {waits} waits, its schedstat run delay \
+         grew {sleeper_kernel} ns"
+    ));
+    let slack = (sleeper_kernel as f64 * schedstat_tolerance()) as u64 + 2_000_000;
     check(
-        traced.abs_diff(sleeper_kernel)
-            <= (sleeper_kernel as f64 * schedstat_tolerance()) as u64 + 2_000_000,
+        traced + slack >= sleeper_kernel && traced <= sleeper_kernel + slack + waits * 500_000,
         || {
             format!(
-                "the sleeper's traced wait is {traced} ns, its schedstat run delay grew \
-                 {sleeper_kernel} ns"
+                "the sleeper's traced wait is {traced} ns in {waits} waits, its schedstat run \
+                 delay grew {sleeper_kernel} ns"
             )
         },
     )?;
