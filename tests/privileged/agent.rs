@@ -291,14 +291,25 @@ fn churn() -> TestResult {
     let mut peak_exported = 0.0f64;
     let mut peak_series = 0;
     let mut resident = Vec::new();
-    let settle = |what: &str| -> Result<Page, Failed> {
+    // Emulated, a debug agent's refresh over a thousand departed cgroups
+    // takes seconds, not milliseconds.
+    let patience = Duration::from_secs(if crate::emulated() { 120 } else { 20 });
+    let mut settled = Vec::new();
+    let mut settle = |what: &str| -> Result<Page, Failed> {
         // Gone for two rescans, then released with the next dump.
-        Ok(wait_for(what, Duration::from_secs(20), || {
+        let since = Instant::now();
+        let mut last = (f64::NAN, f64::NAN);
+        let page = wait_for(what, patience, || {
             let page = Page::of(&agent).ok()?;
-            (page.cgroups("tracked").ok()? <= tracked_before + 2.0
-                && page.cgroups("departed").ok()? == 0.0)
-                .then_some(page)
-        })?)
+            last = (
+                page.cgroups("tracked").ok()?,
+                page.cgroups("departed").ok()?,
+            );
+            (last.0 <= tracked_before + 2.0 && last.1 == 0.0).then_some(page)
+        })
+        .map_err(|e| format!("{e:#}: {} cgroups tracked, {} departed", last.0, last.1))?;
+        settled.push(since.elapsed());
+        Ok(page)
     };
     let started = Instant::now();
     for round in 0..2 {
@@ -329,7 +340,7 @@ fn churn() -> TestResult {
     measured(format!(
         "2000 cgroups in {:.1} s: {evicted} evicted, tracked {tracked_before} -> {}, series {series_before} -> {} (peak {peak_series}, exported peak {peak_exported}), \
          resident {:.1} MiB -> {:.1} MiB after round 1 -> {:.1} MiB after round 2, {dumps} dumps kept; \
-         events spilled {spilled}, lost to allocation {lost}",
+         events spilled {spilled}, lost to allocation {lost}; settled in {settled:.1?}",
         churned.as_secs_f64(),
         after.cgroups("tracked")?,
         after.series(),
