@@ -1,7 +1,7 @@
 //! The `tracer` binary end to end: its JSON, signals, and its errors.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _},
+    io::{BufRead, BufReader, Read as _},
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -150,6 +150,20 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Reads `tracer`'s progress notes until one starts with `prefix`.
+fn line_starting(stderr: &mut impl BufRead, prefix: &str) -> Result<(), Failed> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            return Err(format!("tracer ended before saying {prefix:?}").into());
+        }
+        if line.starts_with(prefix) {
+            return Ok(());
+        }
+    }
+}
+
 /// A signal ends an open-ended session cleanly: report printed, nothing attached.
 fn cli_signal(signal: i32) -> TestResult {
     let bin = or_skip!(bin());
@@ -163,11 +177,7 @@ fn cli_signal(signal: i32) -> TestResult {
     );
     let child = &mut child.0;
     let mut stderr = BufReader::new(child.stderr.take().ok_or("no stderr")?);
-    let mut line = String::new();
-    stderr.read_line(&mut line)?;
-    check(line.contains("Tracing"), || {
-        format!("unexpected first line: {line:?}")
-    })?;
+    line_starting(&mut stderr, "Tracing")?;
     let during = loaded_tracer_programs();
     std::thread::sleep(Duration::from_millis(300));
     unsafe { libc::kill(child.id() as i32, signal) };
@@ -361,13 +371,7 @@ fn cli_sigkill() -> TestResult {
     );
     let pid = child.0.id();
     let mut stderr = BufReader::new(child.0.stderr.take().ok_or("no stderr")?);
-    let mut line = String::new();
-    while !line.starts_with("Tracing") {
-        line.clear();
-        if stderr.read_line(&mut line)? == 0 {
-            return Err("tracer ended before tracing".into());
-        }
-    }
+    line_starting(&mut stderr, "Tracing")?;
     let held = programs_held_by(pid);
     measured(format!("the tracer held {} programs", held.len()));
     check(held.len() >= 3, || {
