@@ -103,7 +103,6 @@ fn missed_wait(prev: *mut Task, arrived: u64, cpu: u32, cs: &CpuState) -> bool {
         return false;
     }
     let cfs_rq = task_cfs_rq(t).unwrap_or(core::ptr::null());
-    let clock = throttle_clock::<Direct>(cfs_rq, arrived);
     let Some(slot) = MISSED_END.get_ptr_mut(0) else {
         return false;
     };
@@ -111,13 +110,25 @@ fn missed_wait(prev: *mut Task, arrived: u64, cpu: u32, cs: &CpuState) -> bool {
         // SAFETY: this CPU's slot; preemption is off in a tracepoint. Written
         // field by field, straight into the map: built on the stack first, it
         // took 5.10's verifier over the 512 bytes that sched_switch and this
-        // function may use together.
+        // function may use together. The throttle clock is read after the
+        // slot's lookup and stored at once: read before, it was kept on the
+        // stack across the lookup only when it existed, and reloaded
+        // unconditionally, which 5.10's verifier refuses (a read of
+        // uninitialised stack) where the fentry tier's clock is used.
         unsafe {
             core::ptr::copy_nonoverlapping(state, &raw mut (*slot).wait, 1);
             (*slot).end = arrived;
             (*slot).cfs_rq = cfs_rq as u64;
-            (*slot).throttle = clock.unwrap_or(0);
-            (*slot).has_throttle = u64::from(clock.is_some());
+            match throttle_clock::<Direct>(cfs_rq, arrived) {
+                Some(clock) => {
+                    (*slot).throttle = clock;
+                    (*slot).has_throttle = 1;
+                }
+                None => {
+                    (*slot).throttle = 0;
+                    (*slot).has_throttle = 0;
+                }
+            }
             (*slot).victims = victims_of(t, task_pid(t).unwrap_or(0), cs.runs.current.cgroup_id);
         }
     }
