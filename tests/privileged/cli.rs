@@ -275,16 +275,19 @@ fn cli_escaped_names() -> TestResult {
     Ok(Completion::Completed)
 }
 
-/// Waits (up to 10 s) for `child` to exit.
+/// Waits for `child` to exit (10 s, 90 s emulated).
 fn wait_exit(child: &mut std::process::Child) -> Result<std::process::ExitStatus, Failed> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // A signal while loading is acted on once loaded: under emulation the
+    // verifier alone takes seconds.
+    let limit = Duration::from_secs(if crate::emulated() { 90 } else { 10 });
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            return Err("tracer did not exit within 10 s".into());
+            return Err(format!("tracer did not exit within {limit:?}").into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -40,7 +40,8 @@ pub struct Options {
 /// test that crashes or hangs costs only itself). They are the ones whose result
 /// depends on the kernel: the wait split and attribution against `cpu.stat` and
 /// schedstat (the throttle model and struct layouts differ per kernel), and the
-/// CLI's loading, attaching and detaching of the programs. The JVM, Chromium and
+/// CLI's and the agent's loading, attaching and detaching of the programs
+/// (also when a signal comes while they load, or a SIGKILL). The JVM, Chromium and
 /// Prometheus tests are included to show that they report ignored (their
 /// programs are not in the initramfs) rather than fail. The dump round trips
 /// are cheap (seconds) and check reading as `nobody`; the agent's churn and
@@ -74,12 +75,16 @@ const VM_TESTS: &[&str] = &[
     "sigterm_ends_the_session_and_detaches",
     "unknown_cgroup_is_refused_before_tracing",
     "unprivileged_run_says_it_needs_root",
+    "a_signal_while_loading_ends_cleanly",
+    "sigkill_leaves_no_program_loaded",
     // dump.rs
     "a_recorded_dump_reports_the_same_without_root",
     "a_redacted_dump_names_no_cgroup_or_host",
     // agent.rs
     "agent_memory_and_series_stay_bounded_under_cgroup_churn",
     "agent_lock_signals_dumps_and_a_clean_exit",
+    "agent_sigterm_while_loading_exits_cleanly_and_detaches",
+    "agent_killed_leaves_no_program_loaded",
     // losses.rs
     "a_full_cgroup_map_counts_its_losses",
     "a_full_blame_map_counts_its_losses",
