@@ -10,13 +10,14 @@ use std::{
 
 use libtest_mimic::{Completion, Trial};
 use tracer::{
-    programs::StoreChoice,
+    programs::{StoreChoice, TierChoice},
     recording::Recording,
     report::{self, TextOptions},
     session::Config,
 };
 use tracer_common::maps::{
     Counter, CounterKind, MAP_BLAME, MAP_EVENTS, MAP_SELECTION_STATS, MAP_TASK_WAIT,
+    MAP_THROTTLE_CLOCKS,
 };
 use tracer_tests::{Load, TestCgroup, Worker};
 
@@ -29,6 +30,11 @@ pub fn tests() -> Vec<Trial> {
         privileged("a_full_selection_map_counts_its_losses", full_selection_map),
         privileged("a_small_ring_buffer_counts_its_drops", small_ring_buffer),
         privileged("a_full_thread_map_counts_its_losses", full_thread_map),
+        privileged("a_migration_unseen_counts_a_read_failure", migration_unseen),
+        privileged(
+            "an_evicted_throttle_clock_counts_its_loss",
+            evicted_throttle_clock,
+        ),
     ]
 }
 
@@ -168,4 +174,87 @@ fn full_thread_map() -> TestResult {
         format!("not the pre-6.1 object: {}", rec.state)
     })?;
     lost(&rec, Counter::TaskStorageFail)
+}
+
+/// Moves `pid` to `cpu` alone (sched_setaffinity).
+fn move_to(pid: u32, cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    let r = unsafe { libc::sched_setaffinity(pid as i32, size_of::<libc::cpu_set_t>(), &set) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Without sched_migrate_task attached, a wait that ends on another CPU than
+/// it began cannot be split: a hog waiting behind another is moved back and
+/// forth between the two CPUs every 20 ms, and its moved waits are counted
+/// as kernel read failures.
+fn migration_unseen() -> TestResult {
+    let cpus = tracer_tests::online_cpus();
+    let [a, b, ..] = cpus[..] else {
+        return Ok(Completion::ignored_with("needs two online CPUs"));
+    };
+    let cg = TestCgroup::create("unseen")?;
+    let _hog_a = Worker::start(Load::Spin, &cg, a)?;
+    let _hog_b = Worker::start(Load::Spin, &cg, b)?;
+    let mover = Worker::start(Load::Spin, &cg, a)?;
+    let session = crate::start_session(Config {
+        left_out: vec!["sched_migrate_task".to_owned()],
+        ..Config::default()
+    })?;
+    for i in 0..50 {
+        move_to(mover.pid, if i % 2 == 0 { b } else { a })?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rec = session.stop()?;
+    check(
+        rec.probes
+            .iter()
+            .any(|p| p.name == "sched_migrate_task" && !p.attached),
+        || "sched_migrate_task was attached".into(),
+    )?;
+    lost(&rec, Counter::ReadFail)
+}
+
+/// The fentry tier keeps a throttle clock per throttled cfs_rq in an LRU map.
+/// With room for two, four hogs under quotas throttling in turn on one CPU
+/// evict each other's clocks while their tasks wait, and those waits' clock
+/// reads less at their end than at their start. Skipped where the kernel
+/// refuses fentry by policy (this machine).
+fn evicted_throttle_clock() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let cgroups: Vec<TestCgroup> = (0..4)
+        .map(|i| TestCgroup::create(&format!("clock-{i}")))
+        .collect::<anyhow::Result<_>>()?;
+    for cg in &cgroups {
+        cg.set_quota(10_000, 100_000)?;
+    }
+    let _workers: Vec<Worker> = cgroups
+        .iter()
+        .map(|cg| Worker::start(Load::Spin, cg, busy))
+        .collect::<anyhow::Result<_>>()?;
+    let config = Config {
+        tier: TierChoice::Fentry,
+        ..sized(MAP_THROTTLE_CLOCKS, 2)
+    };
+    let session = match tracer::session::Session::start(config) {
+        Ok(session) => session,
+        Err(e) => {
+            let text = format!("{e:#}");
+            if text.contains("fentry tier") && !text.contains("verifier log") {
+                return Ok(Completion::ignored_with(format!(
+                    "no fentry tier on this kernel: {}",
+                    e.root_cause()
+                )));
+            }
+            return Err(text.into());
+        }
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let rec = session.stop()?;
+    lost(&rec, Counter::ThrottleClockLost)
 }

@@ -124,7 +124,7 @@ impl Counter {
             Counter::ThrottleClockLost => (
                 "throttle_clocks_lost",
                 Loss,
-                "wait segments whose throttle clock went back (the fentry tier's map evicted its cfs_rq): their throttled time is unknown",
+                "wait segments whose throttle clock went back (the fentry tier's map evicted its cfs_rq), or throttles whose clock could not be kept: their throttled time is unknown",
             ),
             Counter::BlameMapFull => (
                 "blame_map_full",

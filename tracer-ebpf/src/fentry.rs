@@ -19,7 +19,7 @@
 //! throttle and unthrottle, not per context switch.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::fentry, programs::FEntryContext};
-use tracer_common::maps::ThrottleClock;
+use tracer_common::maps::{Counter, ThrottleClock};
 
 use crate::{
     kernel::{Probe, Reader, cfs_rq_cgroup_id, cfs_rq_cpu, layout, tg_cfs_rq_on, tg_cgroup_id},
@@ -69,7 +69,11 @@ pub fn tg_throttle_down(ctx: FEntryContext) -> i32 {
             queued: u32::from(queued),
             _pad: 0,
         };
-        let _ = THROTTLE_CLOCKS.insert(key, clock, 0);
+        // An LRU map evicts to make room; it fails only when none is free
+        // to take on this CPU: this episode's clock is then unknown.
+        if THROTTLE_CLOCKS.insert(key, clock, 0).is_err() {
+            crate::maps::count(Counter::ThrottleClockLost);
+        }
     }
     0
 }

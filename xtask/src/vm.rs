@@ -91,6 +91,8 @@ const VM_TESTS: &[&str] = &[
     "a_full_selection_map_counts_its_losses",
     "a_small_ring_buffer_counts_its_drops",
     "a_full_thread_map_counts_its_losses",
+    "a_migration_unseen_counts_a_read_failure",
+    "an_evicted_throttle_clock_counts_its_loss",
     // Programs the initramfs lacks: these must report ignored.
     "jvm_gc_threads_under_a_quota_are_throttled",
     "the_html_report_renders_in_chromium",

@@ -34,6 +34,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         max_cgroups: args.max_cgroups,
         map_sizes: args.map_sizes.clone(),
         store: args.store,
+        left_out: Vec::new(),
         tier: args.tier,
     })?;
     note!("Loading the programs...");

@@ -40,6 +40,9 @@ pub struct LoadOptions {
     pub map_sizes: Vec<(String, u32)>,
     /// Whether any `--pid` / `--threads` selection exists.
     pub selections: bool,
+    /// Probes (by target) loaded but not attached, required or not: the
+    /// tests leave one out to provoke the loss its absence causes.
+    pub left_out: Vec<String>,
 }
 
 /// Programs loaded and attached.
@@ -89,7 +92,7 @@ pub fn load_and_attach(options: &LoadOptions, btf: &Btf) -> anyhow::Result<Loade
     let load = |layout: &KernelLayout, probes: &[&Probe]| {
         let mut ebpf = load_object(options, layout, &aya_btf, cpus, max_cgroups)?;
         let mut statuses = load_all(&mut ebpf, probes, &aya_btf)?;
-        let attached_at = attach_all(&mut ebpf, probes, &mut statuses)?;
+        let attached_at = attach_all(&mut ebpf, probes, &mut statuses, &options.left_out)?;
         anyhow::Ok((ebpf, statuses, attached_at))
     };
 
@@ -220,10 +223,15 @@ fn attach_all(
     ebpf: &mut Ebpf,
     probes: &[&Probe],
     statuses: &mut [ProbeStatus],
+    left_out: &[String],
 ) -> anyhow::Result<Instant> {
     let mut attached_at = Instant::now();
     for (&probe, status) in probes.iter().zip(statuses) {
         if status.error.is_some() {
+            continue;
+        }
+        if left_out.iter().any(|t| t == probe.target) {
+            status.error = Some("left out on request".to_owned());
             continue;
         }
         if probe.program == ENDS_WAITS {

@@ -54,6 +54,9 @@ pub struct Config {
     pub map_sizes: Vec<(String, u32)>,
     /// Where the programs keep their state.
     pub store: StoreChoice,
+    /// Probes (by target) not to attach: for tests that provoke the loss a
+    /// missing probe causes. Empty in the tracer's own use.
+    pub left_out: Vec<String>,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             tier: TierChoice::Auto,
             map_sizes: Vec::new(),
             store: StoreChoice::Auto,
+            left_out: Vec::new(),
         }
     }
 }
@@ -182,6 +186,7 @@ impl Plan {
                 max_cgroups: config.max_cgroups,
                 map_sizes: config.map_sizes.clone(),
                 selections: !selections.is_empty(),
+                left_out: config.left_out.clone(),
             },
             &btf,
         )?;
