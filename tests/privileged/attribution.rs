@@ -14,8 +14,8 @@ use tracer::{
 use tracer_tests::{Load, TestCgroup, Worker, runnable_ns};
 
 use crate::{
-    QUIET, TRACE_FOR, TestResult, all_runnable_time_seen, apart, blame_over_run, cgroup_in, check,
-    cpus, measured, or_skip, privileged, share, throttle_tolerance, unrelated_ns,
+    TRACE_FOR, TestResult, all_runnable_time_seen, apart, blame_over_run, cgroup_in, check, cpus,
+    measured, or_skip, privileged, share, throttle_tolerance, unrelated_ns,
 };
 
 /// An attribution test, run once per tier.
@@ -180,7 +180,7 @@ fn quota_physics(
         )
     })?;
     let throttled = share(e.wait.causes.throttled_ns, wall);
-    if unrelated < QUIET {
+    if crate::arithmetic_holds(unrelated) {
         let expected = 1.0 - cpus;
         check(
             (expected - 0.05..=expected + 0.05).contains(&throttled),
@@ -309,7 +309,7 @@ fn contention_only(tier: TierChoice) -> TestResult {
         })?;
         let unrelated = share(unrelated_ns(e, &[&a, &b]), wall);
         let contended = share(e.wait.causes.contended_ns, wall);
-        if unrelated < QUIET {
+        if crate::arithmetic_holds(unrelated) {
             check((0.45..=0.55).contains(&contended), || {
                 format!(
                     "{} contended {:.1} %, expected 50 % ± 5",
@@ -365,8 +365,9 @@ fn mixed(tier: TierChoice) -> TestResult {
         shares(n, wall)
     ));
     let ours = [&limited, &neighbour];
-    let quiet =
-        share(unrelated_ns(q, &ours), wall) < QUIET && share(unrelated_ns(n, &ours), wall) < QUIET;
+    let quiet = crate::arithmetic_holds(
+        share(unrelated_ns(q, &ours), wall).max(share(unrelated_ns(n, &ours), wall)),
+    );
     all_runnable_time_seen(&limited.path, q, runnable[0])?;
     all_runnable_time_seen(&neighbour.path, n, runnable[1])?;
     let ran = share(q.on_cpu.summary.total_ns, wall);

@@ -85,7 +85,7 @@ fn two_busy_cgroups() -> TestResult {
             )
         })?;
         let s = share(entry.wait.runnable_wait.summary.total_ns, rec.duration_ns);
-        if unrelated < QUIET {
+        if crate::arithmetic_holds(unrelated) {
             check((0.45..=0.55).contains(&s), || {
                 format!(
                     "{} waited {:.1} % of the time, expected 50 % ± 5",
@@ -95,9 +95,9 @@ fn two_busy_cgroups() -> TestResult {
             })?;
         }
     }
-    if unrelated >= QUIET {
+    if !crate::arithmetic_holds(unrelated) {
         measured(format!(
-            "unrelated load held the CPU up to {:.1} % of the time: the halves are not asserted",
+            "unrelated load (or emulation) held the CPU up to {:.1} % of the time: the halves are not asserted",
             unrelated * 100.0
         ));
     }
@@ -173,12 +173,13 @@ fn matches_schedstat() -> TestResult {
         pids: vec![w1.pid],
         ..Config::default()
     })?;
-    let before = run_delay_ns(w1.pid)?;
+    let (before, from) = (run_delay_ns(w1.pid)?, std::time::Instant::now());
     std::thread::sleep(TRACE_FOR);
-    let after = run_delay_ns(w1.pid)?;
+    let (after, window) = (run_delay_ns(w1.pid)?, from.elapsed());
     let rec = session.stop()?;
 
-    let kernel = after - before;
+    // The hog waits at a steady rate: the kernel's figure over the session.
+    let kernel = crate::over_session(after - before, window, &rec);
     let traced = rec
         .pids
         .iter()
@@ -205,7 +206,7 @@ fn matches_schedstat() -> TestResult {
     // other hog.
     let s = share(kernel, rec.duration_ns);
     let e = cgroup_in(&rec, &cg)?;
-    if share(unrelated_ns(e, &[&cg]), rec.duration_ns) < QUIET {
+    if crate::arithmetic_holds(share(unrelated_ns(e, &[&cg]), rec.duration_ns)) {
         check((0.4..=0.6).contains(&s), || {
             format!(
                 "run delay was {:.1} % of the time, expected about 50 %",
@@ -239,14 +240,21 @@ fn migrating_waits() -> TestResult {
         .iter()
         .map(|w| run_delay_ns(w.pid))
         .collect::<anyhow::Result<_>>()?;
+    let from = std::time::Instant::now();
     std::thread::sleep(TRACE_FOR);
     let after: Vec<u64> = workers
         .iter()
         .map(|w| run_delay_ns(w.pid))
         .collect::<anyhow::Result<_>>()?;
+    let window = from.elapsed();
     let rec = session.stop()?;
 
-    let kernel: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    // Three hogs wait at a steady rate: the kernel's figure over the session.
+    let kernel = crate::over_session(
+        after.iter().zip(&before).map(|(a, b)| a - b).sum(),
+        window,
+        &rec,
+    );
     let traced: u64 = rec
         .pids
         .iter()
@@ -276,7 +284,7 @@ fn migrating_waits() -> TestResult {
     // waited more, which schedstat has already checked).
     let waited = share(e.wait.runnable_wait.summary.total_ns, rec.duration_ns);
     let ran = share(e.on_cpu.summary.total_ns, rec.duration_ns);
-    if ran >= 2.0 - QUIET * 2.0 {
+    if ran >= 2.0 - QUIET * 2.0 && !emulated() {
         check((0.85..=1.15).contains(&waited), || {
             format!(
                 "the cgroup waited {:.1} % of the time, expected 100 % ± 15",
