@@ -11,7 +11,7 @@ use tracer::{
     session::{Config, Session},
     verdict::Kind,
 };
-use tracer_tests::{Load, TestCgroup, Worker, runnable_ns};
+use tracer_tests::{Load, TestCgroup, Worker};
 
 use crate::{
     TRACE_FOR, TestResult, all_runnable_time_seen, apart, blame_over_run, cgroup_in, check, cpus,
@@ -112,15 +112,13 @@ fn trace_hogs(
         .map(|&(cg, cpu)| Worker::start(Load::Spin, cg, cpu))
         .collect::<anyhow::Result<_>>()?;
     std::thread::sleep(TRACE_FOR);
-    // Read before the kill: a killed hog still runs a little to exit, which
-    // the session sees too (it waits for the throttle to end, see DRAIN).
+    // Each hog's whole life as the kernel counts it, its exit included: the
+    // session sees that too (a hog killed while throttled waits for the
+    // throttle to end, see DRAIN).
     let runnable: Vec<u64> = running
-        .iter()
-        .map(|w| runnable_ns(w.pid))
+        .into_iter()
+        .map(Worker::stop_counting_runnable)
         .collect::<anyhow::Result<_>>()?;
-    for w in running {
-        w.stop();
-    }
     let wall = started.elapsed().as_nanos() as u64;
     std::thread::sleep(DRAIN);
     let rec = session.stop()?;

@@ -248,6 +248,33 @@ impl Worker {
         self.reap();
     }
 
+    /// Kills the worker and returns the time the kernel counted it runnable
+    /// ([`runnable_ns`]) over its whole life, exit included: read from the
+    /// zombie, before it is reaped. A hog killed while throttled waits for
+    /// the unthrottle and then runs its exit, which a tracer sees; a read
+    /// before the kill would miss it (tenths of a second on a busy host).
+    pub fn stop_counting_runnable(mut self) -> anyhow::Result<u64> {
+        let _ = self.child.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+            if state == Some('Z') {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "worker {} did not exit within 10 s of SIGKILL",
+                self.pid
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let runnable = runnable_ns(self.pid);
+        self.reap();
+        runnable
+    }
+
     fn reap(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
