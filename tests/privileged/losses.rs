@@ -224,7 +224,8 @@ fn migration_unseen() -> TestResult {
 /// With room for two, four hogs under quotas throttling in turn on one CPU
 /// evict each other's clocks while their tasks wait, and those waits' clock
 /// reads less at their end than at their start. Skipped where the kernel
-/// refuses fentry by policy (this machine).
+/// refuses fentry by policy (this machine), and from 6.6, where the waits'
+/// clock is the kernel's own.
 fn evicted_throttle_clock() -> TestResult {
     let (_, busy) = or_skip!(cpus());
     let cgroups: Vec<TestCgroup> = (0..4)
@@ -256,5 +257,13 @@ fn evicted_throttle_clock() -> TestResult {
     };
     std::thread::sleep(Duration::from_secs(2));
     let rec = session.stop()?;
+    // From 6.6 the kernel's own self time is the waits' throttle clock, and
+    // the tier's clocks only date episodes: none can go back.
+    if !rec.throttle_method.starts_with("fentry") {
+        return Ok(Completion::ignored_with(format!(
+            "the waits' throttle clock here is the kernel's: {}",
+            rec.throttle_method
+        )));
+    }
     lost(&rec, Counter::ThrottleClockLost)
 }
