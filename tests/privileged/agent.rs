@@ -256,7 +256,7 @@ fn churn_batch(parent: &TestCgroup, batch: usize, n: usize) -> Result<(), Failed
     Ok(())
 }
 
-/// 2,000 cgroups (1,000 under emulation) come and go, in two rounds (batches of 100, each
+/// 2,000 cgroups come and go, in two rounds of 1,000 (batches of 100, each
 /// with a short-lived process). The kernel's map returns to its size before,
 /// exported series stay within the limit, and the second round does not grow
 /// the agent's memory: what the first one left behind is reused, not added to.
@@ -306,9 +306,7 @@ fn churn() -> TestResult {
         Ok(page)
     };
     let started = Instant::now();
-    // Emulated, a thousand cgroups take over a minute a round and the guest
-    // gives a test three: half as many batches there.
-    let batches = if crate::emulated() { 5 } else { 10 };
+    let batches = 10;
     let total = 2 * batches * 100;
     for round in 0..2 {
         for batch in 0..batches {
