@@ -60,27 +60,12 @@ pub fn tests() -> Vec<Trial> {
     trials
 }
 
-/// A session on `tier`; the fentry tier is skipped where the kernel refuses
-/// it (by policy: `EPERM` here, under lockdown), not where its verifier
-/// rejects a program: that is the tracer's bug, and fails.
+/// A session on `tier` (see [`crate::start_or_skip_fentry`]).
 fn start(tier: TierChoice) -> Result<Result<Session, Completion>, Failed> {
-    match Session::start(Config {
+    crate::start_or_skip_fentry(Config {
         tier,
         ..Config::default()
-    }) {
-        Ok(session) => Ok(Ok(session)),
-        Err(e)
-            if tier == TierChoice::Fentry
-                && format!("{e:#}").contains("fentry tier")
-                && !format!("{e:#}").contains("verifier log") =>
-        {
-            Ok(Err(Completion::ignored_with(format!(
-                "no fentry tier on this kernel: {}",
-                e.root_cause()
-            ))))
-        }
-        Err(e) => Err(format!("{e:#}").into()),
-    }
+    })
 }
 
 /// Time after the workloads stop for the last throttle to end (a killed task

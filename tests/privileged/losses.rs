@@ -242,18 +242,9 @@ fn evicted_throttle_clock() -> TestResult {
         tier: TierChoice::Fentry,
         ..sized(MAP_THROTTLE_CLOCKS, 2)
     };
-    let session = match tracer::session::Session::start(config) {
+    let session = match crate::start_or_skip_fentry(config)? {
         Ok(session) => session,
-        Err(e) => {
-            let text = format!("{e:#}");
-            if text.contains("fentry tier") && !text.contains("verifier log") {
-                return Ok(Completion::ignored_with(format!(
-                    "no fentry tier on this kernel: {}",
-                    e.root_cause()
-                )));
-            }
-            return Err(text.into());
-        }
+        Err(skip) => return Ok(skip),
     };
     std::thread::sleep(Duration::from_secs(2));
     let rec = session.stop()?;

@@ -146,6 +146,27 @@ fn start_session(config: Config) -> Result<Session, Failed> {
     Session::start(config).map_err(|e| format!("{e:#}").into())
 }
 
+/// A session of `config`; skipped when the fentry tier was asked for and
+/// the kernel refuses it by policy (`EPERM` here, under lockdown), not when
+/// its verifier rejects a program: that is the tracer's bug, and fails.
+fn start_or_skip_fentry(config: Config) -> Result<Result<Session, Completion>, Failed> {
+    let fentry = config.tier == tracer::programs::TierChoice::Fentry;
+    match Session::start(config) {
+        Ok(session) => Ok(Ok(session)),
+        Err(e) => {
+            let text = format!("{e:#}");
+            if fentry && text.contains("fentry tier") && !text.contains("verifier log") {
+                Ok(Err(Completion::ignored_with(format!(
+                    "no fentry tier on this kernel: {}",
+                    e.root_cause()
+                ))))
+            } else {
+                Err(text.into())
+            }
+        }
+    }
+}
+
 fn record(config: Config, duration: Duration) -> Result<Recording, Failed> {
     let session = start_session(config)?;
     std::thread::sleep(duration);
