@@ -29,27 +29,63 @@ pub fn tests() -> Vec<Trial> {
     ]
 }
 
-/// The share of the time the host's CPUs were busy over `f`, from
-/// `/proc/stat`.
-fn host_busy<T>(f: impl FnOnce() -> T) -> anyhow::Result<(T, f64)> {
-    let read = || -> anyhow::Result<(u64, u64)> {
+/// How the host's CPUs spent the time over a test, from `/proc/stat`.
+struct HostCpu {
+    /// Share of the CPUs' time not idle.
+    busy: f64,
+    /// Share of the CPUs' time the hypervisor ran something else while a
+    /// vCPU had work (steal): the guest sees its threads wait for it, and
+    /// no verdict of the tracer's can be expected to say "healthy" then.
+    steal: f64,
+}
+
+/// Above this share of the CPUs' time stolen by the hypervisor, waits are
+/// the host's, not the workload's.
+const STEAL_LIMIT: f64 = 0.01;
+
+/// Runs `f` and says how the host's CPUs spent the time meanwhile.
+fn host_cpu<T>(f: impl FnOnce() -> T) -> anyhow::Result<(T, HostCpu)> {
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already in user and nice).
+    let read = || -> anyhow::Result<[u64; 8]> {
         let stat = std::fs::read_to_string("/proc/stat")?;
-        let cpu: Vec<u64> = stat
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        let idle = cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0);
-        Ok((cpu.iter().sum(), idle))
+        let mut cpu = [0u64; 8];
+        let fields = stat.lines().next().unwrap_or_default().split_whitespace();
+        for (slot, v) in cpu.iter_mut().zip(fields.skip(1)) {
+            *slot = v.parse()?;
+        }
+        Ok(cpu)
     };
-    let (t0, i0) = read()?;
+    let t0 = read()?;
     let out = f();
-    let (t1, i1) = read()?;
-    let total = (t1 - t0).max(1);
-    Ok((out, 1.0 - (i1 - i0) as f64 / total as f64))
+    let t1 = read()?;
+    let d: Vec<u64> = t1.iter().zip(t0).map(|(a, b)| a.saturating_sub(b)).collect();
+    let total = d.iter().sum::<u64>().max(1) as f64;
+    Ok((
+        out,
+        HostCpu {
+            busy: 1.0 - (d[3] + d[4]) as f64 / total,
+            steal: d[7] as f64 / total,
+        },
+    ))
+}
+
+/// Why a *healthy* verdict cannot be expected of `ours` over `rec`: unrelated
+/// load on their CPUs, or a hypervisor that took the CPUs away. Asked only
+/// of a verdict that is not healthy: one that is holds whatever the host did.
+fn unfair_host(rec: &Recording, ours: &[&TestCgroup], cpu: &HostCpu) -> Option<String> {
+    if let Some(load) = disturbed(rec, ours) {
+        return Some(format!(
+            "unrelated load held the test's CPUs {:.1} % of the time",
+            load * 100.0
+        ));
+    }
+    (cpu.steal >= STEAL_LIMIT).then(|| {
+        format!(
+            "the hypervisor took {:.1} % of the CPUs' time (steal in /proc/stat)",
+            cpu.steal * 100.0
+        )
+    })
 }
 
 /// Nothing runs but the system: every cgroup is healthy and nothing is
@@ -60,7 +96,8 @@ fn idle_host() -> TestResult {
         // Busy while traced, not while the programs load and the recording is
         // assembled: the verifier alone keeps a CPU busy for a moment.
         let session = crate::start_session(Config::default())?;
-        let ((), busy) = host_busy(|| std::thread::sleep(Duration::from_secs(2)))?;
+        let ((), cpu) = host_cpu(|| std::thread::sleep(Duration::from_secs(2)))?;
+        let busy = cpu.busy;
         let rec = session.stop()?;
         if busy > 0.10 {
             return Ok(Completion::ignored_with(format!(
@@ -85,6 +122,12 @@ fn idle_host() -> TestResult {
                 .summary
                 .p99_ns)
         ));
+        if !unhealthy.is_empty() && cpu.steal >= STEAL_LIMIT {
+            return Ok(Completion::ignored_with(format!(
+                "the hypervisor took {:.1} % of the CPUs' time (steal in /proc/stat): {unhealthy:?}",
+                cpu.steal * 100.0
+            )));
+        }
         check(unhealthy.is_empty(), || {
             format!("an idle host got verdicts: {unhealthy:?}")
         })?;
@@ -123,20 +166,30 @@ fn light_services() -> TestResult {
         })
         .collect::<anyhow::Result<_>>()?;
     std::thread::sleep(Duration::from_millis(200));
-    let rec = record(Config::default(), Duration::from_secs(3))?;
+    let (rec, cpu) = host_cpu(|| record(Config::default(), Duration::from_secs(3)))?;
+    let rec = rec?;
     let e = cgroup_in(&rec, &cg)?;
     let s = &e.wait.runnable_wait.summary;
     measured(format!(
-        "{} waits, {:.1} % of the time, p99 {} ns: {}",
+        "{} waits, {:.1} % of the time, p99 {} ns, steal {:.2} %: {}",
         s.count,
         share(s.total_ns, rec.duration_ns) * 100.0,
         s.p99_ns,
+        cpu.steal * 100.0,
         e.verdict.text
     ));
-    if let Some(load) = disturbed(&rec, &[&cg]) {
+    if e.verdict.kind != Kind::Healthy
+        && let Some(why) = unfair_host(&rec, &[&cg], &cpu)
+    {
+        return Ok(Completion::ignored_with(why));
+    }
+    if e.verdict.kind == Kind::WakeupLatency {
+        // Idle CPUs slow to take a woken thread (deep idle states, a
+        // hypervisor slow to run a halted vCPU) are the host's, and true;
+        // what this test is about is the services' waits behind each other.
         return Ok(Completion::ignored_with(format!(
-            "unrelated load held the services' CPUs {:.1} % of the time",
-            load * 100.0
+            "this host's idle CPUs were slow to run woken threads: {}",
+            e.verdict.text
         )));
     }
     check(e.verdict.kind == Kind::Healthy, || {
@@ -205,18 +258,21 @@ fn pgbench_alone() -> TestResult {
     let client = TestCgroup::create("pg-client")?;
     let pg = Postgres::start(&scratch.0.join("pg"), &server, quiet)?;
     pg.init_pgbench()?;
-    let rec = traced_pgbench(&pg, &client, busy, 1, 3)?;
+    let (rec, cpu) = host_cpu(|| traced_pgbench(&pg, &client, busy, 1, 3))?;
+    let rec = rec?;
     let e = cgroup_in(&rec, &client)?;
     let s = &e.wait.runnable_wait.summary;
     measured(format!(
-        "client: {} waits, p99 {} ns: {}",
-        s.count, s.p99_ns, e.verdict.text
+        "client: {} waits, p99 {} ns, steal {:.2} %: {}",
+        s.count,
+        s.p99_ns,
+        cpu.steal * 100.0,
+        e.verdict.text
     ));
-    if let Some(load) = disturbed(&rec, &[&client, &server]) {
-        return Ok(Completion::ignored_with(format!(
-            "unrelated load held the client's CPU {:.1} % of the time",
-            load * 100.0
-        )));
+    if e.verdict.kind != Kind::Healthy
+        && let Some(why) = unfair_host(&rec, &[&client, &server], &cpu)
+    {
+        return Ok(Completion::ignored_with(why));
     }
     check(s.count > 1000, || {
         format!("only {} waits: pgbench did not run", s.count)

@@ -23,7 +23,7 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// picks.
 pub fn run_collecting(
     cmd: &mut Command,
-    pick: impl Fn(&str) -> Option<String>,
+    mut pick: impl FnMut(&str) -> Option<String>,
 ) -> anyhow::Result<(std::process::ExitStatus, Vec<String>)> {
     use std::io::{BufRead as _, Write as _};
     let mut child = cmd
