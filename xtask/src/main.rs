@@ -2,7 +2,6 @@
 
 mod apt;
 mod bench;
-mod bench_agent;
 mod cmd;
 mod run;
 mod setup;

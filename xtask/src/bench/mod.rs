@@ -5,7 +5,14 @@
 //! with nothing attached, with `tracer record` attached and with libbpf-tools'
 //! `runqlat` attached. The three alternate round by round, in rotating order, so
 //! that drift of the machine hits all of them alike; the medians are compared.
-//! Then the agent's own cost is measured (see `bench_agent`).
+//! Then the programs' own cost per switch is read from the kernel's BPF
+//! statistics on the ping-pong and on a contended CPU (`program_cost`), and
+//! the agent's cost is measured (`agent`).
+
+mod agent;
+mod bpf_stats;
+mod cgroups;
+mod program_cost;
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -30,8 +37,10 @@ pub struct Options {
     /// Seconds of ping-pong per agent measurement.
     #[arg(long, default_value_t = 30)]
     agent_seconds: u64,
-    /// Run only one part: `switch` (cost per context switch) or `agent`.
-    #[arg(long, value_parser = ["switch", "agent"])]
+    /// Run only one part: `switch` (time added per context switch),
+    /// `programs` (the programs' run time, on the ping-pong and under
+    /// contention) or `agent`.
+    #[arg(long, value_parser = ["switch", "programs", "agent"])]
     only: Option<String>,
 }
 
@@ -56,6 +65,13 @@ impl Variant {
 
 /// A tracer running in the background; interrupted and reaped on drop.
 struct Attached(Option<Child>);
+
+impl Attached {
+    /// The tracer's process (it holds its programs and maps), if any.
+    fn pid(&self) -> Option<u32> {
+        self.0.as_ref().map(Child::id)
+    }
+}
 
 impl Drop for Attached {
     fn drop(&mut self) {
@@ -128,18 +144,15 @@ fn attach(variant: Variant, tracer: &Path) -> anyhow::Result<Attached> {
     }
 }
 
-/// One ping-pong run pinned to `cpu`: nanoseconds per context switch.
-pub fn ping_pong(cpu: u32, loops: u64) -> anyhow::Result<f64> {
-    let out = cmd::output(Command::new("taskset").args([
-        "-c",
-        &cpu.to_string(),
-        "perf",
-        "bench",
-        "sched",
-        "pipe",
-        "-l",
-        &loops.to_string(),
-    ]))?;
+/// One ping-pong run pinned to `cpu`, in `cgroup` if given: nanoseconds per
+/// context switch.
+pub fn ping_pong(cpu: u32, loops: u64, cgroup: Option<&Path>) -> anyhow::Result<f64> {
+    // The shell joins the cgroup, then becomes perf: both tasks start there.
+    let join = cgroup.map_or(String::new(), |dir| {
+        format!("echo $$ > {}/cgroup.procs && ", dir.display())
+    });
+    let script = format!("{join}exec taskset -c {cpu} perf bench sched pipe -l {loops}");
+    let out = cmd::output(Command::new("sh").args(["-c", &script]))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
@@ -198,12 +211,29 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         options.loops, options.rounds
     );
     // Warm caches and frequency before the first measured run.
-    ping_pong(cpu, options.loops / 4)?;
-    if options.only.as_deref() != Some("agent") {
+    ping_pong(cpu, options.loops / 4, None)?;
+    let part = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
+    if part("switch") {
         switch_cost(&options, &tracer, cpu)?;
     }
-    if options.only.as_deref() != Some("switch") {
-        crate::bench_agent::run(&tracer, cpu, options.loops, options.agent_seconds)?;
+    if part("programs") {
+        let mut lines = Vec::new();
+        for load in [program_cost::Load::PingPong, program_cost::Load::Contended] {
+            let (tracer_ns, runqlat_ns) =
+                program_cost::run(load, &tracer, cpu, options.loops, options.rounds)?;
+            lines.push((load, tracer_ns, runqlat_ns));
+        }
+        println!();
+        for (load, tracer_ns, runqlat_ns) in lines {
+            println!(
+                "programs per switch, {}: tracer {tracer_ns:.0} ns, runqlat {runqlat_ns:.0} ns ({:.2}x)",
+                load.name(),
+                tracer_ns / runqlat_ns
+            );
+        }
+    }
+    if part("agent") {
+        agent::run(&tracer, cpu, options.loops, options.agent_seconds)?;
     }
     Ok(())
 }
@@ -215,7 +245,7 @@ fn switch_cost(options: &Options, tracer: &Path, cpu: u32) -> anyhow::Result<()>
         for i in 0..Variant::ALL.len() {
             let variant = Variant::ALL[(i + round) % Variant::ALL.len()];
             let attached = attach(variant, tracer)?;
-            let ns = ping_pong(cpu, options.loops)?;
+            let ns = ping_pong(cpu, options.loops, None)?;
             drop(attached);
             if let Some((_, v)) = results.iter_mut().find(|(v, _)| *v == variant) {
                 v.push(ns);

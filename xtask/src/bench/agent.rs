@@ -6,7 +6,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
-use crate::bench::ping_pong;
+use super::{cgroups::Cgroups, ping_pong};
 
 /// The agent under measurement; SIGTERM and reaped on drop.
 struct Agent {
@@ -115,66 +115,6 @@ fn metric_sum(page: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// `n` cgroups, each with a process that wakes 20 times a second.
-struct BusyCgroups {
-    root: PathBuf,
-    children: Vec<Child>,
-}
-
-impl BusyCgroups {
-    fn start(n: usize) -> anyhow::Result<Self> {
-        let hierarchy = ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.join("cgroup.procs").exists())
-            .ok_or_else(|| anyhow!("no cpu cgroup hierarchy found"))?;
-        let root = hierarchy.join(format!("tracer-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&root)?;
-        let mut busy = Self {
-            root,
-            children: Vec::new(),
-        };
-        for i in 0..n {
-            let dir = busy.root.join(format!("c{i}"));
-            std::fs::create_dir_all(&dir)?;
-            let child = Command::new("perl")
-                .args(["-e", "select(undef, undef, undef, 0.05) while 1"])
-                .stdin(Stdio::null())
-                .spawn()
-                .context("starting perl")?;
-            std::fs::write(dir.join("cgroup.procs"), child.id().to_string())?;
-            busy.children.push(child);
-        }
-        Ok(busy)
-    }
-}
-
-impl Drop for BusyCgroups {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let dirs: Vec<PathBuf> = std::fs::read_dir(&self.root)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for dir in dirs {
-            for _ in 0..250 {
-                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = std::fs::remove_dir(&self.root);
-    }
-}
-
 struct Measured {
     switches_per_s: f64,
     ns_per_switch: f64,
@@ -204,7 +144,7 @@ fn measure(
         std::thread::spawn(move || -> anyhow::Result<Vec<(Instant, f64)>> {
             let mut runs = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                runs.push((Instant::now(), ping_pong(cpu, loops)?));
+                runs.push((Instant::now(), ping_pong(cpu, loops, None)?));
             }
             Ok(runs)
         })
@@ -242,7 +182,7 @@ fn measure(
         .filter(|(at, _)| *at >= start)
         .map(|&(_, ns)| ns)
         .collect();
-    let ns_per_switch = crate::bench::median(&in_window);
+    let ns_per_switch = super::median(&in_window);
     Ok(Measured {
         switches_per_s: 1e9 / ns_per_switch,
         ns_per_switch,
@@ -270,12 +210,12 @@ pub fn run(tracer: &Path, cpu: u32, loops: u64, seconds: u64) -> anyhow::Result<
     let mut base = Vec::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
-        base.push(ping_pong(cpu, loops)?);
+        base.push(ping_pong(cpu, loops, None)?);
     }
-    let base = crate::bench::median(&base);
+    let base = super::median(&base);
     let quiet = measure(tracer, cpu, loops, seconds, &scratch)?;
     let busy = {
-        let _cgroups = BusyCgroups::start(200)?;
+        let _cgroups = Cgroups::sleepers(200)?;
         measure(tracer, cpu, loops, seconds, &scratch)?
     };
     let _ = std::fs::remove_dir_all(&scratch);
