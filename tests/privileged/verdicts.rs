@@ -59,7 +59,11 @@ fn host_cpu<T>(f: impl FnOnce() -> T) -> anyhow::Result<(T, HostCpu)> {
     let t0 = read()?;
     let out = f();
     let t1 = read()?;
-    let d: Vec<u64> = t1.iter().zip(t0).map(|(a, b)| a.saturating_sub(b)).collect();
+    let d: Vec<u64> = t1
+        .iter()
+        .zip(t0)
+        .map(|(a, b)| a.saturating_sub(b))
+        .collect();
     let total = d.iter().sum::<u64>().max(1) as f64;
     Ok((
         out,

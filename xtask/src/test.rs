@@ -205,7 +205,10 @@ mod tests {
     fn failed_tests_are_read_from_libtest_lines() {
         assert_eq!(
             failed_test("test quota_only_is_throttled ... [throttled 71.7 %] FAILED"),
-            Some(("quota_only_is_throttled".into(), "[throttled 71.7 %]".into()))
+            Some((
+                "quota_only_is_throttled".into(),
+                "[throttled 71.7 %]".into()
+            ))
         );
         assert_eq!(
             failed_test("test a::b ... FAILED"),

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow, bail, ensure};
 use clap::Args;
 
 use crate::{cmd, run::build_release, setup};
@@ -42,6 +42,10 @@ pub struct Options {
     /// contention) or `agent`.
     #[arg(long, value_parser = ["switch", "programs", "agent"])]
     only: Option<String>,
+    /// Another build of the tracer (its binary) to measure beside this one,
+    /// in the same rounds: an A/B of a change.
+    #[arg(long)]
+    compare: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -49,17 +53,44 @@ enum Variant {
     Baseline,
     Tracer,
     Runqlat,
+    /// The `--compare` build.
+    Compared,
 }
 
 impl Variant {
-    const ALL: [Variant; 3] = [Variant::Baseline, Variant::Tracer, Variant::Runqlat];
-
     fn label(self) -> &'static str {
         match self {
             Variant::Baseline => "nothing attached",
             Variant::Tracer => "tracer record",
             Variant::Runqlat => "runqlat (libbpf-tools)",
+            Variant::Compared => "tracer record (compared)",
         }
+    }
+}
+
+/// The tracer builds under measurement.
+struct Tracers {
+    this: PathBuf,
+    compared: Option<PathBuf>,
+}
+
+impl Tracers {
+    /// The variants each round runs, in a rotating order.
+    fn variants(&self) -> Vec<Variant> {
+        let mut all = vec![Variant::Baseline, Variant::Tracer, Variant::Runqlat];
+        if self.compared.is_some() {
+            all.push(Variant::Compared);
+        }
+        all
+    }
+
+    /// The order of the variants in round `round`: rotated, so that drift of
+    /// the machine hits all of them alike.
+    fn round(&self, round: usize) -> Vec<Variant> {
+        let mut all = self.variants();
+        let n = all.len();
+        all.rotate_left(round % n);
+        all
     }
 }
 
@@ -126,14 +157,19 @@ fn start(mut cmd: Command, ready: &str, from_stderr: bool) -> anyhow::Result<Att
     Ok(attached)
 }
 
-fn attach(variant: Variant, tracer: &Path) -> anyhow::Result<Attached> {
+fn attach(variant: Variant, tracers: &Tracers) -> anyhow::Result<Attached> {
+    let record = |tracer: &Path| {
+        let mut cmd = Command::new(tracer);
+        cmd.arg("record");
+        start(cmd, "Tracing", true)
+    };
     match variant {
         Variant::Baseline => Ok(Attached(None)),
-        Variant::Tracer => {
-            let mut cmd = Command::new(tracer);
-            cmd.arg("record");
-            start(cmd, "Tracing", true)
-        }
+        Variant::Tracer => record(&tracers.this),
+        Variant::Compared => match &tracers.compared {
+            Some(path) => record(path),
+            None => bail!("no build to compare with (--compare)"),
+        },
         Variant::Runqlat => {
             // runqlat's stdout is a pipe here, so make it line-buffered to see
             // its "Tracing ..." line as soon as it is attached.
@@ -205,6 +241,13 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         "for the benchmark (perf bench, runqlat)",
     )?;
     let tracer: PathBuf = build_release()?;
+    if let Some(path) = &options.compare {
+        ensure!(path.exists(), "--compare {}: no such file", path.display());
+    }
+    let tracers = Tracers {
+        this: tracer.clone(),
+        compared: options.compare.clone(),
+    };
     let cpu = last_cpu()?;
     println!(
         "bench: perf bench sched pipe -l {} pinned to CPU {cpu}, {} rounds per variant, interleaved",
@@ -214,13 +257,13 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     ping_pong(cpu, options.loops / 4, None)?;
     let part = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
     if part("switch") {
-        switch_cost(&options, &tracer, cpu)?;
+        switch_cost(&options, &tracers, cpu)?;
     }
     if part("programs") {
         let mut lines = Vec::new();
         for load in [program_cost::Load::PingPong, program_cost::Load::Contended] {
             let (tracer_ns, runqlat_ns) =
-                program_cost::run(load, &tracer, cpu, options.loops, options.rounds)?;
+                program_cost::run(load, &tracers, cpu, options.loops, options.rounds)?;
             lines.push((load, tracer_ns, runqlat_ns));
         }
         println!();
@@ -238,13 +281,15 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn switch_cost(options: &Options, tracer: &Path, cpu: u32) -> anyhow::Result<()> {
-    let mut results: Vec<(Variant, Vec<f64>)> =
-        Variant::ALL.iter().map(|&v| (v, Vec::new())).collect();
+fn switch_cost(options: &Options, tracers: &Tracers, cpu: u32) -> anyhow::Result<()> {
+    let mut results: Vec<(Variant, Vec<f64>)> = tracers
+        .variants()
+        .into_iter()
+        .map(|v| (v, Vec::new()))
+        .collect();
     for round in 0..options.rounds {
-        for i in 0..Variant::ALL.len() {
-            let variant = Variant::ALL[(i + round) % Variant::ALL.len()];
-            let attached = attach(variant, tracer)?;
+        for variant in tracers.round(round) {
+            let attached = attach(variant, tracers)?;
             let ns = ping_pong(cpu, options.loops, None)?;
             drop(attached);
             if let Some((_, v)) = results.iter_mut().find(|(v, _)| *v == variant) {
@@ -274,8 +319,14 @@ fn switch_cost(options: &Options, tracer: &Path, cpu: u32) -> anyhow::Result<()>
             m - base
         );
     }
-    let tracer_added = median(&results[1].1) - base;
-    let runqlat_added = median(&results[2].1) - base;
+    let added = |variant: Variant| {
+        results
+            .iter()
+            .find(|(v, _)| *v == variant)
+            .map_or(f64::NAN, |(_, values)| median(values) - base)
+    };
+    let tracer_added = added(Variant::Tracer);
+    let runqlat_added = added(Variant::Runqlat);
     println!();
     println!(
         "per context switch: tracer adds {tracer_added:.0} ns, runqlat adds {runqlat_added:.0} ns ({})",

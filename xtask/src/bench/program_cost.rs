@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, path::Path, process::Command, time::Instant};
 
 use super::{
-    Attached, Variant, attach,
+    Attached, Tracers, Variant, attach,
     bpf_stats::{Objects, Runs, StatsOn, host_switches},
     cgroups::Cgroups,
     median, ping_pong,
@@ -100,7 +100,7 @@ fn sample(
 /// table behind it; returns (tracer, runqlat) ns per switch.
 pub fn run(
     load: Load,
-    tracer: &Path,
+    tracers: &Tracers,
     cpu: u32,
     loops: u64,
     rounds: usize,
@@ -130,12 +130,14 @@ pub fn run(
         "programs' cost: {}, {loops} round trips per run, {rounds} rounds, kernel BPF statistics on",
         load.describe(cpu)
     );
-    let mut results: Vec<(Variant, Vec<Sample>)> =
-        Variant::ALL.iter().map(|&v| (v, Vec::new())).collect();
+    let mut results: Vec<(Variant, Vec<Sample>)> = tracers
+        .variants()
+        .into_iter()
+        .map(|v| (v, Vec::new()))
+        .collect();
     for round in 0..rounds {
-        for i in 0..Variant::ALL.len() {
-            let variant = Variant::ALL[(i + round) % Variant::ALL.len()];
-            let attached = attach(variant, tracer)?;
+        for variant in tracers.round(round) {
+            let attached = attach(variant, tracers)?;
             let s = sample(&attached, cpu, loops, service_cgroup.as_deref())?;
             drop(attached);
             println!(
