@@ -9,8 +9,9 @@
 //! the wait), contended time (other tasks ran on the CPU, from a per-CPU busy
 //! clock) and the rest; contended time is charged to the tasks that ran, in
 //! proportion to how long they ran, from a per-CPU ring of recent runs. All of it
-//! is aggregated in per-CPU maps; the ring buffer carries only new-cgroup and
-//! throttle-episode records. Where the kernel allows fentry, `fentry.rs` reports
+//! is aggregated in the kernel, in one entry per cgroup shared by the CPUs
+//! (`record.rs`); the ring buffer carries only new-cgroup and throttle-episode
+//! records. Where the kernel allows fentry, `fentry.rs` reports
 //! throttle episodes as they happen and keeps a throttle clock of its own.
 #![no_std]
 #![no_main]
@@ -24,6 +25,7 @@ mod fentry;
 mod kernel;
 mod maps;
 mod programs;
+mod record;
 mod resync;
 mod stats;
 mod task_storage;

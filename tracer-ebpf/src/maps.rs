@@ -8,14 +8,14 @@
 //! that reads it.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    btf_maps::{Array, HashMap, LruHashMap, RingBuf},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::btf_map,
 };
 use tracer_common::maps::{
     BlameKey, BlameValue, CgroupStats, Counter, CpuState, DEFAULT_MAX_CGROUPS, EVENTS_BYTES,
-    MAX_BLAME, MAX_SELECTED_TASKS, MAX_SELECTIONS, MAX_THROTTLE_CFS_RQS, SPILL_PER_CPU, SpillSlot,
-    ThrottleClock,
+    MAX_BLAME, MAX_SELECTED_TASKS, MAX_SELECTIONS, MAX_THROTTLE_CFS_RQS, SPILL_PER_CPU,
+    STAMP_SLOTS, SpillSlot, ThrottleClock,
 };
 
 use crate::store::STATS_FLAGS;
@@ -28,25 +28,30 @@ const MAX_EPISODE_CFS_RQS: usize = 8192;
 #[btf_map]
 pub(crate) static CPU_STATE: Array<CpuState, MAX_CPUS> = Array::new();
 
+/// One entry per cgroup, shared by the CPUs (see `record.rs`).
 #[btf_map]
-pub(crate) static CGROUP_STATS: PerCpuHashMap<
+pub(crate) static CGROUP_STATS: HashMap<
     u64,
     CgroupStats,
     { DEFAULT_MAX_CGROUPS as usize },
     STATS_FLAGS,
-> = PerCpuHashMap::new();
+> = HashMap::new();
+
+/// See `tracer_common::maps::MAP_CGROUP_STAMPS`.
+#[btf_map]
+pub(crate) static CGROUP_STAMPS: Array<[u32; STAMP_SLOTS as usize], 1> = Array::new();
 
 /// See [`SpillSlot`]; userspace sizes it to the possible CPUs.
 #[btf_map]
 pub(crate) static SPILL: Array<SpillSlot, { MAX_CPUS * SPILL_PER_CPU as usize }> = Array::new();
 
 #[btf_map]
-pub(crate) static SELECTION_STATS: PerCpuHashMap<
+pub(crate) static SELECTION_STATS: HashMap<
     u32,
     CgroupStats,
     { MAX_SELECTIONS as usize },
     STATS_FLAGS,
-> = PerCpuHashMap::new();
+> = HashMap::new();
 
 #[btf_map]
 pub(crate) static SELECT_PROCESS: HashMap<u32, u32, { MAX_SELECTED_TASKS as usize }> =
@@ -70,7 +75,7 @@ pub(crate) static EPISODE_SEEN: LruHashMap<u64, u64, MAX_EPISODE_CFS_RQS> = LruH
 /// Never written: the zeroed source for new statistics entries, which are too
 /// big for the 512-byte stack.
 #[btf_map]
-pub(crate) static ZERO_STATS: PerCpuArray<CgroupStats, 1> = PerCpuArray::new();
+pub(crate) static ZERO_STATS: Array<CgroupStats, 1> = Array::new();
 
 #[btf_map]
 pub(crate) static EVENTS: RingBuf<u8, { EVENTS_BYTES as usize }> = RingBuf::new();

@@ -8,10 +8,11 @@ use crate::kernel::{
     self, Direct, Probe, cfs_rq_cpu, fill_occupant, has_feature, kn_id, layout, read, task_cfs_rq,
     task_cgroup_kn, task_pid, tg_cfs_rq_on,
 };
-use crate::maps::{CGROUP_STATS, count, cpu_state, now};
+use crate::maps::{count, cpu_state, now};
+use crate::record::{record_run, record_wait};
 use crate::resync::switched_in_unseen;
 use crate::stats::{
-    NO_SELECTION, Victims, cgroup_stats, forget_selected, record_selected_run, record_wait,
+    NO_SELECTION, Victims, cgroup_entry, cgroup_stats, forget_selected, record_selected_run,
     selection_stats, spilled_stats, victims_of,
 };
 use crate::store::{self, Task};
@@ -79,21 +80,21 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     cs.runs.task = next as u64;
     let next_cgroup = cs.runs.current.cgroup_id;
     let next_stats = match kn {
-        Some(kn) => cgroup_stats(next_cgroup, kn),
+        Some(kn) => cgroup_stats(next_cgroup, kn, now),
         None => None,
     };
     if let Some(ran) = ran {
         let stats = if kn.is_some() && next_cgroup == prev_cgroup {
             next_stats
         } else {
-            match CGROUP_STATS.get_ptr_mut(prev_cgroup) {
+            match cgroup_entry(prev_cgroup, now) {
                 Some(stats) => Some(stats),
                 // Its entry could not be allocated when it was switched in.
                 None => spilled_stats(prev_cgroup),
             }
         };
         if let Some(stats) = stats {
-            unsafe { (*stats).on_cpu.record(ran) };
+            record_run(stats, ran);
         }
         record_selected_run(prev.cast(), ran);
     }

@@ -18,8 +18,9 @@ use tracer_common::{
 };
 
 use crate::kernel::{Direct, fill_occupant, layout, read, task_cfs_rq, task_pid};
-use crate::maps::{CGROUP_STATS, count, cpu_state};
-use crate::stats::{NO_SELECTION, Victims, record_wait, selection_stats, victims_of};
+use crate::maps::{count, cpu_state};
+use crate::record::record_wait;
+use crate::stats::{NO_SELECTION, Victims, cgroup_entry, selection_stats, victims_of};
 use crate::store::{self, Task};
 use crate::throttle::throttle_clock;
 
@@ -168,7 +169,7 @@ pub unsafe extern "C" fn tracer_close_missed(cpu: u32) -> i32 {
         count(Counter::ThrottleClockLost);
     }
     let (total, parts) = args.wait.finish(end, segment.split);
-    let Some(stats) = CGROUP_STATS.get_ptr_mut(args.victims.cgroup) else {
+    let Some(stats) = cgroup_entry(args.victims.cgroup, end) else {
         count(Counter::CgroupMapFull);
         return 0;
     };

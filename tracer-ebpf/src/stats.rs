@@ -4,10 +4,9 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    btf_maps::PerCpuHashMap,
+    btf_maps::HashMap,
     helpers::{bpf_get_smp_processor_id, bpf_probe_read_kernel_str_bytes},
 };
-use tracer_common::causes::Split;
 use tracer_common::maps::{
     CGROUP_NAME_LEN, CgroupStats, Counter, NewCgroupRecord, RECORD_NEW_CGROUP, SPILL_PER_CPU,
 };
@@ -17,6 +16,7 @@ use crate::maps::{
     CGROUP_STATS, EVENTS, SELECT_PROCESS, SELECT_THREAD, SELECTION_STATS, SELECTIONS, SPILL,
     ZERO_STATS, count,
 };
+use crate::record::{record_run, stamp};
 use crate::store::STATS_FLAGS;
 
 /// Adds a finished run of `task` to its selections' on-CPU histograms.
@@ -27,18 +27,20 @@ pub(crate) fn record_selected_run(task: *const u8, ran: u64) {
         if selection != NO_SELECTION
             && let Some(stats) = selection_stats(selection)
         {
-            unsafe { (*stats).on_cpu.record(ran) };
+            record_run(stats, ran);
         }
     }
 }
 
-/// The statistics entry of a cgroup, created (and announced) on first use.
+/// The statistics entry of a cgroup, created (and announced) on first use,
+/// stamped as written at `now`.
 #[inline(always)]
-pub(crate) fn cgroup_stats(cgroup_id: u64, kn: *const u8) -> Option<*mut CgroupStats> {
-    if let Some(stats) = CGROUP_STATS.get_ptr_mut(cgroup_id) {
+pub(crate) fn cgroup_stats(cgroup_id: u64, kn: *const u8, now: u64) -> Option<*mut CgroupStats> {
+    if let Some(stats) = cgroup_entry(cgroup_id, now) {
         return Some(stats);
     }
     if let Some(stats) = insert_cgroup(cgroup_id, kn) {
+        stamp(cgroup_id, now);
         return Some(stats);
     }
     // No entry could be allocated right now: this CPU's spill slots keep the
@@ -49,6 +51,14 @@ pub(crate) fn cgroup_stats(cgroup_id: u64, kn: *const u8) -> Option<*mut CgroupS
     }
     count(Counter::CgroupMapFull);
     None
+}
+
+/// The existing statistics entry of a cgroup, stamped as written at `now`.
+#[inline(always)]
+pub(crate) fn cgroup_entry(cgroup_id: u64, now: u64) -> Option<*mut CgroupStats> {
+    let stats = CGROUP_STATS.get_ptr_mut(cgroup_id)?;
+    stamp(cgroup_id, now);
+    Some(stats)
 }
 
 /// The spill slot of a cgroup without an entry, for figures of a task already
@@ -100,7 +110,7 @@ fn insert_cgroup(cgroup_id: u64, kn: *const u8) -> Option<*mut CgroupStats> {
 /// whether this call created it.
 #[inline(always)]
 fn create_entry<K, const N: usize>(
-    map: &PerCpuHashMap<K, CgroupStats, N, STATS_FLAGS>,
+    map: &HashMap<K, CgroupStats, N, STATS_FLAGS>,
     key: K,
 ) -> Option<(*mut CgroupStats, bool)> {
     let zero = ZERO_STATS.get_ptr(0)?;
@@ -186,14 +196,6 @@ pub(crate) fn forget_selected(task: *const u8, group_dead: bool) {
     if group_dead && let Some(tgid) = task_tgid(task) {
         let _ = SELECT_PROCESS.remove(tgid);
     }
-}
-
-/// Adds a finished wait of `total` ns, split into `parts`.
-#[inline(always)]
-pub(crate) fn record_wait(stats: *mut CgroupStats, total: u64, parts: Split) {
-    let stats = unsafe { &mut *stats };
-    stats.runnable_wait.record(total);
-    stats.causes.add(parts);
 }
 
 #[inline(never)]

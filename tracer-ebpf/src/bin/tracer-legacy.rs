@@ -18,6 +18,8 @@ mod maps;
 mod pid_map;
 #[path = "../programs.rs"]
 mod programs;
+#[path = "../record.rs"]
+mod record;
 #[path = "../resync.rs"]
 mod resync;
 #[path = "../stats.rs"]

@@ -39,6 +39,9 @@ pub struct Snapshot {
     pub agent_cpu_ns: u64,
     pub agent_resident_bytes: u64,
     pub tracked_cgroups: usize,
+    /// Per-cgroup entries read from the kernel since the start: only those
+    /// that changed since the previous read.
+    pub entries_read: u64,
     /// Gone, out of the kernel's maps, kept for the current dump window.
     pub departed_cgroups: usize,
     pub exported_cgroups: usize,
@@ -332,6 +335,12 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         s.exported_cgroups,
     );
     w.family(
+        "tracer_cgroup_entries_read_total",
+        "counter",
+        "Per-cgroup entries read from the kernel's map: each read reads only those that changed since the previous one.",
+    );
+    w.sample("tracer_cgroup_entries_read_total", &[], s.entries_read);
+    w.family(
         "tracer_cgroups_evicted_total",
         "counter",
         "Cgroups found removed and dropped from the kernel's maps and the exported series.",
@@ -404,6 +413,7 @@ mod tests {
             agent_cpu_ns: 1_500_000_000,
             agent_resident_bytes: 12 << 20,
             tracked_cgroups: 5,
+            entries_read: 12,
             departed_cgroups: 0,
             evicted_cgroups: 7,
             exported_cgroups: 1,

@@ -82,9 +82,10 @@ pub fn load_and_attach(options: &LoadOptions, btf: &Btf) -> anyhow::Result<Loade
     let max_cgroups = match options.store {
         Store::TaskStorage => options.max_cgroups,
         Store::Legacy => {
-            // The budget bounds the preallocation, but leaves room for a few
-            // cgroups however many CPUs; a smaller `--max-cgroups` stands.
-            let per_entry = size_of::<CgroupStats>() * cpus as usize;
+            // The budget bounds the preallocation; a smaller `--max-cgroups`
+            // stands. An entry is shared by the CPUs: its size does not grow
+            // with them.
+            let per_entry = size_of::<CgroupStats>();
             let budget = (LEGACY_STATS_BUDGET / per_entry.max(1)) as u32;
             options.max_cgroups.min(budget.max(16))
         }

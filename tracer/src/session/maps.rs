@@ -9,12 +9,12 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError, RingBuf},
 };
 use tracer_common::maps::{
     BlameKey, BlameValue, CgroupStats, Counter, CpuState, EpisodeRecord, MAP_BLAME,
-    MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_EVENTS, MAP_SPILL, NewCgroupRecord, RECORD_EPISODE,
-    RECORD_NEW_CGROUP, SpillSlot,
+    MAP_CGROUP_STAMPS, MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_EVENTS, MAP_SPILL, NewCgroupRecord,
+    RECORD_EPISODE, RECORD_NEW_CGROUP, STAMP_SLOTS, SpillSlot, Stamps,
 };
 
 use crate::{drain, programs, sample::Totals};
@@ -109,31 +109,55 @@ impl Kernel {
         out
     }
 
-    /// Every entry of a per-CPU statistics map, summed over CPUs.
+    /// Every entry of a statistics map.
     pub fn stats<K: aya::Pod + Ord>(&self, name: &str) -> anyhow::Result<BTreeMap<K, Totals>> {
-        let stats: PerCpuHashMap<_, K, CgroupStats> = self.map(name)?;
+        let stats: BpfHashMap<_, K, CgroupStats> = self.map(name)?;
         stats
             .iter()
             .map(|item| {
-                let (key, per_cpu) = item.with_context(|| format!("reading {name}"))?;
-                Ok((key, Totals::from_stats(&sum(per_cpu.iter()))))
+                let (key, value) = item.with_context(|| format!("reading {name}"))?;
+                Ok((key, Totals::from_stats(&value)))
             })
             .collect()
     }
 
+    /// The entries of the cgroups `ids` that the per-cgroup map holds.
+    pub fn cgroup_stats_of(
+        &self,
+        ids: impl IntoIterator<Item = u64>,
+    ) -> anyhow::Result<BTreeMap<u64, Totals>> {
+        let stats: BpfHashMap<_, u64, CgroupStats> = self.map(MAP_CGROUP_STATS)?;
+        let mut out = BTreeMap::new();
+        for id in ids {
+            match stats.get(&id, 0) {
+                Ok(value) => {
+                    out.insert(id, Totals::from_stats(&value));
+                }
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context(format!("reading {MAP_CGROUP_STATS}")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// When each slot's cgroups last got figures (see [`MAP_CGROUP_STAMPS`]).
+    pub fn stamps(&self) -> anyhow::Result<Box<Stamps>> {
+        let stamps: Array<_, Stamps> = self.map(MAP_CGROUP_STAMPS)?;
+        let value = stamps.get(&0, 0).context("reading the cgroups' stamps")?;
+        debug_assert_eq!(value.len(), STAMP_SLOTS as usize);
+        Ok(Box::new(value))
+    }
+
     /// The cgroups the per-cgroup map holds.
     pub fn cgroup_ids(&self) -> anyhow::Result<HashSet<u64>> {
-        let stats: PerCpuHashMap<_, u64, CgroupStats> = self.map(MAP_CGROUP_STATS)?;
+        let stats: BpfHashMap<_, u64, CgroupStats> = self.map(MAP_CGROUP_STATS)?;
         Ok(stats.keys().filter_map(Result::ok).collect())
     }
 
     /// Removes a cgroup from the per-cgroup map, returning what it held.
     pub fn take_cgroup(&mut self, id: u64) -> anyhow::Result<CgroupStats> {
-        let mut stats: PerCpuHashMap<_, u64, CgroupStats> = self.map_mut(MAP_CGROUP_STATS)?;
-        let total = stats
-            .get(&id, 0)
-            .map(|per_cpu| sum(per_cpu.iter()))
-            .unwrap_or(CgroupStats::ZERO);
+        let mut stats: BpfHashMap<_, u64, CgroupStats> = self.map_mut(MAP_CGROUP_STATS)?;
+        let total = stats.get(&id, 0).unwrap_or(CgroupStats::ZERO);
         let _ = stats.remove(&id);
         Ok(total)
     }
@@ -215,14 +239,6 @@ impl Kernel {
     pub fn detach(&mut self) -> Instant {
         programs::detach_all(&mut self.ebpf)
     }
-}
-
-fn sum<'a>(per_cpu: impl Iterator<Item = &'a CgroupStats>) -> CgroupStats {
-    let mut total = CgroupStats::ZERO;
-    for v in per_cpu {
-        total.merge(v);
-    }
-    total
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! stops, and says how often each thing is done.
 
 mod accumulate;
+mod changed;
 mod maps;
 mod quotas;
 mod selections;
@@ -20,11 +21,14 @@ use std::{
 use anyhow::{Context as _, bail};
 use tracer_common::{
     layout::KernelLayout,
-    maps::{Counter, DEFAULT_MAX_CGROUPS, MAP_CGROUP_STATS, MAP_SELECTION_STATS},
+    maps::{Counter, DEFAULT_MAX_CGROUPS, MAP_SELECTION_STATS},
 };
 
 pub use self::maps::Record;
-use self::{accumulate::Accumulated, maps::Kernel, quotas::Quotas, selections::Selections};
+use self::{
+    accumulate::Accumulated, changed::ChangedReader, maps::Kernel, quotas::Quotas,
+    selections::Selections,
+};
 use crate::{
     assemble::{self, Context, Header, Window},
     btf::Btf,
@@ -104,8 +108,8 @@ pub struct Session {
 
     last_blame_drain: Instant,
     last_spill_fold: Instant,
-    /// Entries in the kernel's per-cgroup map at the last sample.
-    tracked: usize,
+    /// The per-cgroup map as last read, and what reading it cost.
+    changed: ChangedReader,
     started: Instant,
     started_unix_ns: u64,
     /// When the programs were detached: the end of the measurement.
@@ -205,7 +209,7 @@ impl Plan {
             acc: Accumulated::default(),
             last_blame_drain: Instant::now(),
             last_spill_fold: Instant::now(),
-            tracked: 0,
+            changed: ChangedReader::default(),
             started: attached_at,
             started_unix_ns: SystemTime::now()
                 .checked_sub(attached_at.elapsed())
@@ -251,6 +255,7 @@ impl Session {
         for record in self.kernel.records() {
             match record {
                 Record::NewCgroup { id, name } => {
+                    self.changed.announced(id);
                     // Resolving now rescans the hierarchy once for a cgroup first seen.
                     self.resolver.resolve(id);
                     self.names.insert(id, name);
@@ -308,8 +313,8 @@ impl Session {
         // The ring buffer's records; blame and spill slots were just read, so
         // this does not read them again.
         self.drain_events();
-        let mut cgroups = self.kernel.stats::<u64>(MAP_CGROUP_STATS)?;
-        self.tracked = cgroups.len();
+        let drops = counters[Counter::RingbufDrop as usize];
+        let mut cgroups = self.changed.read(&self.kernel, drops)?.clone();
         self.acc.complete(&mut cgroups, &slots);
         Ok(Sample {
             elapsed_ns,
@@ -333,6 +338,9 @@ impl Session {
         let _ = self.resolver.rescan();
         self.last_spill_fold = Instant::now();
         let gone = self.acc.evict_gone(&mut self.kernel, &mut self.resolver)?;
+        for &id in &gone {
+            self.changed.forget(id);
+        }
         self.quotas.refresh(&self.resolver);
         Ok(gone)
     }
@@ -361,7 +369,13 @@ impl Session {
 
     /// Cgroups the kernel's per-cgroup map held at the last sample.
     pub fn tracked_cgroups(&self) -> usize {
-        self.tracked
+        self.changed.len()
+    }
+
+    /// Per-cgroup entries read from the kernel: by the last sample, and by
+    /// all of them (a sample reads only the entries that changed).
+    pub fn entries_read(&self) -> (usize, u64) {
+        (self.changed.last_read, self.changed.entries_read)
     }
 
     /// The path of a cgroup id, as the report shows it.
