@@ -11,6 +11,7 @@ mod cli;
 mod dump;
 mod jvm;
 mod losses;
+mod scale;
 mod verdicts;
 mod waits;
 
@@ -56,6 +57,7 @@ fn main() {
     tests.extend(losses::tests());
     tests.extend(agent_life::tests());
     tests.extend(agent_clients::tests());
+    tests.extend(scale::tests());
     libtest_mimic::run(&args, tests).exit();
 }
 

@@ -25,6 +25,30 @@ pub fn program_ids(pid: u32) -> anyhow::Result<BTreeSet<u32>> {
     Ok(ids)
 }
 
+/// The kernel memory of the BPF maps `pid` holds (`memlock:` in their
+/// fdinfo, summed), and how many maps. From 6.4 the kernel's estimate of
+/// what each map uses now; before, what it was charged at creation (for a
+/// hash map allocated on demand, as if full).
+pub fn map_memory(pid: u32) -> anyhow::Result<(u64, usize)> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let (mut bytes, mut maps) = (0, 0);
+    for entry in std::fs::read_dir(&dir).with_context(|| dir.clone())? {
+        let Ok(info) = std::fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        if !info.lines().any(|l| l.starts_with("map_type:")) {
+            continue;
+        }
+        maps += 1;
+        bytes += info
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok((bytes, maps))
+}
+
 /// Of `ids`, those the kernel still has loaded.
 pub fn still_loaded(ids: &BTreeSet<u32>) -> BTreeSet<u32> {
     aya::programs::loaded_programs()

@@ -24,6 +24,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         vm::run_matrix(vm::Options {
             kernel: "all".to_owned(),
             release: false,
+            scale: false,
             args: options.args,
         })
     });

@@ -30,6 +30,10 @@ pub struct Options {
     /// Build the binaries in release instead of debug.
     #[arg(long)]
     pub release: bool,
+    /// Boot with 192 possible CPUs (2 online) and run the scale tests
+    /// (`SCALE_TESTS`): per-CPU maps are sized by the possible CPUs.
+    #[arg(long)]
+    pub scale: bool,
     /// Arguments for the test binary in the guests, after `--` (e.g. a name
     /// filter); they replace the default selection (`VM_TESTS`).
     #[arg(last = true)]
@@ -99,6 +103,18 @@ const VM_TESTS: &[&str] = &[
     "agent_series_hold_the_expected_values_in_prometheus",
 ];
 
+/// The tests of a guest with many possible CPUs (`--scale`): the maps'
+/// kernel memory and the agent's reads with a thousand idle cgroups, and the
+/// agent under cgroup churn.
+const SCALE_TESTS: &[&str] = &[
+    "a_thousand_idle_cgroups_cost_the_agent_no_reads_and_little_kernel_memory",
+    "agent_memory_and_series_stay_bounded_under_cgroup_churn",
+];
+
+/// Possible CPUs of the `--scale` guests: as many as the biggest hosts the
+/// agent is meant for.
+pub const SCALE_CPUS: u32 = 192;
+
 /// The guest kills one invocation of the test binary after this long: each
 /// test takes seconds to tens of seconds under emulation, the agent's churn
 /// up to 2.5 minutes with a build running on the host.
@@ -150,7 +166,9 @@ pub fn run_matrix(options: Options) -> anyhow::Result<Vec<results::Row>> {
         .filter(|s| options.kernel == "all" || options.kernel == s.name)
         .collect();
     let (tracer, tests) = build(options.release)?;
-    let plan = plan(&tests, &options.args)?;
+    let selection = if options.scale { SCALE_TESTS } else { VM_TESTS };
+    let plan = plan(&tests, &options.args, selection)?;
+    let maxcpus = options.scale.then_some(SCALE_CPUS);
     if plan.invocations.is_empty() {
         return Ok(Vec::new());
     }
@@ -170,7 +188,7 @@ pub fn run_matrix(options: Options) -> anyhow::Result<Vec<results::Row>> {
         tests: &tests,
     };
     for kernel in &kernels {
-        rows.push(boot(&vm_dir, kernel, &initrd, &plan, &binaries)?);
+        rows.push(boot(&vm_dir, kernel, &initrd, &plan, &binaries, maxcpus)?);
     }
     println!();
     println!(
@@ -221,10 +239,11 @@ fn test_executable(messages: &str) -> Option<PathBuf> {
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
 }
 
-/// One invocation per test of `VM_TESTS` (checked against the binary's list,
-/// so that a renamed test is noticed here rather than silently not run), or
-/// one with the user's arguments if they select any test (none: no boot).
-fn plan(tests: &Path, args: &[String]) -> anyhow::Result<initramfs::Plan> {
+/// One invocation per test of `selection` (checked against the binary's
+/// list, so that a renamed test is noticed here rather than silently not
+/// run), or one with the user's arguments if they select any test (none: no
+/// boot).
+fn plan(tests: &Path, args: &[String], selection: &[&str]) -> anyhow::Result<initramfs::Plan> {
     let listed = list(tests, args)?;
     let invocations = if !args.is_empty() {
         if listed.is_empty() {
@@ -234,18 +253,18 @@ fn plan(tests: &Path, args: &[String]) -> anyhow::Result<initramfs::Plan> {
             vec![args.to_vec()]
         }
     } else {
-        let unknown: Vec<&str> = VM_TESTS
+        let unknown: Vec<&str> = selection
             .iter()
             .copied()
             .filter(|t| !listed.iter().any(|l| l == t))
             .collect();
         if !unknown.is_empty() {
             bail!(
-                "VM_TESTS in xtask/src/vm.rs names tests the binary does not have: {}",
+                "xtask/src/vm.rs names tests the binary does not have: {}",
                 unknown.join(", ")
             );
         }
-        VM_TESTS
+        selection
             .iter()
             .map(|t| vec!["--exact".to_owned(), (*t).to_owned()])
             .collect()

@@ -27,10 +27,15 @@ pub(super) fn boot(
     initrd: &Path,
     plan: &initramfs::Plan,
     binaries: &Binaries,
+    maxcpus: Option<u32>,
 ) -> anyhow::Result<Row> {
-    let dir = vm_dir.join(kernel.series.name);
+    let name = match maxcpus {
+        Some(n) => format!("{} x{n}", kernel.series.name),
+        None => kernel.series.name.to_owned(),
+    };
+    let dir = vm_dir.join(name.replace(' ', "-"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (outcome, mut report) = boot_once(&dir, kernel, initrd, plan)?;
+    let (outcome, mut report) = boot_once(&dir, kernel, initrd, plan, maxcpus)?;
     let mut verdict = verdict(&report, &outcome.exit);
     let mut seconds = outcome.elapsed.as_secs_f64();
     let mut note = String::new();
@@ -43,7 +48,7 @@ pub(super) fn boot(
              patching ({crash}); QEMU's multi-threaded emulation can miss such patching, \
              which attaching and detaching programs does. Console log kept as {}. \
              Booting once more for the {} test(s) it did not finish.",
-            kernel.series.name,
+            name,
             keep_log(&outcome.console, "crash")?.display(),
             again.len()
         );
@@ -61,7 +66,7 @@ pub(super) fn boot(
             binaries.tests,
             &rerun,
         )?;
-        let (second, second_report) = boot_once(&dir, kernel, &image, &rerun)?;
+        let (second, second_report) = boot_once(&dir, kernel, &image, &rerun, maxcpus)?;
         verdict = self::verdict(&second_report, &second.exit);
         seconds += second.elapsed.as_secs_f64();
         report.replace(second_report);
@@ -81,16 +86,16 @@ pub(super) fn boot(
 
     println!(
         "vm: {}: guest kernel {}, cgroup {}, {seconds:.0} s from boot to exit{note}",
-        kernel.series.name,
+        name,
         report.release.as_deref().unwrap_or("(not reported)"),
         report.cgroup_mode(),
     );
     print_outcomes(&report);
     if verdict != "ok" {
-        println!("vm: {}: {verdict}", kernel.series.name);
+        println!("vm: {}: {verdict}", name);
     }
     Ok(Row {
-        kernel: kernel.series.name.to_owned(),
+        kernel: name.clone(),
         release: report.release.clone().unwrap_or_else(|| "?".to_owned()),
         cgroup: report.cgroup_mode(),
         passed: report.passed(),
@@ -113,11 +118,13 @@ fn boot_once(
     kernel: &kernels::Kernel,
     initrd: &Path,
     plan: &initramfs::Plan,
+    maxcpus: Option<u32>,
 ) -> anyhow::Result<(qemu::Outcome, GuestReport)> {
     println!();
     println!(
-        "vm: booting {} ({} from {}) under QEMU {}; console log in {}",
+        "vm: booting {}{} ({} from {}) under QEMU {}; console log in {}",
         kernel.series.name,
+        maxcpus.map_or(String::new(), |n| format!(" with {n} possible CPUs")),
         kernel.package,
         kernel.series.suite,
         qemu::ACCELERATOR,
@@ -128,6 +135,7 @@ fn boot_once(
         initrd,
         dir,
         timeout: BOOT_ALLOWANCE + RUN_ALLOWANCE,
+        maxcpus,
     })?;
     let stream = std::fs::read(&outcome.results)
         .map(|b| String::from_utf8_lossy(&b).into_owned())

@@ -29,6 +29,9 @@ pub struct Boot<'a> {
     /// Where console.log and results.log go.
     pub dir: &'a Path,
     pub timeout: Duration,
+    /// Possible CPUs beyond the two online ones (`-smp 2,maxcpus=N`): what
+    /// the kernel sizes per-CPU maps by.
+    pub maxcpus: Option<u32>,
 }
 
 pub struct Outcome {
@@ -59,7 +62,9 @@ pub fn run(boot: &Boot) -> anyhow::Result<Outcome> {
         "-m",
         "2G",
         "-smp",
-        "2",
+        &boot
+            .maxcpus
+            .map_or("2".to_owned(), |n| format!("2,maxcpus={n}")),
     ])
     .args(["-nodefaults", "-display", "none", "-no-reboot"])
     .arg("-kernel")
