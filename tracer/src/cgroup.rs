@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    os::unix::fs::MetadataExt as _,
+    os::unix::fs::{DirEntryExt as _, MetadataExt as _},
     path::{Path, PathBuf},
 };
 
@@ -283,16 +283,13 @@ fn scan_tree(
             Err(e)
         }
     };
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(meta) => meta,
-        Err(e) => return gone_meanwhile(e),
-    };
-    let shown = if path.is_empty() {
-        "/".to_owned()
-    } else {
-        path.to_owned()
-    };
-    out.insert(meta.ino(), shown);
+    if root {
+        // Below the root, the directory entry's inode number is the cgroup
+        // id: no stat per cgroup.
+        let meta = std::fs::symlink_metadata(dir)?;
+        let shown = if path.is_empty() { "/" } else { path };
+        out.insert(meta.ino(), shown.to_owned());
+    }
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => return gone_meanwhile(e),
@@ -305,6 +302,7 @@ fn scan_tree(
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             let name = entry.file_name();
             let child = format!("{path}/{}", name.to_string_lossy());
+            out.insert(entry.ino(), child.clone());
             scan_tree(&entry.path(), &child, out, false)?;
         }
     }
