@@ -259,8 +259,9 @@ fn churn_batch(parent: &TestCgroup, batch: usize, n: usize) -> Result<(), Failed
 
 /// 2,000 cgroups come and go, in two rounds of 1,000 (batches of 100, each
 /// with a short-lived process). The kernel's map returns to its size before,
-/// exported series stay within the limit, and the second round does not grow
-/// the agent's memory: what the first one left behind is reused, not added to.
+/// exported series stay within the limit, and the second round grows the
+/// agent's memory by no more than half what the first did (or 2 MiB): what
+/// the first one left behind is reused, not added to.
 fn churn() -> TestResult {
     let bin = or_skip!(bin());
     let scratch = Scratch::new("churn")?;
@@ -367,10 +368,16 @@ fn churn() -> TestResult {
             after.series()
         )
     })?;
-    check(resident[1] <= resident[0] + (2 << 20), || {
+    // A leak per cgroup grows the second round as much as the first; the
+    // allocator's high-water mark (a round whose evictions lagged more, as
+    // they do under emulation) grows it by a part of the first's, once.
+    let first = resident[0].saturating_sub(rss_before);
+    let second = resident[1].saturating_sub(resident[0]);
+    check(second <= (2 << 20).max(first / 2), || {
         format!(
-            "resident memory grew from {} to {} bytes in the second round",
-            resident[0], resident[1]
+            "resident memory grew {} bytes in the second round of 1,000 cgroups, \
+             after {first} in the first: a leak per cgroup",
+            second
         )
     })?;
     check(dumps <= 2, || format!("{dumps} dumps kept, keep = 2"))?;
