@@ -273,9 +273,25 @@ fn migrating_waits() -> TestResult {
     check(migrated > 0, || {
         "no waiting task was migrated: nothing was tested".into()
     })?;
-    check(apart(traced, kernel) <= schedstat_tolerance(), || {
-        format!("traced {traced} ns, schedstat run delay {kernel} ns")
-    })?;
+    // The two figures' windows differ by moments (the session's attach and
+    // detach, the reads of schedstat), scaled as a steady rate: a wait that
+    // straddles an edge falls on one side only. Quiet, waits are a slice;
+    // behind unrelated load they grow to hundreds of ms (8 % apart once,
+    // with an emulator busy on both CPUs), so the longest waits are allowed
+    // at each edge.
+    let edges: u64 = rec
+        .pids
+        .iter()
+        .map(|p| 2 * p.wait.runnable_wait.summary.max_ns)
+        .sum();
+    check(
+        traced.abs_diff(kernel) as f64 <= schedstat_tolerance() * kernel as f64 + edges as f64,
+        || {
+            format!(
+                "traced {traced} ns, schedstat run delay {kernel} ns, longest waits at the edges {edges} ns"
+            )
+        },
+    )?;
     check(share(contended, traced) >= 0.95, || {
         format!("only {contended} of {traced} ns contended on two busy CPUs")
     })?;
