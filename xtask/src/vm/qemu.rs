@@ -124,9 +124,10 @@ pub fn run(boot: &Boot) -> anyhow::Result<Outcome> {
 /// fail the kernel's synchronisation check, and the HPET it falls back to is
 /// slow to read under emulation and skews the tests' timing (two hogs sharing
 /// a CPU measured 59 % instead of 50 % on 6.1); the emulated TSC follows the
-/// host's clock. With `maxcpus`, `possible_cpus` too: the kernel counts as
-/// hotpluggable only the disabled ACPI processor entries it trusts, and
-/// QEMU's gave 6.12 none ("Allowing 2 present CPUs plus 0 hotplug CPUs").
+/// host's clock. With `maxcpus`, `possible_cpus` too: 6.12 counted none of
+/// QEMU's disabled ACPI processor entries as hotpluggable ("Allowing 2
+/// present CPUs plus 0 hotplug CPUs"), and before 6.9 `possible_cpus` sets
+/// the possible CPUs whatever the tables say (from 6.9 it only lowers them).
 fn command_line(maxcpus: Option<u32>) -> String {
     let mut line = "console=ttyS0 panic=-1 quiet tsc=reliable".to_owned();
     if let Some(n) = maxcpus {
