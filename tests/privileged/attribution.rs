@@ -544,13 +544,24 @@ fn bursts_below_quota() -> TestResult {
             format!("verdict: {}", e.verdict.text)
         })?;
     } else {
-        check(e.verdict.text.contains("quota expiry:"), || {
-            format!(
-                "unrelated load held the CPUs {:.1} % of the time, and the quota is not named: {}",
-                unrelated * 100.0,
-                e.verdict.text
-            )
-        })?;
+        // The quota is named when it holds a significant share of the wait;
+        // behind heavy load (an emulator on both CPUs: 63 % of the time)
+        // host contention may hold nearly all of it.
+        let waited = e.wait.runnable_wait.summary.total_ns;
+        let throttled = share(e.wait.causes.throttled_ns, waited);
+        check(
+            matches!(e.verdict.kind, Kind::QuotaExpiry | Kind::HostContention)
+                && (e.verdict.text.contains("quota expiry:")
+                    || throttled < tracer::verdict::SIGNIFICANT_CAUSE),
+            || {
+                format!(
+                    "unrelated load held the CPUs {:.1} % of the time, throttled {:.1} % of the wait: {}",
+                    unrelated * 100.0,
+                    throttled * 100.0,
+                    e.verdict.text
+                )
+            },
+        )?;
     }
     check(
         e.verdict
