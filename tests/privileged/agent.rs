@@ -250,9 +250,8 @@ fn churn_batch(parent: &TestCgroup, batch: usize, n: usize) -> Result<(), Failed
         .collect::<anyhow::Result<_>>()?;
     // A sleep (so that the cgroup sees a wakeup even if the shell were never
     // preempted), then a few milliseconds of shell arithmetic. Not shortened
-    // under emulation: cgroups arriving faster there exhaust the kernel's
-    // allocation cache, and the agent's memory grew 5.6 MiB in the second
-    // round of the 6.1 guest (not understood yet).
+    // under emulation: cgroups arriving faster there lose events to the
+    // kernel's allocation cache, and the agent holds more of them at once.
     let script = "sleep 0.01; i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done";
     let children: Vec<Child> = cgroups
         .iter()

@@ -281,7 +281,6 @@ fn cli_escaped_names() -> TestResult {
     Ok(Completion::Completed)
 }
 
-/// Waits for `child` to exit (10 s, 90 s emulated).
 /// Waits up to `limit` for `child` to exit; kills it after.
 fn wait_exit(
     child: &mut std::process::Child,

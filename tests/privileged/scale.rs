@@ -35,17 +35,6 @@ const MEASURED: Duration = Duration::from_secs(10);
 /// read with it): 1,000 of 4,096 slots taken, a few dozen active cgroups.
 const SHARING_SLOTS: f64 = 32.0;
 
-/// The possible CPUs: what per-CPU maps are sized by.
-fn possible_cpus() -> anyhow::Result<usize> {
-    let list = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
-    let mut n = 0;
-    for range in list.trim().split(',') {
-        let (a, b) = range.split_once('-').unwrap_or((range, range));
-        n += b.trim().parse::<usize>()? - a.trim().parse::<usize>()? + 1;
-    }
-    Ok(n)
-}
-
 fn metric(agent: &Agent, name: &str, labels: &[(&str, &str)]) -> Result<f64, Failed> {
     let page = agent.metrics()?;
     sample_value(&page, name, labels).ok_or_else(|| format!("{name} missing from /metrics").into())
@@ -57,7 +46,8 @@ fn metric(agent: &Agent, name: &str, labels: &[(&str, &str)]) -> Result<f64, Fai
 /// thousand; all the maps take at most 64 MiB of kernel memory.
 fn idle_thousand() -> TestResult {
     let bin = or_skip!(bin());
-    let cpus = possible_cpus()?;
+    // The possible CPUs, what per-CPU maps are sized by, as the tracer counts them.
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
     let scratch = Scratch::new("scale")?;
     let config = scratch.file("agent.toml");
     std::fs::write(

@@ -84,6 +84,12 @@ fn unfair_host(rec: &Recording, ours: &[&TestCgroup], cpu: &HostCpu) -> Option<S
             load * 100.0
         ));
     }
+    stolen(cpu)
+}
+
+/// Why nothing can be expected of a host whose hypervisor took its CPUs
+/// away, if it did.
+fn stolen(cpu: &HostCpu) -> Option<String> {
     (cpu.steal >= STEAL_LIMIT).then(|| {
         format!(
             "the hypervisor took {:.1} % of the CPUs' time (steal in /proc/stat)",
@@ -126,11 +132,10 @@ fn idle_host() -> TestResult {
                 .summary
                 .p99_ns)
         ));
-        if !unhealthy.is_empty() && cpu.steal >= STEAL_LIMIT {
-            return Ok(Completion::ignored_with(format!(
-                "the hypervisor took {:.1} % of the CPUs' time (steal in /proc/stat): {unhealthy:?}",
-                cpu.steal * 100.0
-            )));
+        if !unhealthy.is_empty()
+            && let Some(why) = stolen(&cpu)
+        {
+            return Ok(Completion::ignored_with(format!("{why}: {unhealthy:?}")));
         }
         check(unhealthy.is_empty(), || {
             format!("an idle host got verdicts: {unhealthy:?}")

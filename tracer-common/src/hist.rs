@@ -94,7 +94,7 @@ pub const fn bucket_range(index: usize) -> (u64, u64) {
 
 /// A histogram of nanosecond durations with exact count, sum and maximum.
 ///
-/// This is the value type of the kernel's per-CPU maps, so it is `repr(C)` with no
+/// It is part of the kernel's statistics entries, so it is `repr(C)` with no
 /// implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -113,7 +113,9 @@ impl LatencyHist {
         buckets: [0; BUCKETS],
     };
 
-    /// Adds one duration. Not atomic: callers own the value (per-CPU map slots).
+    /// Adds one duration. Not atomic: for values the caller owns (userspace's
+    /// sums); the kernel's shared entries are added to with atomic adds
+    /// (`tracer-ebpf/src/record.rs`).
     #[inline(always)]
     pub fn record(&mut self, ns: u64) {
         self.count = self.count.wrapping_add(1);
@@ -126,7 +128,8 @@ impl LatencyHist {
         }
     }
 
-    /// Adds every count of `other` into `self` (per-CPU slots into one total).
+    /// Adds every count of `other` into `self` (a spill slot into its cgroup's
+    /// total, say).
     pub fn merge(&mut self, other: &Self) {
         self.count = self.count.wrapping_add(other.count);
         self.total_ns = self.total_ns.wrapping_add(other.total_ns);

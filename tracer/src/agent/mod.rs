@@ -112,7 +112,7 @@ impl Agent {
             agent_cpu_ns,
             agent_resident_bytes,
             tracked_cgroups: self.session.tracked_cgroups(),
-            entries_read: self.session.entries_read().1,
+            entries_read: self.session.entries_read(),
             departed_cgroups: self.session.departed_cgroups(),
             exported_cgroups: self.exporter.exported(),
             evicted_cgroups: self.evicted,

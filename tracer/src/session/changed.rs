@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use tracer_common::maps::{MAP_CGROUP_STATS, STAMP_SLOTS, Stamps, stamp_at, stamp_slot};
+use tracer_common::maps::{MAP_CGROUP_STATS, Stamps, stamp_at, stamp_slot};
 
 use super::maps::Kernel;
 use crate::sample::Totals;
@@ -24,8 +24,7 @@ pub struct ChangedReader {
     /// Ring-buffer drops at the previous read. A drop may have been a new
     /// cgroup's announcement: the next read then reads every entry.
     drops_seen: u64,
-    /// Entries read by the last read, and by all reads.
-    pub last_read: usize,
+    /// Entries read by all reads.
     pub entries_read: u64,
 }
 
@@ -53,12 +52,11 @@ impl ChangedReader {
                 ids.append(&mut self.announced);
                 ids.sort_unstable();
                 ids.dedup();
-                let fresh = kernel.cgroup_stats_of(ids.iter().copied())?;
-                self.last_read = ids.len();
+                self.entries_read += ids.len() as u64;
                 for id in ids {
-                    match fresh.get(&id) {
+                    match kernel.cgroup_stats(id)? {
                         Some(totals) => {
-                            self.totals.insert(id, totals.clone());
+                            self.totals.insert(id, totals);
                         }
                         // Taken out of the map: by an eviction, whose figures
                         // userspace keeps elsewhere.
@@ -71,10 +69,9 @@ impl ChangedReader {
             _ => {
                 self.totals = kernel.stats(MAP_CGROUP_STATS)?;
                 self.announced.clear();
-                self.last_read = self.totals.len();
+                self.entries_read += self.totals.len() as u64;
             }
         }
-        self.entries_read += self.last_read as u64;
         self.since = Some(began);
         self.drops_seen = drops;
         Ok(&self.totals)
@@ -92,7 +89,7 @@ impl ChangedReader {
 pub fn changed(stamps: &Stamps, since: u32, ids: impl Iterator<Item = u64>) -> Vec<u64> {
     let from = since.wrapping_sub(1);
     ids.filter(|&id| {
-        let stamp = stamps[(stamp_slot(id) % STAMP_SLOTS) as usize];
+        let stamp = stamps[stamp_slot(id) as usize];
         // 0: never written. Compared as a difference, so that the wrap
         // after 2.3 years does not matter.
         stamp != 0 && stamp.wrapping_sub(from) < u32::MAX / 2
@@ -113,6 +110,8 @@ fn monotonic_ns() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::maps::STAMP_SLOTS;
+
     use super::*;
 
     fn stamps_with(entries: &[(u64, u32)]) -> Box<Stamps> {

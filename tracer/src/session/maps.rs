@@ -14,7 +14,7 @@ use aya::{
 use tracer_common::maps::{
     BlameKey, BlameValue, CgroupStats, Counter, CpuState, EpisodeRecord, MAP_BLAME,
     MAP_CGROUP_STAMPS, MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_EVENTS, MAP_SPILL, NewCgroupRecord,
-    RECORD_EPISODE, RECORD_NEW_CGROUP, STAMP_SLOTS, SpillSlot, Stamps,
+    RECORD_EPISODE, RECORD_NEW_CGROUP, SpillSlot, Stamps,
 };
 
 use crate::{drain, programs, sample::Totals};
@@ -121,30 +121,20 @@ impl Kernel {
             .collect()
     }
 
-    /// The entries of the cgroups `ids` that the per-cgroup map holds.
-    pub fn cgroup_stats_of(
-        &self,
-        ids: impl IntoIterator<Item = u64>,
-    ) -> anyhow::Result<BTreeMap<u64, Totals>> {
+    /// A cgroup's entry in the per-cgroup map, if it has one.
+    pub fn cgroup_stats(&self, id: u64) -> anyhow::Result<Option<Totals>> {
         let stats: BpfHashMap<_, u64, CgroupStats> = self.map(MAP_CGROUP_STATS)?;
-        let mut out = BTreeMap::new();
-        for id in ids {
-            match stats.get(&id, 0) {
-                Ok(value) => {
-                    out.insert(id, Totals::from_stats(&value));
-                }
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e).context(format!("reading {MAP_CGROUP_STATS}")),
-            }
+        match stats.get(&id, 0) {
+            Ok(value) => Ok(Some(Totals::from_stats(&value))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context(format!("reading {MAP_CGROUP_STATS}")),
         }
-        Ok(out)
     }
 
     /// When each slot's cgroups last got figures (see [`MAP_CGROUP_STAMPS`]).
     pub fn stamps(&self) -> anyhow::Result<Box<Stamps>> {
         let stamps: Array<_, Stamps> = self.map(MAP_CGROUP_STAMPS)?;
         let value = stamps.get(&0, 0).context("reading the cgroups' stamps")?;
-        debug_assert_eq!(value.len(), STAMP_SLOTS as usize);
         Ok(Box::new(value))
     }
 

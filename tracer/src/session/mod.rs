@@ -372,10 +372,10 @@ impl Session {
         self.changed.len()
     }
 
-    /// Per-cgroup entries read from the kernel: by the last sample, and by
-    /// all of them (a sample reads only the entries that changed).
-    pub fn entries_read(&self) -> (usize, u64) {
-        (self.changed.last_read, self.changed.entries_read)
+    /// Per-cgroup entries read from the kernel by all samples (a sample
+    /// reads only the entries that changed).
+    pub fn entries_read(&self) -> u64 {
+        self.changed.entries_read
     }
 
     /// The path of a cgroup id, as the report shows it.
