@@ -5,10 +5,11 @@
 //! A verdict names a problem only when the waits would be felt: they take a
 //! real share of the time the threads were runnable ([`HEALTHY_DELAY`]) and
 //! of the traced time ([`NEGLIGIBLE_WAIT`]), and they are long: the 99th
-//! percentile wait reaches half a scheduling slice ([`FELT_SLICES`]). Shorter
-//! waits are the scheduler working as designed: a woken thread gets the CPU
-//! within a fraction of the slice of whatever runs. The README states the
-//! rule with its figures.
+//! percentile wait reaches half a scheduling slice ([`FELT_SLICES`]), or
+//! they add up to a thread always waiting ([`QUEUED_THREADS`]). Shorter,
+//! sparser waits are the scheduler working as designed: a woken thread gets
+//! the CPU within a fraction of the slice of whatever runs. The README
+//! states the rule with its figures.
 
 use serde::{Deserialize, Serialize};
 use tracer_common::causes::{Cause, Causes};
@@ -24,6 +25,12 @@ pub const NEGLIGIBLE_WAIT: f64 = 0.01;
 /// Waits matter only when the p99 wait is at least this many scheduling
 /// slices: half a slice.
 pub const FELT_SLICES: f64 = 0.5;
+/// Waits adding up to this many threads' worth of the traced time are felt
+/// however short each one is: on average one of the group's threads was
+/// always waiting, its runnable threads outnumbering the CPU it got (24
+/// database connections on one CPU waited 21.6 threads' worth with a p99 of
+/// 1.28 ms).
+pub const QUEUED_THREADS: f64 = 1.0;
 /// The scheduling slice when the kernel does not say
 /// (`/sys/kernel/debug/sched/base_slice_ns`): 3 ms, EEVDF's base slice on
 /// eight or more CPUs and CFS's minimum granularity before it.
@@ -138,8 +145,8 @@ pub fn judge(f: &Facts) -> Verdict {
         f.wait_ns as f64 / f.duration_ns as f64
     };
     let felt_ns = (f.slice_ns as f64 * FELT_SLICES) as u64;
-    if f.wait_ns == 0 || delay < HEALTHY_DELAY || wait_share < NEGLIGIBLE_WAIT || f.p99_ns < felt_ns
-    {
+    let long = f.p99_ns >= felt_ns || wait_share >= QUEUED_THREADS;
+    if f.wait_ns == 0 || delay < HEALTHY_DELAY || wait_share < NEGLIGIBLE_WAIT || !long {
         let mut text = format!(
             "healthy: runnable threads waited {:.1} % of the time they were runnable, p99 wait \
              {} (half a scheduling slice is {}); no unusual scheduling delay",
@@ -326,6 +333,27 @@ mod tests {
             }
         });
         assert_eq!(v.kind, Kind::SelfContention, "{}", v.text);
+    }
+
+    #[test]
+    fn short_waits_adding_up_to_a_thread_always_waiting_are_felt() {
+        let crowded = |wait_ns| Facts {
+            wait_ns,
+            run_ns: 10 * SEC,
+            p99_ns: 1_280_000,
+            causes: Causes {
+                contended_ns: wait_ns,
+                ..Causes::ZERO
+            },
+            self_charged_ns: wait_ns,
+            ..facts()
+        };
+        // 24 connections on one CPU: 21.6 threads' worth, each wait short.
+        let v = judge(&crowded(216 * SEC));
+        assert_eq!(v.kind, Kind::SelfContention, "{}", v.text);
+        // At one thread's worth, still felt; just under it, as short, not.
+        assert_eq!(judge(&crowded(10 * SEC)).kind, Kind::SelfContention);
+        assert_eq!(judge(&crowded(10 * SEC - 1)).kind, Kind::Healthy);
     }
 
     #[test]
