@@ -143,12 +143,32 @@ fn cli_json() -> TestResult {
     check(contended as f64 >= 0.9 * total as f64, || {
         format!("contended {contended} of {total} ns")
     })?;
-    check(entry["verdict"] == "self_contention", || {
-        format!("verdict {} ({})", entry["verdict"], entry["verdict_text"])
+    let blamed_on_itself = entry["blame"]
+        .as_array()
+        .is_some_and(|b| b.iter().any(|b| b["path"] == cg.path.as_str()));
+    check(blamed_on_itself, || {
+        format!("no blame on the cgroup itself: {}", entry["blame"])
     })?;
-    check(entry["blame"][0]["path"] == cg.path.as_str(), || {
-        format!("blame {}", entry["blame"])
-    })?;
+    if ran >= 0.98 {
+        check(entry["verdict"] == "self_contention", || {
+            format!("verdict {} ({})", entry["verdict"], entry["verdict_text"])
+        })?;
+        check(entry["blame"][0]["path"] == cg.path.as_str(), || {
+            format!("blame {}", entry["blame"])
+        })?;
+    } else {
+        // Unrelated load held the CPU for part of the time (61 % left to the
+        // hogs behind two builds): host contention may be the larger cause,
+        // and self contention must still be named.
+        let text = entry["verdict_text"].as_str().unwrap_or_default();
+        check(
+            matches!(
+                entry["verdict"].as_str(),
+                Some("self_contention" | "host_contention")
+            ) && text.contains("self contention"),
+            || format!("verdict {} ({text})", entry["verdict"]),
+        )?;
+    }
     Ok(Completion::Completed)
 }
 

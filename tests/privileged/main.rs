@@ -7,6 +7,7 @@ mod agent;
 mod agent_clients;
 mod agent_life;
 mod attribution;
+mod bursts;
 mod cli;
 mod dump;
 mod jvm;
@@ -49,6 +50,7 @@ fn main() {
     let mut tests = Vec::new();
     tests.extend(waits::tests());
     tests.extend(attribution::tests());
+    tests.extend(bursts::tests());
     tests.extend(jvm::tests());
     tests.extend(cli::tests());
     tests.extend(dump::tests());
