@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod account;
+pub mod blame_cache;
 pub mod causes;
 pub mod counters;
 pub mod hist;
@@ -24,6 +25,7 @@ mod user {
     unsafe impl aya::Pod for maps::CpuState {}
     unsafe impl aya::Pod for maps::BlameKey {}
     unsafe impl aya::Pod for maps::BlameValue {}
+    unsafe impl aya::Pod for crate::blame_cache::BlameCache {}
     unsafe impl aya::Pod for maps::NewCgroupRecord {}
     unsafe impl aya::Pod for maps::EpisodeRecord {}
 }

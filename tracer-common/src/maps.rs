@@ -24,6 +24,10 @@ pub const MAP_SELECT_PROCESS: &str = "SELECT_PROCESS";
 pub const MAP_SELECT_THREAD: &str = "SELECT_THREAD";
 /// Who held the CPU while others waited: [`BlameKey`] -> [`BlameValue`].
 pub const MAP_BLAME: &str = "BLAME";
+/// Each CPU's cache of blame rows in front of [`MAP_BLAME`]: a per-CPU array
+/// of one [`crate::blame_cache::BlameCache`], read once the programs are
+/// detached.
+pub const MAP_BLAME_CACHE: &str = "BLAME_CACHE";
 /// Per-CPU scheduling state shared across CPUs: `u32` CPU -> [`CpuState`].
 pub const MAP_CPU_STATE: &str = "CPU_STATE";
 /// Array of [`SpillSlot`]s, [`SPILL_PER_CPU`] per possible CPU.

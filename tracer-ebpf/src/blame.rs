@@ -1,15 +1,18 @@
 //! Blame: a wait segment's contended time charged to the tasks that ran on its
-//! CPU during it, in proportion to how long they ran, for every victim.
+//! CPU during it, in proportion to how long they ran, for every victim; added
+//! to this CPU's cache of rows, which moves them to the shared `BLAME` map
+//! (see `tracer_common::blame_cache`).
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{bindings::BPF_NOEXIST, btf_maps::PerCpuArray, macros::btf_map};
 use tracer_common::{
     account::Charge,
+    blame_cache::BlameCache,
     maps::{BlameKey, BlameValue, Counter, Occupant, TaskWait, VICTIM_SELECTION},
 };
 
-use crate::maps::{BLAME, count, cpu_state};
+use crate::maps::{BLAME, BLAME_CACHE, count, cpu_state};
 use crate::stats::{NO_SELECTION, Victims};
 
 /// The part of a wait segment to charge to the CPU's runs (see
@@ -92,9 +95,15 @@ pub(crate) fn charge(
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub unsafe extern "C" fn tracer_charge_runs(cpu: u32) -> i32 {
-    let (Some(cpu), Some(args)) = (cpu_state(cpu), CHARGE_ARGS.get(0)) else {
+    let (Some(cpu), Some(args), Some(cache)) = (
+        cpu_state(cpu),
+        CHARGE_ARGS.get(0),
+        BLAME_CACHE.get_ptr_mut(0),
+    ) else {
         return 1;
     };
+    // SAFETY: this CPU's cache; preemption is off in a tracepoint.
+    let cache = unsafe { &mut *cache };
     let (w, victims) = (&args.window, &args.victims);
     let charge = Charge::new(w.contended, w.busy);
     let covered = cpu
@@ -104,19 +113,56 @@ pub unsafe extern "C" fn tracer_charge_runs(cpu: u32) -> i32 {
             if ns == 0 {
                 return;
             }
-            blame(victims.cgroup, who, ns);
+            blame(cache, victims.cgroup, who, ns, w.to);
             if victims.process != NO_SELECTION {
-                blame(VICTIM_SELECTION | victims.process as u64, who, ns);
+                blame(
+                    cache,
+                    VICTIM_SELECTION | victims.process as u64,
+                    who,
+                    ns,
+                    w.to,
+                );
             }
             if victims.thread != NO_SELECTION {
-                blame(VICTIM_SELECTION | victims.thread as u64, who, ns);
+                blame(
+                    cache,
+                    VICTIM_SELECTION | victims.thread as u64,
+                    who,
+                    ns,
+                    w.to,
+                );
             }
         });
     i32::from(covered)
 }
 
+/// Moves this CPU's cached blame rows to the shared map (see
+/// `tracer_common::blame_cache`): called by `sched_switch` when the cache is
+/// due.
+///
+/// A global function, verified once, like [`tracer_charge_runs`].
+///
+/// # Safety
+/// Called from a tracepoint program, with preemption off.
+#[unsafe(no_mangle)]
 #[inline(never)]
-fn blame(victim: u64, who: &Occupant, ns: u64) {
+pub unsafe extern "C" fn tracer_flush_blame() -> i32 {
+    if let Some(cache) = BLAME_CACHE.get_ptr_mut(0) {
+        // SAFETY: as in `tracer_charge_runs`.
+        unsafe { (*cache).flush(put) };
+    }
+    0
+}
+
+/// Whether this CPU's blame cache is due for a flush at `now` (see
+/// `BlameCache::due`).
+#[inline(always)]
+pub(crate) fn blame_due(now: u64, idle: bool) -> bool {
+    BLAME_CACHE.get(0).is_some_and(|cache| cache.due(now, idle))
+}
+
+#[inline(never)]
+fn blame(cache: &mut BlameCache, victim: u64, who: &Occupant, ns: u64, now: u64) {
     if ns == 0 {
         return;
     }
@@ -126,15 +172,20 @@ fn blame(victim: u64, who: &Occupant, ns: u64) {
         occupant_tgid: who.tgid,
         _pad: 0,
     };
-    if add_blame(&key, ns) {
+    cache.add(&key, &who.comm, ns, now, put);
+}
+
+/// Adds a row to the shared map.
+#[inline(never)]
+fn put(key: &BlameKey, value: &BlameValue) {
+    if add_blame(key, value.ns) {
         return;
     }
-    let value = BlameValue { ns, comm: who.comm };
     if BLAME.insert(key, value, BPF_NOEXIST as u64).is_ok() {
         return;
     }
     // Created by another CPU meanwhile, or full.
-    if !add_blame(&key, ns) {
+    if !add_blame(key, value.ns) {
         count(Counter::BlameMapFull);
     }
 }

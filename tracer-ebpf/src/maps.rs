@@ -8,10 +8,11 @@
 //! that reads it.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, RingBuf},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::btf_map,
 };
+use tracer_common::blame_cache::BlameCache;
 use tracer_common::maps::{
     BlameKey, BlameValue, CgroupStats, Counter, CpuState, DEFAULT_MAX_CGROUPS, EVENTS_BYTES,
     MAX_BLAME, MAX_SELECTED_TASKS, MAX_SELECTIONS, MAX_THROTTLE_CFS_RQS, SPILL_PER_CPU,
@@ -66,6 +67,10 @@ pub(crate) static SELECT_THREAD: HashMap<u32, u32, { MAX_SELECTED_TASKS as usize
 /// allocation, at the price of an atomic add.
 #[btf_map]
 pub(crate) static BLAME: HashMap<BlameKey, BlameValue, { MAX_BLAME as usize }> = HashMap::new();
+
+/// Each CPU's blame rows on their way to `BLAME` (see `blame.rs`).
+#[btf_map]
+pub(crate) static BLAME_CACHE: PerCpuArray<BlameCache, 1> = PerCpuArray::new();
 
 /// cfs_rq address -> its throttle total when its last episode was reported, so
 /// that an episode seen by several of its tasks is reported once.

@@ -3,7 +3,7 @@
 //! migrations, and ends when the task is switched in. Also both objects'
 //! licence and panic handler.
 
-use crate::blame::charge;
+use crate::blame::{blame_due, charge, tracer_flush_blame};
 use crate::kernel::{
     self, Direct, Probe, cfs_rq_cpu, fill_occupant, has_feature, kn_id, layout, read, task_cfs_rq,
     task_cgroup_kn, task_pid, tg_cfs_rq_on,
@@ -71,6 +71,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
 
     // next's run begins; the idle tasks (pid 0) are nobody.
     let next_pid = task_pid(next.cast()).unwrap_or(0);
+    if blame_due(now, next_pid == 0) {
+        unsafe { tracer_flush_blame() };
+    }
     let kn = if next_pid == 0 {
         None
     } else {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use tracer_common::maps::{CgroupStats, Counter, EpisodeRecord, SpillSlot};
+use tracer_common::maps::{BlameKey, BlameValue, CgroupStats, Counter, EpisodeRecord, SpillSlot};
 
 use super::maps::{Kernel, nul_terminated};
 use crate::{
@@ -92,7 +92,14 @@ impl Accumulated {
 
     /// Moves what the kernel's blame map accumulated into `blame`.
     pub fn drain_blame(&mut self, kernel: &mut Kernel) -> anyhow::Result<()> {
-        for (key, value) in kernel.drain_blame()? {
+        let rows = kernel.drain_blame()?;
+        self.add_blame(rows);
+        Ok(())
+    }
+
+    /// Adds blame rows (drained from the map, or left in the CPUs' caches).
+    pub fn add_blame(&mut self, rows: impl IntoIterator<Item = (BlameKey, BlameValue)>) {
+        for (key, value) in rows {
             let pair = BlamePair {
                 victim: key.victim,
                 occupant_cgroup: key.occupant_cgroup,
@@ -104,7 +111,6 @@ impl Accumulated {
                 .or_insert_with(|| (nul_terminated(&value.comm), 0));
             row.1 += value.ns;
         }
-        Ok(())
     }
 
     /// Events the programs have put in spill slots so far, over all CPUs.

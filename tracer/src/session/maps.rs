@@ -9,12 +9,13 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
 };
+use tracer_common::blame_cache::BlameCache;
 use tracer_common::maps::{
     BlameKey, BlameValue, CgroupStats, Counter, CpuState, EpisodeRecord, MAP_BLAME,
-    MAP_CGROUP_STAMPS, MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_EVENTS, MAP_SPILL, NewCgroupRecord,
-    RECORD_EPISODE, RECORD_NEW_CGROUP, SpillSlot, Stamps,
+    MAP_BLAME_CACHE, MAP_CGROUP_STAMPS, MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_EVENTS, MAP_SPILL,
+    NewCgroupRecord, RECORD_EPISODE, RECORD_NEW_CGROUP, SpillSlot, Stamps,
 };
 
 use crate::{drain, programs, sample::Totals};
@@ -191,6 +192,17 @@ impl Kernel {
             let _ = spill.set(i, SpillSlot::ZERO, 0);
         }
         Ok(())
+    }
+
+    /// The blame rows the CPUs' caches still hold: read once the programs
+    /// are detached, when no CPU moves them to the blame map any more.
+    pub fn cached_blame(&self) -> anyhow::Result<Vec<(BlameKey, BlameValue)>> {
+        let caches: PerCpuArray<_, BlameCache> = self.map(MAP_BLAME_CACHE)?;
+        let per_cpu = caches.get(&0, 0).context("reading the blame caches")?;
+        Ok(per_cpu
+            .iter()
+            .flat_map(|cache| cache.rows().map(|(k, v)| (*k, *v)))
+            .collect())
     }
 
     /// Takes every row out of the blame map.

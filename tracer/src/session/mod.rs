@@ -293,7 +293,12 @@ impl Session {
     /// Detaches every program and returns what they aggregated, keeping the
     /// session for [`Self::recording`].
     pub fn detach(&mut self) -> anyhow::Result<Sample> {
-        self.detached_at = Some(self.kernel.detach());
+        if self.detached_at.is_none() {
+            self.detached_at = Some(self.kernel.detach());
+            // What the CPUs' blame caches held when the programs went.
+            let cached = self.kernel.cached_blame()?;
+            self.acc.add_blame(cached);
+        }
         self.sample()
     }
 
