@@ -7,7 +7,7 @@
 //! added stays in the sum; when an exported one disappears, its series goes and
 //! its slot is free for a new cgroup.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use tracer_common::{causes::Causes, hist::bucket_range};
 
@@ -198,6 +198,12 @@ pub struct Occupancy {
     epoch: u64,
     /// (victim, occupant) -> ns.
     totals: BTreeMap<(u64, u64), u64>,
+    /// Cgroups evicted in this epoch and the one before. The session keeps
+    /// a gone cgroup's blame rows until it releases them (the next epoch),
+    /// and rows still in the CPUs' caches may reach it a little later: an
+    /// update must not bring back a pair [`Self::evict`] took out, which
+    /// would then stay for good (a leak per cgroup under churn).
+    evicted: [HashSet<u64>; 2],
 }
 
 impl Occupancy {
@@ -207,9 +213,14 @@ impl Occupancy {
         if epoch != self.epoch {
             self.last.clear();
             self.epoch = epoch;
+            let [now, before] = &mut self.evicted;
+            *before = std::mem::take(now);
         }
         let mut last = BTreeMap::new();
         for (pair, ns) in rows {
+            if self.is_evicted(pair.victim) || self.is_evicted(pair.occupant_cgroup) {
+                continue;
+            }
             let before = self.last.get(pair).copied().unwrap_or(0);
             *self
                 .totals
@@ -232,9 +243,18 @@ impl Occupancy {
         v
     }
 
-    /// Forgets a cgroup gone, as victim and as occupant.
-    pub fn evict(&mut self, id: u64) {
-        self.totals.retain(|&(v, o), _| v != id && o != id);
+    /// Forgets the cgroups gone, as victims and as occupants.
+    pub fn evict(&mut self, gone: &HashSet<u64>) {
+        if gone.is_empty() {
+            return;
+        }
+        self.totals
+            .retain(|(v, o), _| !gone.contains(v) && !gone.contains(o));
+        self.evicted[0].extend(gone);
+    }
+
+    fn is_evicted(&self, id: u64) -> bool {
+        self.evicted.iter().any(|set| set.contains(&id))
     }
 
     /// (victim, occupant) pairs kept.
@@ -348,9 +368,40 @@ mod tests {
         o.update(1, [(&a, 6), (&c, 1)]);
         assert_eq!(o.top(1, 5), [(3, 51), (2, 42)]);
         assert!(o.top(7, 5).is_empty());
-        o.evict(3);
+        o.evict(&HashSet::from([3]));
         assert_eq!(o.top(1, 5), [(2, 42)]);
-        o.evict(1);
+        o.evict(&HashSet::from([1]));
         assert!(o.is_empty());
+    }
+
+    /// A cgroup gone keeps its blame rows in the session until they are
+    /// released, and late rows may follow: neither brings its pairs back,
+    /// so that cgroups coming and going leave nothing behind.
+    #[test]
+    fn evicted_cgroups_stay_evicted_while_their_rows_linger() {
+        let pair = |victim, occupant_cgroup| BlamePair {
+            victim,
+            occupant_cgroup,
+            occupant_tgid: 1,
+        };
+        let (gone_victim, gone_occupant, live) = (pair(5, 2), pair(1, 6), pair(1, 2));
+        let mut o = Occupancy::default();
+        o.update(0, [(&gone_victim, 10), (&gone_occupant, 20), (&live, 30)]);
+        assert_eq!(o.len(), 3);
+        o.evict(&HashSet::from([5, 6]));
+        assert_eq!(o.len(), 1);
+        // Same epoch, the rows still there and growing.
+        o.update(0, [(&gone_victim, 15), (&gone_occupant, 25), (&live, 31)]);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o.top(1, 5), [(2, 31)]);
+        // Released: a late row of a gone cgroup in the next epoch.
+        o.update(1, [(&gone_occupant, 3), (&live, 2)]);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o.top(1, 5), [(2, 33)]);
+        // Two epochs on, the ids are forgotten: nothing is kept per gone
+        // cgroup for good.
+        o.update(2, []);
+        o.update(3, []);
+        assert!(o.evicted.iter().all(HashSet::is_empty));
     }
 }

@@ -35,18 +35,22 @@ impl Quotas {
     /// first time.
     pub fn refresh(&mut self, resolver: &Resolver) {
         let hierarchy = resolver.hierarchy();
+        // Rebuilt from the cgroups of this scan only: a cgroup gone leaves
+        // nothing behind, however fast cgroups come and go.
+        let mut old = std::mem::take(&mut self.own);
         let cache = &mut self.own;
-        cache.retain(|_, (_, at)| at.elapsed() < QUOTA_READ_EVERY);
         self.by_path = quotas_of(resolver.paths(), |path| {
-            cache
-                .entry(path.to_owned())
-                .or_insert_with(|| {
+            let (quota, at) = old
+                .remove(path)
+                .filter(|(_, at)| at.elapsed() < QUOTA_READ_EVERY)
+                .unwrap_or_else(|| {
                     (
                         cpustat::read_quota(hierarchy, &hierarchy.dir_of(path)),
                         Instant::now(),
                     )
-                })
-                .0
+                });
+            cache.insert(path.to_owned(), (quota, at));
+            quota
         });
         let new: Vec<&String> = self
             .by_path
