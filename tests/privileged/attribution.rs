@@ -228,8 +228,14 @@ fn quota_only(tier: TierChoice) -> TestResult {
         apart(traced, kernel.throttled_ns) <= throttle_tolerance(&rec),
         || {
             format!(
-                "traced {traced} ns throttled, cpu.stat says {} ns",
-                kernel.throttled_ns
+                "traced {traced} ns throttled in {} waits, cpu.stat says {} ns ({} of {} periods throttled); \
+                 lost: {:?}; {} switches unseen host-wide",
+                e.wait.causes.throttled_waits,
+                kernel.throttled_ns,
+                kernel.nr_throttled,
+                kernel.nr_periods,
+                rec.events.losses(),
+                rec.events.get(Counter::SwitchUnseen)
             )
         },
     )?;
@@ -250,7 +256,12 @@ fn quota_only(tier: TierChoice) -> TestResult {
     let reported = e.cpu_stat.ok_or("no cpu_stat in the recording")?;
     check(
         apart(traced, reported.throttled_ns) <= throttle_tolerance(&rec),
-        || format!("reported cpu.stat {:?}", reported),
+        || {
+            format!(
+                "traced {traced} ns throttled, the recording's own cpu.stat (attach to detach) {:?}",
+                reported
+            )
+        },
     )?;
     Ok(Completion::Completed)
 }

@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub programs: Vec<ProgramCost>,
     pub agent_cpu_ns: u64,
     pub agent_resident_bytes: u64,
+    /// Heap bytes allocated and not freed, where the C library says.
+    pub agent_heap_bytes: Option<u64>,
     pub tracked_cgroups: usize,
     /// Per-cgroup entries read from the kernel since the start: only those
     /// that changed since the previous read.
@@ -318,6 +320,14 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         "Resident memory of the agent process.",
     );
     w.sample("tracer_agent_resident_bytes", &[], s.agent_resident_bytes);
+    if let Some(heap) = s.agent_heap_bytes {
+        w.family(
+            "tracer_agent_heap_bytes",
+            "gauge",
+            "Heap memory the agent holds (allocated and not freed); resident memory also keeps freed memory the allocator has not returned.",
+        );
+        w.sample("tracer_agent_heap_bytes", &[], heap);
+    }
     w.family(
         "tracer_cgroups",
         "gauge",
@@ -412,6 +422,7 @@ mod tests {
             }],
             agent_cpu_ns: 1_500_000_000,
             agent_resident_bytes: 12 << 20,
+            agent_heap_bytes: Some(5 << 20),
             tracked_cgroups: 5,
             entries_read: 12,
             departed_cgroups: 0,
