@@ -54,6 +54,7 @@ fn cli_json() -> TestResult {
     let json_path = dir.join("record.json");
     let json_arg = json_path.to_string_lossy().into_owned();
 
+    let began = std::time::Instant::now();
     let out = tracer_command(
         &bin,
         &[
@@ -68,6 +69,7 @@ fn cli_json() -> TestResult {
         None,
     )
     .output()?;
+    let command_ns = began.elapsed().as_nanos() as u64;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     check(out.status.success(), || format!("tracer failed: {stderr}"))?;
@@ -83,9 +85,22 @@ fn cli_json() -> TestResult {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
     let _ = std::fs::remove_dir_all(&dir);
     let duration = json["duration_ns"].as_u64().ok_or("no duration_ns")?;
-    check((1_900_000_000..2_500_000_000).contains(&duration), || {
-        format!("duration_ns {duration} for a 2 s session")
-    })?;
+    // The window runs from attach to detach, both inside the command's
+    // life. The end comes a few ms past the 2 s here, and was 0.52 s past
+    // it in the 5.10 guest beside a build.
+    let late = if crate::emulated() {
+        2_000_000_000
+    } else {
+        500_000_000
+    };
+    check(
+        (1_900_000_000..2_000_000_000 + late).contains(&duration) && duration <= command_ns,
+        || {
+            format!(
+                "duration_ns {duration} for a 2 s session, in a command that took {command_ns} ns"
+            )
+        },
+    )?;
     let cgroups = json["cgroups"].as_array().ok_or("no cgroups[]")?;
     check(cgroups.len() == 1, || {
         format!("--cgroup kept {} cgroups", cgroups.len())
@@ -112,13 +127,21 @@ fn cli_json() -> TestResult {
         ran * 100.0
     ));
     // Each hog is runnable throughout, so between them they wait or run two
-    // threads' worth, whatever else shares the CPU.
-    check((1.9..=2.1).contains(&(s + ran)), || {
+    // threads' worth, whatever else shares the CPU. A wait under way when
+    // the programs attach or detach is not one the session saw whole, and
+    // is not counted: up to each hog's longest wait at each edge (a few ms
+    // quiet; behind a build and an emulator, waits of hundreds of ms took
+    // 26 % off).
+    let longest = wait["max_ns"].as_u64().unwrap_or(0) as f64 / duration as f64;
+    let edges = 2.0 * 2.0 * longest;
+    check((1.9 - edges..=2.1).contains(&(s + ran)), || {
         format!(
-            "two hogs always runnable waited {:.1} % and ran {:.1} % of the time: {:.1} %, expected 200 %",
+            "two hogs always runnable waited {:.1} % and ran {:.1} % of the time: {:.1} %, \
+             expected 200 % (less at most {:.1} % for waits across the edges)",
             s * 100.0,
             ran * 100.0,
-            (s + ran) * 100.0
+            (s + ran) * 100.0,
+            edges * 100.0
         )
     })?;
     // With the CPU to themselves (unrelated load took at most 2 %), they
