@@ -116,8 +116,11 @@ fn two_busy_cgroups() -> TestResult {
     // the scheduler to skip its next clock update (rq_clock_skip_update), so
     // the kernel stamps the switch-in with the wake-up's time. runqlat,
     // timing both tracepoints, agrees with the tracer there (30 µs a wake-up
-    // here, 60 µs in the guests). A sleep taken for a wait would add 20 ms a
-    // wake-up: 0.5 ms a wake-up still catches that.
+    // here, 60 µs in quiet guests). A sleep taken for a wait would add 20 ms a
+    // wake-up: 0.5 ms a wake-up still catches that. Emulated on a busy host,
+    // an idle vCPU runs its wake-up late: 0.98 ms a wake-up in the 6.12 guest
+    // beside a build, of which the kernel's run delay saw 3 µs. 2 ms there.
+    let per_wakeup: u64 = if emulated() { 2_000_000 } else { 500_000 };
     let traced = sleeper.wait.runnable_wait.summary.total_ns;
     let waits = sleeper.wait.runnable_wait.summary.count;
     measured(format!(
@@ -126,7 +129,7 @@ fn two_busy_cgroups() -> TestResult {
     ));
     let slack = (sleeper_kernel as f64 * schedstat_tolerance()) as u64 + 2_000_000;
     check(
-        traced + slack >= sleeper_kernel && traced <= sleeper_kernel + slack + waits * 500_000,
+        traced + slack >= sleeper_kernel && traced <= sleeper_kernel + slack + waits * per_wakeup,
         || {
             format!(
                 "the sleeper's traced wait is {traced} ns in {waits} waits, its schedstat run \
@@ -136,13 +139,20 @@ fn two_busy_cgroups() -> TestResult {
     )?;
     // And they are short: wake-up latency on a quiet CPU, under 1 % of the
     // time here (0.3 to 0.8 % seen). Emulated, waking a vCPU takes longer
-    // (0.5 to 1.2 % seen in the guests): 3 % there. A busy host (or, for a
-    // guest, a busy emulator) makes them longer still: then the kernel says
-    // so too, and the bound is not asserted.
+    // (0.5 to 1.2 % seen in quiet guests): 3 % there. A busy host makes them
+    // longer still: then the kernel says so too, and the bound is not
+    // asserted. A busy emulator does too, and the guest's kernel cannot say
+    // so (above): there the bound is the 2 ms a wake-up already checked.
     let bound = if emulated() { 0.03 } else { 0.01 };
     let s = share(traced, rec.duration_ns);
     let kernel_share = share(sleeper_kernel, rec.duration_ns);
-    if kernel_share >= bound {
+    if emulated() && s >= bound {
+        measured(format!(
+            "the sleeper waited {:.2} % of the time, {:.2} ms a wake-up: a busy emulator",
+            s * 100.0,
+            traced as f64 / waits.max(1) as f64 / 1e6
+        ));
+    } else if kernel_share >= bound {
         measured(format!(
             "the kernel saw the sleeper wait {:.2} % of the time: a busy host; the bound is \
              not asserted",
