@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Completion, Failed, Trial};
 use tracer::{
+    cpustat::CpuStat,
     programs::TierChoice,
     recording::{CgroupEntry, Recording},
     session::{Config, Session},
@@ -130,6 +131,27 @@ fn shares(e: &CgroupEntry, wall: u64) -> String {
     )
 }
 
+/// Why a traced throttled time and the kernel's (`truth` says `kernel_ns`)
+/// disagree: the waits, the throttled periods, and what was lost or unseen.
+fn throttled_apart(
+    rec: &Recording,
+    e: &CgroupEntry,
+    truth: &str,
+    kernel_ns: u64,
+    periods: &CpuStat,
+) -> String {
+    format!(
+        "traced {} ns throttled in {} waits, {truth} says {kernel_ns} ns ({} of {} periods throttled); \
+         lost: {:?}; {} switches unseen host-wide",
+        e.wait.causes.throttled_ns,
+        e.wait.causes.throttled_waits,
+        periods.nr_throttled,
+        periods.nr_periods,
+        rec.events.losses(),
+        rec.events.get(Counter::SwitchUnseen)
+    )
+}
+
 /// What a lone hog under a quota of `cpus` obeys: always runnable, it runs
 /// at most its quota and waits the rest, throttled but for the time
 /// unrelated tasks held its CPU; nothing of its wait is charged to itself.
@@ -226,18 +248,7 @@ fn quota_only(tier: TierChoice) -> TestResult {
     quota_physics(e, &[&cg], 0.20, wall, runnable[0])?;
     check(
         apart(traced, kernel.throttled_ns) <= throttle_tolerance(&rec),
-        || {
-            format!(
-                "traced {traced} ns throttled in {} waits, cpu.stat says {} ns ({} of {} periods throttled); \
-                 lost: {:?}; {} switches unseen host-wide",
-                e.wait.causes.throttled_waits,
-                kernel.throttled_ns,
-                kernel.nr_throttled,
-                kernel.nr_periods,
-                rec.events.losses(),
-                rec.events.get(Counter::SwitchUnseen)
-            )
-        },
+        || throttled_apart(&rec, e, "cpu.stat", kernel.throttled_ns, &kernel),
     )?;
     let episodes = e.throttle_episodes.as_ref().ok_or("no throttle episodes")?;
     check(episodes.count.abs_diff(kernel.nr_throttled) <= 1, || {
@@ -490,16 +501,7 @@ fn nested(tier: TierChoice) -> TestResult {
     quota_physics(e, &[&parent, &child], 0.20, wall, runnable[0])?;
     check(
         apart(e.wait.causes.throttled_ns, local) <= throttle_tolerance(&rec),
-        || {
-            format!(
-                "traced {} ns throttled in {} waits, {truth} says {local} ns ({} of {} periods throttled); lost: {:?}",
-                e.wait.causes.throttled_ns,
-                e.wait.causes.throttled_waits,
-                kernel.nr_throttled,
-                kernel.nr_periods,
-                rec.events.losses()
-            )
-        },
+        || throttled_apart(&rec, e, truth, local, &kernel),
     )?;
     check(kernel.throttled_ns == 0, || {
         format!(

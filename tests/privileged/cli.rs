@@ -54,7 +54,7 @@ fn cli_json() -> TestResult {
     let json_path = dir.join("record.json");
     let json_arg = json_path.to_string_lossy().into_owned();
 
-    let began = std::time::Instant::now();
+    let began = Instant::now();
     let out = tracer_command(
         &bin,
         &[
