@@ -375,10 +375,19 @@ pub struct EpisodeRecord {
     pub duration_ns: u64,
     /// `bpf_ktime_get_ns()` when the episode was seen to end.
     pub seen_at: u64,
+    /// The cfs_rq's cumulative throttled time once this episode ended: the
+    /// episode's identity on its cgroup and CPU, by which userspace drops a
+    /// repeat (the kernel's dedup map is only a filter, and may forget).
+    /// [`EPISODE_END_UNKNOWN`] where the kernel keeps no such clock: every
+    /// record then counts.
+    pub episode_end: u64,
 }
 
+/// [`EpisodeRecord::episode_end`] of a cfs_rq without a throttle clock.
+pub const EPISODE_END_UNKNOWN: u64 = u64::MAX;
+
 const _: () = assert!(core::mem::size_of::<NewCgroupRecord>() == 80);
-const _: () = assert!(core::mem::size_of::<EpisodeRecord>() == 40);
+const _: () = assert!(core::mem::size_of::<EpisodeRecord>() == 48);
 const _: () = assert!(core::mem::size_of::<ThrottleClock>() == 32);
 const _: () = assert!(core::mem::size_of::<Interval>() == 48);
 const _: () = assert!(core::mem::size_of::<CgroupStats>().is_multiple_of(8));

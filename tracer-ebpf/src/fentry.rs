@@ -108,6 +108,7 @@ pub fn tg_unthrottle_up(ctx: FEntryContext) -> i32 {
             clock.throttled_by,
             duration,
             now,
+            clock.total,
         );
     }
     0

@@ -4,7 +4,7 @@
 
 use tracer_common::{
     layout::{FEATURE_TASK_THROTTLE, method},
-    maps::{Counter, EpisodeRecord, RECORD_EPISODE, TaskWait},
+    maps::{Counter, EPISODE_END_UNKNOWN, EpisodeRecord, RECORD_EPISODE, TaskWait},
 };
 
 use crate::kernel::{Probe, Reader, has_feature, layout, read, tg_cfs_rq_on, tg_cgroup_id};
@@ -99,6 +99,10 @@ pub fn throttling_cgroup(task: *const u8, cpu: u32) -> u64 {
 
 /// Reports the throttle episode that a wait's throttled time came from, once per
 /// episode of a cfs_rq (several of its tasks may have waited through it).
+///
+/// `EPISODE_SEEN` only spares the ring buffer the repeats: an entry it could
+/// not insert, or evicted, lets a repeat through, and userspace drops that by
+/// the record's `episode_end`. Nothing is lost or counted twice either way.
 #[inline(never)]
 pub(crate) fn report_episode(
     state: &TaskWait,
@@ -108,23 +112,34 @@ pub(crate) fn report_episode(
     cgroup_id: u64,
 ) {
     let key = cfs_rq as u64;
-    if let Some(total) = throttle_total(cfs_rq) {
+    let total = throttle_total(cfs_rq);
+    if let Some(total) = total {
         if unsafe { EPISODE_SEEN.get(key) }.is_some_and(|seen| *seen == total) {
             return;
         }
         let _ = EPISODE_SEEN.insert(key, total, 0);
     }
-    send_episode(state.cpu, cgroup_id, state.throttled_by, throttled, now);
+    let end = total.unwrap_or(EPISODE_END_UNKNOWN);
+    send_episode(
+        state.cpu,
+        cgroup_id,
+        state.throttled_by,
+        throttled,
+        now,
+        end,
+    );
 }
 
-/// Sends one throttle episode record to userspace.
-#[inline(never)]
+/// Sends one throttle episode record to userspace. Inlined: a call between
+/// programs' functions takes at most five arguments.
+#[inline(always)]
 pub(crate) fn send_episode(
     cpu: u32,
     cgroup_id: u64,
     throttled_by: u64,
     duration_ns: u64,
     seen_at: u64,
+    episode_end: u64,
 ) {
     let Some(mut entry) = EVENTS.reserve_untyped::<EpisodeRecord>(0) else {
         count(Counter::RingbufDrop);
@@ -140,6 +155,7 @@ pub(crate) fn send_episode(
         (*record).throttled_by = throttled_by;
         (*record).duration_ns = duration_ns;
         (*record).seen_at = seen_at;
+        (*record).episode_end = episode_end;
     }
     entry.submit(0);
 }

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use tracer_common::maps::{BlameKey, BlameValue, CgroupStats, Counter, EpisodeRecord, SpillSlot};
+use tracer_common::maps::{
+    BlameKey, BlameValue, CgroupStats, Counter, EPISODE_END_UNKNOWN, EpisodeRecord, SpillSlot,
+};
 
 use super::maps::{Kernel, nul_terminated};
 use crate::{
@@ -43,6 +45,9 @@ pub struct Accumulated {
     /// Cgroup ids in the kernel's maps that the hierarchy lacked, and in how
     /// many walks in a row.
     missing: Missing,
+    /// The last episode counted of each cgroup on each CPU, by its
+    /// [`EpisodeRecord::episode_end`].
+    episode_ends: HashMap<(u64, u32), u64>,
 }
 
 /// Cgroup ids the hierarchy lacked, and in how many complete walks in a row.
@@ -80,6 +85,14 @@ impl Missing {
 
 impl Accumulated {
     pub fn add_episode(&mut self, record: &EpisodeRecord) {
+        if record.episode_end != EPISODE_END_UNKNOWN {
+            let last = self
+                .episode_ends
+                .insert((record.cgroup_id, record.cpu), record.episode_end);
+            if last == Some(record.episode_end) {
+                return; // a repeat the kernel's filter let through
+            }
+        }
         let acc = self.episodes.entry(record.cgroup_id).or_default();
         let mut hist = acc.durations.to_hist();
         hist.record(record.duration_ns);
@@ -213,6 +226,9 @@ impl Accumulated {
         for id in &ids {
             self.episodes.remove(id);
         }
+        let departed: HashSet<u64> = ids.iter().copied().collect();
+        self.episode_ends
+            .retain(|(cgroup, _), _| !departed.contains(cgroup));
         self.blame.clear();
         self.blame_epoch += 1;
         ids
@@ -261,5 +277,44 @@ mod tests {
         assert_eq!(missing.gone(&ids, &r), [0u64; 0], "doomed missed once");
         r.rescan().unwrap();
         assert_eq!(missing.gone(&ids, &r), [doomed]);
+    }
+
+    fn episode(cgroup_id: u64, cpu: u32, episode_end: u64) -> EpisodeRecord {
+        EpisodeRecord {
+            kind: tracer_common::maps::RECORD_EPISODE,
+            cpu,
+            cgroup_id,
+            throttled_by: cgroup_id,
+            duration_ns: 80_000_000,
+            seen_at: 0,
+            episode_end,
+        }
+    }
+
+    /// The kernel's filter of repeated episodes may forget one (an insert it
+    /// refused, an entry it evicted): a repeat is known by its end and counted
+    /// once, per cgroup and CPU. Without a throttle clock every record counts.
+    #[test]
+    fn an_episode_sent_twice_counts_once() {
+        let mut acc = Accumulated::default();
+        for record in [
+            episode(7, 0, 80),
+            episode(7, 0, 80), // a second waiter through the same episode
+            episode(7, 1, 80), // the same clock value on another CPU's cfs_rq
+            episode(8, 0, 80), // and in another cgroup
+            episode(7, 0, 160),
+            episode(7, 0, EPISODE_END_UNKNOWN),
+            episode(7, 0, EPISODE_END_UNKNOWN),
+        ] {
+            acc.add_episode(&record);
+        }
+        let counts = |id: u64| acc.episodes[&id].per_cpu.clone();
+        assert_eq!(counts(7)[&0].0, 4, "80, 160 and both unknown");
+        assert_eq!(counts(7)[&1].0, 1);
+        assert_eq!(counts(8)[&0].0, 1);
+        // A departed cgroup's ends go with its episodes.
+        acc.departed.insert(7, Totals::default());
+        acc.release();
+        assert!(acc.episode_ends.keys().all(|(id, _)| *id == 8));
     }
 }

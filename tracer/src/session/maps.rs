@@ -277,6 +277,7 @@ mod tests {
             throttled_by: 6,
             duration_ns: 80_000_000,
             seen_at: 123,
+            episode_end: 160_000_000,
         };
         assert_eq!(
             Record::decode(&bytes(&episode)),
