@@ -20,6 +20,10 @@ pub fn tests() -> Vec<Trial> {
         ),
         privileged("traced_wait_matches_schedstat_run_delay", matches_schedstat),
         privileged(
+            "waits_begun_by_wakeups_match_schedstat_run_delay",
+            wakeup_waits_match_schedstat,
+        ),
+        privileged(
             "waits_that_migrate_still_match_schedstat_and_stay_contended",
             migrating_waits,
         ),
@@ -224,6 +228,70 @@ fn matches_schedstat() -> TestResult {
             )
         })?;
     }
+    Ok(Completion::Completed)
+}
+
+/// A light service that wakes every millisecond onto a CPU a hog holds: each
+/// of its waits begins at a wakeup, which the programs date by the woken run
+/// queue's clock put on their own (`tracer_common::clock`). Their sum agrees
+/// with the kernel's run delay, whose ends are that same run-queue clock.
+fn wakeup_waits_match_schedstat() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let hog_cg = TestCgroup::create("wake-hog")?;
+    let svc_cg = TestCgroup::create("wake-svc")?;
+    let _hog = Worker::start(Load::Spin, &hog_cg, busy)?;
+    let svc = Worker::start(
+        Load::Service {
+            work_us: 300,
+            sleep_us: 1000,
+        },
+        &svc_cg,
+        busy,
+    )?;
+    std::thread::sleep(Duration::from_millis(200));
+    let session = crate::start_session(Config {
+        pids: vec![svc.pid],
+        ..Config::default()
+    })?;
+    let (before, from) = (run_delay_ns(svc.pid)?, std::time::Instant::now());
+    std::thread::sleep(TRACE_FOR);
+    let (after, window) = (run_delay_ns(svc.pid)?, from.elapsed());
+    let rec = session.stop()?;
+    let kernel = crate::over_session(after - before, window, &rec);
+    let wait = &rec
+        .pids
+        .iter()
+        .find(|p| p.pid == svc.pid)
+        .ok_or("selected pid missing from the recording")?
+        .wait
+        .runnable_wait
+        .summary;
+    let (traced, waits) = (wait.total_ns, wait.count);
+    measured(format!(
+        "traced {traced} ns in {waits} waits, schedstat {kernel} ns: {:.2} % apart, \
+         {:.2} µs a wait",
+        apart(traced, kernel) * 100.0,
+        (traced as f64 - kernel as f64) / waits.max(1) as f64 / 1e3
+    ));
+    check(waits >= 500, || {
+        format!("the service waited only {waits} times: it hardly woke")
+    })?;
+    // The windows differ by a wait or two at each edge (2 ms). A wakeup that
+    // preempts the hog makes the kernel skip its next clock update, so the
+    // kernel's run delay leaves out the time to the switch that the tracer
+    // sees: up to a few µs a wait here, tens of µs emulated. A wait dated
+    // by a wrong offset would be off by the offset, or by a stale clock's age.
+    let per_wait: u64 = if emulated() { 100_000 } else { 10_000 };
+    let slack = (kernel as f64 * schedstat_tolerance()) as u64 + 2_000_000;
+    check(
+        traced + slack >= kernel && traced <= kernel + slack + waits * per_wait,
+        || {
+            format!(
+                "the service's traced wait is {traced} ns in {waits} waits; its schedstat run \
+                 delay grew {kernel} ns"
+            )
+        },
+    )?;
     Ok(Completion::Completed)
 }
 

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod blame_cache;
 pub mod causes;
+pub mod clock;
 pub mod counters;
 pub mod hist;
 pub mod layout;

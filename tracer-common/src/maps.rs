@@ -129,7 +129,7 @@ pub const COMM_LEN: usize = 16;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TaskWait {
-    /// `bpf_ktime_get_ns()` when the task last became runnable without running;
+    /// When the task last became runnable without running (programs' clock);
     /// 0 while it runs or sleeps.
     pub queued_at: u64,
     /// Start of the current segment.
@@ -221,6 +221,9 @@ pub struct CpuState {
     /// the kernel raises meanwhile (of an RCU thread, from the free itself)
     /// cannot have storage of its own, and is the tracer's own doing.
     pub freeing: u64,
+    /// This CPU's run-queue clock on the programs' clock, for wakeups that
+    /// date a wait without reading the time themselves.
+    pub clock: crate::clock::ClockOffset,
     /// Event counters ([`Counter`]) of the programs that ran on this CPU. Here
     /// rather than in a per-CPU map: the entry is looked up anyway, and an array
     /// lookup is inlined where a per-CPU map lookup is a helper call.

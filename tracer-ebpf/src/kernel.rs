@@ -165,6 +165,18 @@ pub fn tg_cfs_rq_on(tg: *const u8, cpu: u32) -> Option<*const u8> {
     Probe::read(per_cpu, cpu * 8)
 }
 
+/// `cfs_rq->rq`: the run queue of a cfs_rq (BTF-typed).
+#[inline(always)]
+pub fn cfs_rq_rq(cfs_rq: *const u8) -> Option<*const u8> {
+    read(cfs_rq, layout!(cfs_rq_rq))
+}
+
+/// `rq->clock`: the run queue's `sched_clock`, as of its last update.
+#[inline(always)]
+pub fn rq_clock(rq: *const u8) -> Option<u64> {
+    read(rq, layout!(rq_clock))
+}
+
 /// `cfs_rq->rq->cpu`: the CPU a task is queued on.
 #[inline(always)]
 pub fn cfs_rq_cpu(cfs_rq: *const u8) -> Option<u32> {

@@ -115,7 +115,8 @@ pub(crate) fn count(counter: Counter) {
 /// Timestamps come from `bpf_ktime_get_ns()`, not from the run queue's own
 /// clock: that one would be free to read, but the scheduler skips its update
 /// after a wakeup that preempts, so the woken task's wait would read as 0 where
-/// it was really a few microseconds.
+/// it was really a few microseconds. Wakeups, which the scheduler stamps just
+/// before their tracepoint, use it put on this clock (`tracer_common::clock`).
 #[inline(always)]
 pub(crate) fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }

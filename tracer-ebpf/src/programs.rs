@@ -5,8 +5,8 @@
 
 use crate::blame::{blame_due, charge, tracer_flush_blame};
 use crate::kernel::{
-    self, Direct, Probe, cfs_rq_cpu, fill_occupant, has_feature, kn_id, layout, read, task_cfs_rq,
-    task_cgroup_kn, task_pid, tg_cfs_rq_on,
+    self, Direct, Probe, cfs_rq_rq, fill_occupant, has_feature, kn_id, layout, read, rq_clock,
+    task_cfs_rq, task_cgroup_kn, task_pid, tg_cfs_rq_on,
 };
 use crate::maps::{count, cpu_state, now};
 use crate::record::{record_run, record_wait};
@@ -48,6 +48,14 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     cs.count(Counter::Switch);
+    // prev is on this CPU's run queue, whose clock wakeups read instead of
+    // the time (see tracer_common::clock). The idle task has one too.
+    if let Some(clock) = task_cfs_rq(prev.cast())
+        .and_then(cfs_rq_rq)
+        .and_then(rq_clock)
+    {
+        cs.clock.sample(now, clock);
+    }
 
     // The last switch reported here put another task on this CPU: prev's own
     // switch-in was not reported (see resync.rs).
@@ -238,12 +246,20 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 /// another CPU's.
 #[inline(always)]
 fn mark_queued(task: *mut Task) {
-    let now = now();
-    let Some(cpu) = task_cfs_rq(task.cast()).and_then(cfs_rq_cpu) else {
+    let rq = task_cfs_rq(task.cast()).and_then(cfs_rq_rq);
+    let Some(cpu) = rq.and_then(|rq| read::<u32>(rq, layout!(rq_cpu))) else {
         count(Counter::ReadFail);
         return;
     };
-    let busy = cpu_state(cpu).map_or(0, |cs| cs.runs.busy_at(now));
+    // The wakeup has just updated that run queue's clock: put on the
+    // programs' clock, it saves reading the time (see tracer_common::clock).
+    let cs = cpu_state(cpu);
+    let now = cs
+        .as_ref()
+        .zip(rq.and_then(rq_clock))
+        .and_then(|(cs, clock)| cs.clock.monotonic(clock))
+        .unwrap_or_else(now);
+    let busy = cs.map_or(0, |cs| cs.runs.busy_at(now));
     begin_wait(task, now, cpu, busy);
 }
 

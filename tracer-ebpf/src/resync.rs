@@ -17,7 +17,9 @@ use tracer_common::{
     maps::{Counter, CpuState, TaskWait},
 };
 
-use crate::kernel::{Direct, fill_occupant, layout, read, task_cfs_rq, task_pid};
+use crate::kernel::{
+    Direct, cfs_rq_rq, fill_occupant, layout, read, rq_clock, task_cfs_rq, task_pid,
+};
 use crate::maps::{count, cpu_state};
 use crate::record::record_wait;
 use crate::stats::{NO_SELECTION, Victims, cgroup_entry, selection_stats, victims_of};
@@ -73,11 +75,9 @@ fn resync_runs(prev: *mut Task, now: u64, cs: &mut CpuState) -> u64 {
         cs.runs.start_run(floor, true);
         return 0;
     }
-    let cfs_rq = task_cfs_rq(t).unwrap_or(core::ptr::null());
-    let rq: *const u8 = read(cfs_rq, layout!(cfs_rq_rq)).unwrap_or(core::ptr::null());
     let arrived = match (
         read::<u64>(t, layout!(task_last_arrival)),
-        read::<u64>(rq, layout!(rq_clock)),
+        task_cfs_rq(t).and_then(cfs_rq_rq).and_then(rq_clock),
     ) {
         (Some(last), Some(clock)) => arrival(now, clock, last, floor),
         // Without the kernel's stamp: the last switch seen here, the earliest
