@@ -61,6 +61,7 @@ const VM_TESTS: &[&str] = &[
     // waits.rs
     "two_busy_cgroups_sharing_a_cpu_each_wait_half_the_time",
     "traced_wait_matches_schedstat_run_delay",
+    "waits_begun_by_wakeups_match_schedstat_run_delay",
     "waits_that_migrate_still_match_schedstat_and_stay_contended",
     // attribution.rs
     // (each on both tiers: the guests allow fentry)
