@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use libtest_mimic::{Completion, Trial};
-use tracer::session::Config;
+use libtest_mimic::{Completion, Failed, Trial};
+use tracer::{histogram::Summary, recording::Recording, session::Config};
 use tracer_tests::{Load, TestCgroup, Worker, run_delay_ns};
 
 use crate::{
@@ -183,26 +183,9 @@ fn matches_schedstat() -> TestResult {
     let _w2 = Worker::start(Load::Spin, &cg, busy)?;
     std::thread::sleep(Duration::from_millis(200));
 
-    let session = crate::start_session(Config {
-        pids: vec![w1.pid],
-        ..Config::default()
-    })?;
-    let (before, from) = (run_delay_ns(w1.pid)?, std::time::Instant::now());
-    std::thread::sleep(TRACE_FOR);
-    let (after, window) = (run_delay_ns(w1.pid)?, from.elapsed());
-    let rec = session.stop()?;
-
     // The hog waits at a steady rate: the kernel's figure over the session.
-    let kernel = crate::over_session(after - before, window, &rec);
-    let traced = rec
-        .pids
-        .iter()
-        .find(|p| p.pid == w1.pid)
-        .ok_or("selected pid missing from the recording")?
-        .wait
-        .runnable_wait
-        .summary
-        .total_ns;
+    let (rec, wait, kernel) = traced_beside_schedstat(w1.pid)?;
+    let traced = wait.total_ns;
     let diff = apart(traced, kernel);
     measured(format!(
         "traced {traced} ns, schedstat {kernel} ns, {:.2} % apart; {} switches unseen of {}",
@@ -231,6 +214,30 @@ fn matches_schedstat() -> TestResult {
     Ok(Completion::Completed)
 }
 
+/// Traces `pid` alone for [`TRACE_FOR`]: the recording, its traced waits,
+/// and the kernel's run delay for it over the same time, scaled to the
+/// session's length (the task waits at a steady rate).
+fn traced_beside_schedstat(pid: u32) -> Result<(Recording, Summary, u64), Failed> {
+    let session = crate::start_session(Config {
+        pids: vec![pid],
+        ..Config::default()
+    })?;
+    let (before, from) = (run_delay_ns(pid)?, std::time::Instant::now());
+    std::thread::sleep(TRACE_FOR);
+    let (after, window) = (run_delay_ns(pid)?, from.elapsed());
+    let rec = session.stop()?;
+    let kernel = crate::over_session(after - before, window, &rec);
+    let wait = rec
+        .pids
+        .iter()
+        .find(|p| p.pid == pid)
+        .ok_or("selected pid missing from the recording")?
+        .wait
+        .runnable_wait
+        .summary;
+    Ok((rec, wait, kernel))
+}
+
 /// A light service that wakes every millisecond onto a CPU a hog holds: each
 /// of its waits begins at a wakeup, which the programs date by the woken run
 /// queue's clock put on their own (`tracer_common::clock`). Their sum agrees
@@ -249,23 +256,7 @@ fn wakeup_waits_match_schedstat() -> TestResult {
         busy,
     )?;
     std::thread::sleep(Duration::from_millis(200));
-    let session = crate::start_session(Config {
-        pids: vec![svc.pid],
-        ..Config::default()
-    })?;
-    let (before, from) = (run_delay_ns(svc.pid)?, std::time::Instant::now());
-    std::thread::sleep(TRACE_FOR);
-    let (after, window) = (run_delay_ns(svc.pid)?, from.elapsed());
-    let rec = session.stop()?;
-    let kernel = crate::over_session(after - before, window, &rec);
-    let wait = &rec
-        .pids
-        .iter()
-        .find(|p| p.pid == svc.pid)
-        .ok_or("selected pid missing from the recording")?
-        .wait
-        .runnable_wait
-        .summary;
+    let (_, wait, kernel) = traced_beside_schedstat(svc.pid)?;
     let (traced, waits) = (wait.total_ns, wait.count);
     measured(format!(
         "traced {traced} ns in {waits} waits, schedstat {kernel} ns: {:.2} % apart, \

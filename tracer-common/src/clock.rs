@@ -50,18 +50,16 @@ impl ClockOffset {
     #[inline(always)]
     pub fn sample(&mut self, now: u64, rq_clock: u64) {
         let sample = now.wrapping_sub(rq_clock);
-        if self.sampled_at != 0 && now >= self.sampled_at {
-            let allowed = self
-                .offset
-                .wrapping_add((now - self.sampled_at) >> DRIFT_SHIFT);
-            // Signed: the least of two offsets either side of zero.
-            if (allowed.wrapping_sub(sample) as i64) < 0 {
-                self.offset = allowed;
-                self.sampled_at = now;
-                return;
-            }
-        }
-        self.offset = sample;
+        let known = self.sampled_at != 0 && now >= self.sampled_at;
+        let allowed = self
+            .offset
+            .wrapping_add(now.wrapping_sub(self.sampled_at) >> DRIFT_SHIFT);
+        // Signed: the least of two offsets either side of zero.
+        self.offset = if known && (allowed.wrapping_sub(sample) as i64) < 0 {
+            allowed
+        } else {
+            sample
+        };
         self.sampled_at = now;
     }
 
@@ -76,7 +74,7 @@ impl ClockOffset {
 mod tests {
     use super::*;
 
-    /// A CPU whose `sched_clock` runs `off` ns behind `CLOCK_MONOTONIC`.
+    /// An estimate after `samples` of (`CLOCK_MONOTONIC`, `rq->clock`).
     fn sampled(samples: &[(u64, u64)]) -> ClockOffset {
         let mut c = ClockOffset::UNSET;
         for &(now, rq) in samples {

@@ -177,9 +177,20 @@ pub fn rq_clock(rq: *const u8) -> Option<u64> {
     read(rq, layout!(rq_clock))
 }
 
+/// The clock of the run queue `task` is on (`task->se.cfs_rq->rq->clock`).
+#[inline(always)]
+pub fn task_rq_clock(task: *const u8) -> Option<u64> {
+    task_cfs_rq(task).and_then(cfs_rq_rq).and_then(rq_clock)
+}
+
+/// `rq->cpu`: the run queue's CPU.
+#[inline(always)]
+pub fn rq_cpu(rq: *const u8) -> Option<u32> {
+    read(rq, layout!(rq_cpu))
+}
+
 /// `cfs_rq->rq->cpu`: the CPU a task is queued on.
 #[inline(always)]
 pub fn cfs_rq_cpu(cfs_rq: *const u8) -> Option<u32> {
-    let rq: *const u8 = read(cfs_rq, layout!(cfs_rq_rq))?;
-    read(rq, layout!(rq_cpu))
+    cfs_rq_rq(cfs_rq).and_then(rq_cpu)
 }

@@ -6,7 +6,7 @@
 use crate::blame::{blame_due, charge, tracer_flush_blame};
 use crate::kernel::{
     self, Direct, Probe, cfs_rq_rq, fill_occupant, has_feature, kn_id, layout, read, rq_clock,
-    task_cfs_rq, task_cgroup_kn, task_pid, tg_cfs_rq_on,
+    rq_cpu, task_cfs_rq, task_cgroup_kn, task_pid, task_rq_clock, tg_cfs_rq_on,
 };
 use crate::maps::{count, cpu_state, now};
 use crate::record::{record_run, record_wait};
@@ -50,10 +50,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     cs.count(Counter::Switch);
     // prev is on this CPU's run queue, whose clock wakeups read instead of
     // the time (see tracer_common::clock). The idle task has one too.
-    if let Some(clock) = task_cfs_rq(prev.cast())
-        .and_then(cfs_rq_rq)
-        .and_then(rq_clock)
-    {
+    if let Some(clock) = task_rq_clock(prev.cast()) {
         cs.clock.sample(now, clock);
     }
 
@@ -247,7 +244,7 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn mark_queued(task: *mut Task) {
     let rq = task_cfs_rq(task.cast()).and_then(cfs_rq_rq);
-    let Some(cpu) = rq.and_then(|rq| read::<u32>(rq, layout!(rq_cpu))) else {
+    let Some(cpu) = rq.and_then(rq_cpu) else {
         count(Counter::ReadFail);
         return;
     };

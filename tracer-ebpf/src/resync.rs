@@ -17,9 +17,7 @@ use tracer_common::{
     maps::{Counter, CpuState, TaskWait},
 };
 
-use crate::kernel::{
-    Direct, cfs_rq_rq, fill_occupant, layout, read, rq_clock, task_cfs_rq, task_pid,
-};
+use crate::kernel::{Direct, fill_occupant, layout, read, task_cfs_rq, task_pid, task_rq_clock};
 use crate::maps::{count, cpu_state};
 use crate::record::record_wait;
 use crate::stats::{NO_SELECTION, Victims, cgroup_entry, selection_stats, victims_of};
@@ -75,10 +73,7 @@ fn resync_runs(prev: *mut Task, now: u64, cs: &mut CpuState) -> u64 {
         cs.runs.start_run(floor, true);
         return 0;
     }
-    let arrived = match (
-        read::<u64>(t, layout!(task_last_arrival)),
-        task_cfs_rq(t).and_then(cfs_rq_rq).and_then(rq_clock),
-    ) {
+    let arrived = match (read::<u64>(t, layout!(task_last_arrival)), task_rq_clock(t)) {
         (Some(last), Some(clock)) => arrival(now, clock, last, floor),
         // Without the kernel's stamp: the last switch seen here, the earliest
         // it can have been (what the wait is then short of is not invented).
