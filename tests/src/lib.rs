@@ -104,6 +104,18 @@ impl TestCgroup {
         Ok(())
     }
 
+    /// Removes its CPU quota: the group is unthrottled at once and never
+    /// throttled again.
+    pub fn lift_quota(&self) -> anyhow::Result<()> {
+        let v2 = self.dir.join("cpu.max");
+        if v2.exists() {
+            std::fs::write(&v2, "max")?;
+        } else {
+            std::fs::write(self.dir.join("cpu.cfs_quota_us"), "-1")?;
+        }
+        Ok(())
+    }
+
     /// The kernel's counters for it now.
     pub fn cpu_stat(&self) -> anyhow::Result<tracer::cpustat::CpuStat> {
         tracer::cpustat::read_cpu_stat(&self.dir)
