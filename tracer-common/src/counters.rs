@@ -27,6 +27,7 @@ pub enum Counter {
     SwitchUnseen = 16,
     WakeupInOwnFree = 17,
     ThrottleClockLost = 18,
+    WakeUnseen = 19,
 }
 
 /// What a counter tells its reader.
@@ -54,7 +55,7 @@ pub struct CounterInfo {
 }
 
 impl Counter {
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Switch,
         Counter::Wakeup,
@@ -75,6 +76,7 @@ impl Counter {
         Counter::SwitchUnseen,
         Counter::WakeupInOwnFree,
         Counter::ThrottleClockLost,
+        Counter::WakeUnseen,
     ];
 
     /// The counter table.
@@ -125,6 +127,11 @@ impl Counter {
                 "throttle_clocks_lost",
                 Loss,
                 "wait segments whose throttle clock went back (the fentry tier's map evicted its cfs_rq), or throttles whose clock could not be kept: their throttled time is unknown",
+            ),
+            Counter::WakeUnseen => (
+                "woken_waits_unseen",
+                Loss,
+                "waits begun by a wakeup whose end the sched_switch tracepoint did not report, where the wakeup programs are left out (6.18+): their start is unknown, and they are not recorded",
             ),
             Counter::BlameMapFull => (
                 "blame_map_full",

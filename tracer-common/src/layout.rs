@@ -25,6 +25,12 @@ pub const FEATURE_FENTRY: u32 = 1 << 3;
 /// whether the exiting thread is its process's last.
 pub const FEATURE_EXIT_GROUP_DEAD: u32 = 1 << 4;
 
+/// A wait begun by a wakeup is dated at the switch-in, from the kernel's own
+/// enqueue stamp (`sched_info.last_queued`), and the wakeup tracepoints are
+/// left alone: where tasks are throttled (6.18+), such a wait is never
+/// throttled (see `crate::wake_stamp`).
+pub const FEATURE_WAKE_STAMP: u32 = 1 << 5;
+
 /// How the programs read a cfs_rq's cumulative throttled time `S` (see
 /// [`KernelLayout::throttle_method`]). `S` grows while the cfs_rq or one of its
 /// ancestors is throttled on that CPU; a wait's throttled part is `ΔS` over the
@@ -117,6 +123,14 @@ pub struct KernelLayout {
     /// [`ABSENT`]: when the task last got a CPU, on its run queue's clock. It
     /// dates a switch-in the `sched_switch` tracepoint did not report.
     pub task_last_arrival: u32,
+    /// `task_struct.sched_info.last_queued` (`CONFIG_SCHED_INFO`), or
+    /// [`ABSENT`]: when the task was last queued without running since, on
+    /// its run queue's clock; 0 while it runs or sleeps.
+    pub task_last_queued: u32,
+    /// `task_struct.sched_info.run_delay` (`CONFIG_SCHED_INFO`), or
+    /// [`ABSENT`]: the task's time queued without running, summed by the
+    /// kernel at each arrival.
+    pub task_run_delay: u32,
     /// One of [`method`].
     pub throttle_method: u32,
     /// `FEATURE_*` bits.
@@ -153,6 +167,8 @@ impl KernelLayout {
         rq_cpu: ABSENT,
         rq_clock: ABSENT,
         task_last_arrival: ABSENT,
+        task_last_queued: ABSENT,
+        task_run_delay: ABSENT,
         throttle_method: method::STATE,
         features: 0,
     };
@@ -162,4 +178,4 @@ impl KernelLayout {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 29 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 31 * 4);

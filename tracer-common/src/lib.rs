@@ -12,6 +12,7 @@ pub mod counters;
 pub mod hist;
 pub mod layout;
 pub mod maps;
+pub mod wake_stamp;
 
 #[cfg(feature = "user")]
 mod user {

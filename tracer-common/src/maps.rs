@@ -145,6 +145,11 @@ pub struct TaskWait {
     pub contended_acc: u64,
     /// The cgroup whose quota ran out, if the wait began with a throttle.
     pub throttled_by: u64,
+    /// The kernel's run delay (`sched_info.run_delay`) with the wait ended by
+    /// the last switch-in seen counted in it; 0 if none was seen. Where the
+    /// wakeup programs are left out, a wait whose switch-in went unreported is
+    /// what the run delay grew by since (see `crate::wake_stamp`).
+    pub delay_seen: u64,
     /// CPU of the current segment.
     pub cpu: u32,
     /// `WAIT_*` bits.
@@ -224,6 +229,10 @@ pub struct CpuState {
     /// This CPU's run-queue clock on the programs' clock, for wakeups that
     /// date a wait without reading the time themselves.
     pub clock: crate::clock::ClockOffset,
+    /// The first switch the programs saw here (0: none yet): a wait dated
+    /// earlier began before the tracer could see it (see
+    /// `crate::wake_stamp`).
+    pub first_switch: u64,
     /// Event counters ([`Counter`]) of the programs that ran on this CPU. Here
     /// rather than in a per-CPU map: the entry is looked up anyway, and an array
     /// lookup is inlined where a per-CPU map lookup is a helper call.
@@ -394,4 +403,4 @@ const _: () = assert!(core::mem::size_of::<EpisodeRecord>() == 48);
 const _: () = assert!(core::mem::size_of::<ThrottleClock>() == 32);
 const _: () = assert!(core::mem::size_of::<Interval>() == 48);
 const _: () = assert!(core::mem::size_of::<CgroupStats>().is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<TaskWait>() == 72);
+const _: () = assert!(core::mem::size_of::<TaskWait>() == 80);

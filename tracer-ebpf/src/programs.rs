@@ -23,8 +23,11 @@ use aya_ebpf::{
 use tracer_common::{
     account::Readings,
     causes::Split,
-    layout::{FEATURE_EXIT_GROUP_DEAD, FEATURE_FENTRY, FEATURE_SWITCH_PREV_STATE},
+    layout::{
+        FEATURE_EXIT_GROUP_DEAD, FEATURE_FENTRY, FEATURE_SWITCH_PREV_STATE, FEATURE_WAKE_STAMP,
+    },
     maps::{CgroupStats, Counter, CpuState, TaskWait},
+    wake_stamp::{delay_after, queued_since},
 };
 
 /// The kernel's `TASK_RUNNING`.
@@ -48,6 +51,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     cs.count(Counter::Switch);
+    if cs.first_switch == 0 {
+        cs.first_switch = now;
+    }
     // prev is on this CPU's run queue, whose clock wakeups read instead of
     // the time (see tracer_common::clock). The idle task has one too.
     if let Some(clock) = task_rq_clock(prev.cast()) {
@@ -187,19 +193,41 @@ fn end_segment(
     parts
 }
 
+/// The wait state of `task`, switched in or moved; created if `woken_unseen`
+/// (the wakeup programs, which would have created it, are left out).
+#[inline(always)]
+fn wait_state(task: *mut Task, woken_unseen: bool) -> Option<&'static mut TaskWait> {
+    let state = if woken_unseen {
+        unsafe { store::wait_or_new(task) }
+    } else {
+        unsafe { store::wait_of(task) }
+    };
+    // SAFETY: task storage, alive while the program runs.
+    state.map(|state| unsafe { &mut *state })
+}
+
 /// Ends the wait of `next`, just switched in on `cpu`, whose cgroup is the
 /// CPU's current occupant.
 #[inline(always)]
 fn end_wait(next: *mut Task, pid: u32, now: u64, cpu: u32, cs: &CpuState, stats: *mut CgroupStats) {
-    let Some(state) = (unsafe { store::wait_of(next) }) else {
+    let woken_unseen = has_feature(FEATURE_WAKE_STAMP);
+    let Some(state) = wait_state(next, woken_unseen) else {
         return;
     };
-    let state = unsafe { &mut *state };
-    if state.queued_at == 0 {
-        return;
-    }
     let task: *const u8 = next.cast();
     let cfs_rq = task_cfs_rq(task).unwrap_or(core::ptr::null());
+    if woken_unseen {
+        let stamp = read::<u64>(task, layout!(task_last_queued)).unwrap_or(0);
+        // For a later switch-in the tracepoint may not report (resync.rs).
+        let run_delay = read::<u64>(task, layout!(task_run_delay)).unwrap_or(0);
+        let clock = task_rq_clock(task).unwrap_or(0);
+        state.delay_seen = delay_after(run_delay, stamp, clock);
+        if state.queued_at == 0 && !begin_woken_wait(state, stamp, cfs_rq, now, cpu, cs) {
+            return;
+        }
+    } else if state.queued_at == 0 {
+        return;
+    }
     let victims = victims_of(task, pid, cs.runs.current.cgroup_id);
     let last = if state.cpu == cpu {
         end_segment(state, cfs_rq, now, cs, false, victims)
@@ -239,6 +267,46 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Begins a wait at `stamp`, the kernel's enqueue stamp of a task queued on
+/// `cpu` (whose state is `cs`) by a wakeup the programs did not see (see
+/// `tracer_common::wake_stamp`); false if the stamp cannot be used. Such a
+/// wait is never throttled: its throttle clock is read at `now`.
+#[inline(always)]
+fn begin_woken_wait(
+    state: &mut TaskWait,
+    stamp: u64,
+    cfs_rq: *const u8,
+    now: u64,
+    cpu: u32,
+    cs: &CpuState,
+) -> bool {
+    let Some(since) = queued_since(stamp, &cs.clock, now, cs.first_switch) else {
+        return false;
+    };
+    let busy = match cs.runs.busy_then_recent(since, now) {
+        Some(busy) => busy,
+        // SAFETY: a tracepoint program, preemption off.
+        None => unsafe { tracer_busy_then(cpu, since, now) },
+    };
+    let at = readings::<Direct>(cfs_rq, now, busy);
+    state.begin(since, cpu, at, false, 0);
+    true
+}
+
+/// `cpu`'s busy clock at `then`, up to `now` (see `Runs::busy_then`).
+///
+/// A global function, verified once on its own like `tracer_charge_runs`:
+/// inlined, its walk over the runs multiplied `sched_switch`'s states past
+/// the verifier's limit.
+///
+/// # Safety
+/// Called from a tracepoint program, with preemption off.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn tracer_busy_then(cpu: u32, then: u64, now: u64) -> u64 {
+    cpu_state(cpu).map_or(0, |cs| cs.runs.busy_then(then, now))
+}
+
 /// A woken task starts waiting on the run queue it was put on, which may be
 /// another CPU's.
 #[inline(always)]
@@ -267,19 +335,33 @@ pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct task_struct *p, int dest_cpu)
     let task: *mut Task = ctx.arg(0);
     let dest_cpu = ctx.arg::<u64>(1) as u32;
-    let Some(state) = (unsafe { store::wait_of(task) }) else {
+    let woken_unseen = has_feature(FEATURE_WAKE_STAMP);
+    let Some(state) = wait_state(task, woken_unseen) else {
         return 0;
     };
-    let state = unsafe { &mut *state };
-    if state.queued_at == 0 {
-        // Not waiting: wakeups pick their CPU before the wait begins.
-        return 0;
-    }
-    count(Counter::WaitMigrated);
     let t: *const u8 = task.cast();
     // Still the source cfs_rq: the tracepoint fires before the move.
     let cfs_rq = task_cfs_rq(t).unwrap_or(core::ptr::null());
-    let now = now();
+    let now = if state.queued_at != 0 {
+        now()
+    } else {
+        // Not waiting: a wakeup picks its CPU before the task is queued. Or
+        // queued by a wakeup the programs do not see: its wait begins at
+        // its stamp, on the CPU it leaves.
+        let stamp = read::<u64>(t, layout!(task_last_queued)).unwrap_or(0);
+        if !woken_unseen || stamp == 0 {
+            return 0;
+        }
+        let now = now();
+        let Some(src) = cfs_rq_rq(cfs_rq).and_then(rq_cpu) else {
+            return 0;
+        };
+        match cpu_state(src) {
+            Some(src_state) if begin_woken_wait(state, stamp, cfs_rq, now, src, src_state) => now,
+            _ => return 0,
+        }
+    };
+    count(Counter::WaitMigrated);
     if let Some(old) = cpu_state(state.cpu)
         && let Some(cgroup) = task_cgroup_kn(t).and_then(kn_id)
     {

@@ -14,11 +14,16 @@
 use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
 use tracer_common::{
     account::{Readings, arrival},
+    layout::FEATURE_WAKE_STAMP,
     maps::{Counter, CpuState, TaskWait},
+    wake_stamp::unseen_since,
 };
 
-use crate::kernel::{Direct, fill_occupant, layout, read, task_cfs_rq, task_pid, task_rq_clock};
+use crate::kernel::{
+    Direct, fill_occupant, has_feature, layout, read, task_cfs_rq, task_pid, task_rq_clock,
+};
 use crate::maps::{count, cpu_state};
+use crate::programs::tracer_busy_then;
 use crate::record::record_wait;
 use crate::stats::{NO_SELECTION, Victims, cgroup_entry, selection_stats, victims_of};
 use crate::store::{self, Task};
@@ -91,14 +96,45 @@ fn resync_runs(prev: *mut Task, now: u64, cs: &mut CpuState) -> u64 {
 #[inline(never)]
 fn missed_wait(prev: *mut Task, arrived: u64, cpu: u32, cs: &CpuState) -> bool {
     let t: *const u8 = prev.cast();
+    let woken_unseen = has_feature(FEATURE_WAKE_STAMP);
     let Some(state) = (unsafe { store::wait_of(prev) }) else {
+        if woken_unseen {
+            count(Counter::WakeUnseen);
+        }
         return false;
     };
     let state = unsafe { &mut *state };
+    let cfs_rq = task_cfs_rq(t).unwrap_or(core::ptr::null());
+    if woken_unseen {
+        // Where the wakeup programs are left out, a wait a wakeup began is
+        // dated at its switch-in, which went unreported: it is what the
+        // kernel's run delay grew by (see tracer_common::wake_stamp).
+        let run_delay = read::<u64>(t, layout!(task_run_delay)).unwrap_or(0);
+        if state.queued_at == 0 {
+            let Some(since) = unseen_since(arrived, run_delay, state.delay_seen) else {
+                count(Counter::WakeUnseen);
+                state.delay_seen = run_delay;
+                return false;
+            };
+            let busy = match cs.runs.busy_then_recent(since, arrived) {
+                Some(busy) => busy,
+                // SAFETY: a tracepoint program, preemption off.
+                None => unsafe { tracer_busy_then(cpu, since, arrived) },
+            };
+            let clock = throttle_clock::<Direct>(cfs_rq, arrived);
+            let at = Readings {
+                cfs_rq: cfs_rq as u64,
+                throttle: clock.unwrap_or(0),
+                has_throttle: clock.is_some(),
+                busy,
+            };
+            state.begin(since, cpu, at, false, 0);
+        }
+        state.delay_seen = run_delay;
+    }
     if state.queued_at == 0 || state.cpu != cpu {
         return false;
     }
-    let cfs_rq = task_cfs_rq(t).unwrap_or(core::ptr::null());
     let Some(slot) = MISSED_END.get_ptr_mut(0) else {
         return false;
     };

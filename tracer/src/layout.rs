@@ -5,7 +5,7 @@
 use anyhow::{Context as _, ensure};
 use tracer_common::layout::{
     ABSENT, FEATURE_AUTOGROUP, FEATURE_EXIT_GROUP_DEAD, FEATURE_SWITCH_PREV_STATE,
-    FEATURE_TASK_THROTTLE, KernelLayout, method,
+    FEATURE_TASK_THROTTLE, FEATURE_WAKE_STAMP, KernelLayout, method,
 };
 
 use crate::btf::Btf;
@@ -144,6 +144,13 @@ pub fn from_btf(btf: &Btf) -> anyhow::Result<KernelLayout> {
     if task_throttled != ABSENT {
         features |= FEATURE_TASK_THROTTLE;
     }
+    // Where tasks are throttled, a wakeup's wait is never throttled, and the
+    // kernel's enqueue stamp dates it: the wakeup programs are not needed.
+    let task_last_queued = optional(btf, "task_struct", "sched_info.last_queued", 8)?;
+    let task_run_delay = optional(btf, "task_struct", "sched_info.run_delay", 8)?;
+    if task_throttled != ABSENT && task_last_queued != ABSENT && task_run_delay != ABSENT {
+        features |= FEATURE_WAKE_STAMP;
+    }
     ensure!(
         btf.has_member("cfs_rq", "throttle_count"),
         "this kernel has no CFS bandwidth control (cfs_rq.throttle_count; CONFIG_CFS_BANDWIDTH)"
@@ -181,6 +188,8 @@ pub fn from_btf(btf: &Btf) -> anyhow::Result<KernelLayout> {
         rq_cpu: required(btf, "rq", "cpu", 4)?,
         rq_clock: required(btf, "rq", "clock", 8)?,
         task_last_arrival: optional(btf, "task_struct", "sched_info.last_arrival", 8)?,
+        task_last_queued,
+        task_run_delay,
         throttle_method,
         features,
     })
@@ -378,11 +387,14 @@ mod tests {
                 rq_cpu: 100,
                 rq_clock: 200,
                 task_last_arrival: 1500 + 16,
+                task_last_queued: 1500 + 24,
+                task_run_delay: 1500 + 8,
                 throttle_method: method::SELF_TIME,
                 features: FEATURE_SWITCH_PREV_STATE
                     | FEATURE_AUTOGROUP
                     | FEATURE_TASK_THROTTLE
-                    | FEATURE_EXIT_GROUP_DEAD,
+                    | FEATURE_EXIT_GROUP_DEAD
+                    | FEATURE_WAKE_STAMP,
             }
         );
     }
@@ -404,6 +416,12 @@ mod tests {
         );
         assert_eq!(v6_1.task_throttled, ABSENT);
         assert_eq!(v6_1.features & FEATURE_TASK_THROTTLE, 0);
+        assert_eq!(
+            v6_1.features & FEATURE_WAKE_STAMP,
+            0,
+            "a wakeup's wait may be throttled where whole cfs_rqs are"
+        );
+        assert_eq!(v6_1.task_last_queued, 1500 + 24, "found all the same");
         let no_group_dead = from_btf(&synthetic(&Kernel {
             exit_group_dead: false,
             ..V6_18
@@ -544,6 +562,14 @@ mod tests {
         assert_eq!(
             layout.task_last_arrival,
             offset_in("task_struct", "sched_info") + offset_in("sched_info", "last_arrival")
+        );
+        assert_eq!(
+            layout.task_last_queued,
+            offset_in("task_struct", "sched_info") + offset_in("sched_info", "last_queued")
+        );
+        assert_eq!(
+            layout.task_run_delay,
+            offset_in("task_struct", "sched_info") + offset_in("sched_info", "run_delay")
         );
         assert_eq!(layout.cfs_rq_load_weight, offset_in("cfs_rq", "load"));
         let throttled_bits = bits_in("cfs_rq", "throttled");

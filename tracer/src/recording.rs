@@ -215,6 +215,10 @@ pub struct ProbeStatus {
     pub verified_insns: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why it was not attached although nothing failed: this kernel makes it
+    /// unnecessary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_needed: Option<String>,
 }
 
 /// Everything a session measured: what `--output` / `--json` write (see

@@ -7,7 +7,7 @@ use tracer_common::{causes::Cause, maps::Counter};
 use crate::{
     format::{fmt_ns, group_digits, percent_cell, visible},
     histogram::render_text,
-    recording::{CgroupEntry, Recording, WaitHistogram, WaitSplit},
+    recording::{CgroupEntry, ProbeStatus, Recording, WaitHistogram, WaitSplit},
     verdict::Verdict,
 };
 
@@ -229,7 +229,28 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         .map(|p| format!("{}/{}", visible(&p.kind), visible(&p.name)))
         .collect();
     let _ = writeln!(out, "probes: {}", attached.join(", "));
-    for p in rec.probes.iter().filter(|p| !p.attached) {
+    let unneeded: Vec<&ProbeStatus> = rec
+        .probes
+        .iter()
+        .filter(|p| p.not_needed.is_some())
+        .collect();
+    if let Some(why) = unneeded.first().and_then(|p| p.not_needed.as_deref()) {
+        let names: Vec<String> = unneeded
+            .iter()
+            .map(|p| format!("{}/{}", visible(&p.kind), visible(&p.name)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "probes left out: {}: {}",
+            names.join(", "),
+            visible(why)
+        );
+    }
+    for p in rec
+        .probes
+        .iter()
+        .filter(|p| !p.attached && p.not_needed.is_none())
+    {
         let _ = writeln!(
             out,
             "probe not attached: {}/{}: {}",
@@ -247,12 +268,24 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         visible(&rec.throttle_method)
     );
     let e = &rec.events;
+    // Where the wakeup programs are not needed, nothing counts wakeups.
+    let wakeups = if rec
+        .probes
+        .iter()
+        .any(|p| p.name == "sched_wakeup" && p.attached)
+    {
+        format!(
+            ", {} sched_wakeup, {} sched_wakeup_new",
+            group_digits(e.get(Counter::Wakeup)),
+            group_digits(e.get(Counter::WakeupNew))
+        )
+    } else {
+        String::new()
+    };
     let _ = write!(
         out,
-        "events: {} sched_switch, {} sched_wakeup, {} sched_wakeup_new; {} waits recorded, {} throttle episodes",
+        "events: {} sched_switch{wakeups}; {} waits recorded, {} throttle episodes",
         group_digits(e.get(Counter::Switch)),
-        group_digits(e.get(Counter::Wakeup)),
-        group_digits(e.get(Counter::WakeupNew)),
         group_digits(e.get(Counter::WaitRecorded)),
         group_digits(e.get(Counter::Episode)),
     );
@@ -536,6 +569,7 @@ mod tests {
                     attached: true,
                     verified_insns: Some(1234),
                     error: None,
+                    not_needed: None,
                 },
                 ProbeStatus {
                     name: "sched_process_exit".into(),
@@ -543,6 +577,7 @@ mod tests {
                     attached: false,
                     verified_insns: None,
                     error: Some("refused".into()),
+                    not_needed: None,
                 },
             ],
             sched_slice_ns: 0,
@@ -674,6 +709,44 @@ mod tests {
         rec.events.set(Counter::CgroupMapFull, 3);
         let text = render(&rec, TextOptions::default());
         assert!(text.contains("LOST: 3 cgroup_map_full"), "{text}");
+    }
+
+    #[test]
+    fn wakeup_programs_left_out_are_said_once_and_not_counted() {
+        let mut rec = recording();
+        rec.events.set(Counter::Switch, 10);
+        let text = render(&rec, TextOptions::default());
+        assert!(text.contains("events: 10 sched_switch; "), "{text}");
+        let why = "not needed: wakeups are dated at the switch-in";
+        for name in ["sched_wakeup", "sched_wakeup_new"] {
+            rec.probes.push(ProbeStatus {
+                name: name.into(),
+                kind: "tp_btf".into(),
+                attached: false,
+                verified_insns: None,
+                error: None,
+                not_needed: Some(why.into()),
+            });
+        }
+        let text = render(&rec, TextOptions::default());
+        assert!(
+            text.contains(&format!(
+                "probes left out: tp_btf/sched_wakeup, tp_btf/sched_wakeup_new: {why}\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains("probe not attached: tp_btf/sched_wakeup"),
+            "{text}"
+        );
+        assert!(text.contains("probe not attached: tp_btf/sched_process_exit: refused"));
+        rec.probes[2].attached = true;
+        rec.probes[2].not_needed = None;
+        let text = render(&rec, TextOptions::default());
+        assert!(
+            text.contains("events: 10 sched_switch, 0 sched_wakeup, 0 sched_wakeup_new; "),
+            "{text}"
+        );
     }
 
     #[test]

@@ -91,9 +91,19 @@ pub fn load_and_attach(options: &LoadOptions, btf: &Btf) -> anyhow::Result<Loade
         }
     };
     let load = |layout: &KernelLayout, probes: &[&Probe]| {
+        let (needed, unneeded): (Vec<&Probe>, Vec<&Probe>) =
+            probes.iter().partition(|p| p.needed(layout.features));
         let mut ebpf = load_object(options, layout, &aya_btf, cpus, max_cgroups)?;
-        let mut statuses = load_all(&mut ebpf, probes, &aya_btf)?;
-        let attached_at = attach_all(&mut ebpf, probes, &mut statuses, &options.left_out)?;
+        let mut statuses = load_all(&mut ebpf, &needed, &aya_btf)?;
+        let attached_at = attach_all(&mut ebpf, &needed, &mut statuses, &options.left_out)?;
+        statuses.extend(unneeded.iter().map(|p| ProbeStatus {
+            name: p.target.to_owned(),
+            kind: p.hook.name().to_owned(),
+            attached: false,
+            verified_insns: None,
+            error: None,
+            not_needed: Some(p.unneeded_with.1.to_owned()),
+        }));
         anyhow::Ok((ebpf, statuses, attached_at))
     };
 
@@ -203,6 +213,7 @@ fn load_all(
             attached: false,
             verified_insns,
             error,
+            not_needed: None,
         });
     }
     Ok(statuses)

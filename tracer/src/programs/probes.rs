@@ -1,6 +1,8 @@
 //! The programs of the object, where each attaches, and whether the tracer
 //! can work without it: data, so that the report can say exactly what ran.
 
+use tracer_common::layout::FEATURE_WAKE_STAMP;
+
 /// How a program attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
@@ -32,6 +34,23 @@ pub struct Probe {
     pub required: bool,
     /// What it is for, in the words of an error message.
     pub role: &'static str,
+    /// `FEATURE_*` bits of the kernel layout with which it is not needed (0:
+    /// always needed), and why, for the report.
+    pub unneeded_with: (u32, &'static str),
+}
+
+/// Why the wakeup programs are left out with [`FEATURE_WAKE_STAMP`].
+const WAKE_STAMP: (u32, &str) = (
+    FEATURE_WAKE_STAMP,
+    "not needed: the kernel throttles tasks, not run queues, so a wakeup's wait is never throttled, \
+     and its enqueue stamp dates the wait at the switch-in",
+);
+
+impl Probe {
+    /// Whether the programs need it on a kernel with `features`.
+    pub fn needed(&self, features: u32) -> bool {
+        self.unneeded_with.0 & features == 0
+    }
 }
 
 /// The tracepoint tier: complete on its own, on every kernel. In the order
@@ -47,6 +66,7 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: false,
         role: "frees per-task state when a task exits (the kernel frees it later otherwise)",
+        unneeded_with: (0, ""),
     },
     Probe {
         program: "sched_migrate_task",
@@ -54,6 +74,7 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: true,
         role: "splits a wait whose task moves to another CPU, so each part is measured on its own CPU",
+        unneeded_with: (0, ""),
     },
     Probe {
         program: "sched_wakeup",
@@ -61,6 +82,7 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: true,
         role: "starts a wait when a sleeping task is woken",
+        unneeded_with: WAKE_STAMP,
     },
     Probe {
         program: "sched_wakeup_new",
@@ -68,6 +90,7 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: true,
         role: "starts a wait when a new task is first queued",
+        unneeded_with: WAKE_STAMP,
     },
     Probe {
         program: "sched_switch",
@@ -75,6 +98,7 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: true,
         role: "ends waits at switch-in and starts them when a runnable task is switched out",
+        unneeded_with: (0, ""),
     },
 ];
 
@@ -91,6 +115,7 @@ pub const FENTRY_PROBES: &[Probe] = &[
         hook: Hook::FEntry,
         required: true,
         role: "names the cgroup whose quota ran out",
+        unneeded_with: (0, ""),
     },
     Probe {
         program: "tg_throttle_down",
@@ -98,6 +123,7 @@ pub const FENTRY_PROBES: &[Probe] = &[
         hook: Hook::FEntry,
         required: true,
         role: "starts the throttle of each cgroup level below it",
+        unneeded_with: (0, ""),
     },
     Probe {
         program: "tg_unthrottle_up",
@@ -105,5 +131,6 @@ pub const FENTRY_PROBES: &[Probe] = &[
         hook: Hook::FEntry,
         required: true,
         role: "ends it: reports the episode and advances the throttle clock",
+        unneeded_with: (0, ""),
     },
 ];
