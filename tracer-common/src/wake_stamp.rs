@@ -81,12 +81,14 @@ impl Runs {
     pub fn busy_then(&self, then: u64, now: u64) -> u64 {
         let mut busy = 0u64;
         let covered = self.for_each_run(then, now, true, |_, ns| busy = busy.wrapping_add(ns));
-        let since = if covered { busy } else { now - then };
+        let since = if covered {
+            busy
+        } else {
+            now.saturating_sub(then)
+        };
         self.busy_at(now).saturating_sub(since)
     }
-}
 
-impl Runs {
     /// [`Runs::busy_then`] without the walk, when at most the newest run
     /// remembered and the current one overlap `[then, now)`: a task woken
     /// while the task it then waited behind ran, or while the CPU was idle.

@@ -220,7 +220,7 @@ fn end_wait(next: *mut Task, pid: u32, now: u64, cpu: u32, cs: &CpuState, stats:
         let stamp = read::<u64>(task, layout!(task_last_queued)).unwrap_or(0);
         // For a later switch-in the tracepoint may not report (resync.rs).
         let run_delay = read::<u64>(task, layout!(task_run_delay)).unwrap_or(0);
-        let clock = task_rq_clock(task).unwrap_or(0);
+        let clock = cfs_rq_rq(cfs_rq).and_then(rq_clock).unwrap_or(0);
         state.delay_seen = delay_after(run_delay, stamp, clock);
         if state.queued_at == 0 && !begin_woken_wait(state, stamp, cfs_rq, now, cpu, cs) {
             return;
@@ -269,8 +269,7 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 
 /// Begins a wait at `stamp`, the kernel's enqueue stamp of a task queued on
 /// `cpu` (whose state is `cs`) by a wakeup the programs did not see (see
-/// `tracer_common::wake_stamp`); false if the stamp cannot be used. Such a
-/// wait is never throttled: its throttle clock is read at `now`.
+/// `tracer_common::wake_stamp`); false if the stamp cannot be used.
 #[inline(always)]
 fn begin_woken_wait(
     state: &mut TaskWait,
@@ -283,14 +282,29 @@ fn begin_woken_wait(
     let Some(since) = queued_since(stamp, &cs.clock, now, cs.first_switch) else {
         return false;
     };
+    begin_woken_at(state, since, cfs_rq, now, cpu, cs);
+    true
+}
+
+/// Begins at `since` the wait of a task queued on `cpu` (whose state is `cs`)
+/// by a wakeup the programs did not see, found at `now`. Such a wait is never
+/// throttled (see `tracer_common::wake_stamp`): its throttle clock is read at
+/// `now`.
+#[inline(always)]
+pub(crate) fn begin_woken_at(
+    state: &mut TaskWait,
+    since: u64,
+    cfs_rq: *const u8,
+    now: u64,
+    cpu: u32,
+    cs: &CpuState,
+) {
     let busy = match cs.runs.busy_then_recent(since, now) {
         Some(busy) => busy,
         // SAFETY: a tracepoint program, preemption off.
         None => unsafe { tracer_busy_then(cpu, since, now) },
     };
-    let at = readings::<Direct>(cfs_rq, now, busy);
-    state.begin(since, cpu, at, false, 0);
-    true
+    state.begin(since, cpu, readings::<Direct>(cfs_rq, now, busy), false, 0);
 }
 
 /// `cpu`'s busy clock at `then`, up to `now` (see `Runs::busy_then`).
@@ -353,7 +367,7 @@ pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
             return 0;
         }
         let now = now();
-        let Some(src) = cfs_rq_rq(cfs_rq).and_then(rq_cpu) else {
+        let Some(src) = kernel::cfs_rq_cpu(cfs_rq) else {
             return 0;
         };
         match cpu_state(src) {

@@ -23,7 +23,7 @@ use crate::kernel::{
     Direct, fill_occupant, has_feature, layout, read, task_cfs_rq, task_pid, task_rq_clock,
 };
 use crate::maps::{count, cpu_state};
-use crate::programs::tracer_busy_then;
+use crate::programs::begin_woken_at;
 use crate::record::record_wait;
 use crate::stats::{NO_SELECTION, Victims, cgroup_entry, selection_stats, victims_of};
 use crate::store::{self, Task};
@@ -116,19 +116,7 @@ fn missed_wait(prev: *mut Task, arrived: u64, cpu: u32, cs: &CpuState) -> bool {
                 state.delay_seen = run_delay;
                 return false;
             };
-            let busy = match cs.runs.busy_then_recent(since, arrived) {
-                Some(busy) => busy,
-                // SAFETY: a tracepoint program, preemption off.
-                None => unsafe { tracer_busy_then(cpu, since, arrived) },
-            };
-            let clock = throttle_clock::<Direct>(cfs_rq, arrived);
-            let at = Readings {
-                cfs_rq: cfs_rq as u64,
-                throttle: clock.unwrap_or(0),
-                has_throttle: clock.is_some(),
-                busy,
-            };
-            state.begin(since, cpu, at, false, 0);
+            begin_woken_at(state, since, cfs_rq, arrived, cpu, cs);
         }
         state.delay_seen = run_delay;
     }
