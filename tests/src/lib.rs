@@ -94,8 +94,7 @@ impl TestCgroup {
     /// Sets a CFS quota: `quota_us` of CPU time every `period_us` (cgroup v1 or
     /// v2 files, whichever the hierarchy has).
     pub fn set_quota(&self, quota_us: u64, period_us: u64) -> anyhow::Result<()> {
-        let v2 = self.dir.join("cpu.max");
-        if v2.exists() {
+        if let Some(v2) = self.cpu_max() {
             std::fs::write(&v2, format!("{quota_us} {period_us}"))?;
         } else {
             std::fs::write(self.dir.join("cpu.cfs_period_us"), period_us.to_string())?;
@@ -107,13 +106,19 @@ impl TestCgroup {
     /// Removes its CPU quota: the group is unthrottled at once and never
     /// throttled again.
     pub fn lift_quota(&self) -> anyhow::Result<()> {
-        let v2 = self.dir.join("cpu.max");
-        if v2.exists() {
+        if let Some(v2) = self.cpu_max() {
             std::fs::write(&v2, "max")?;
         } else {
             std::fs::write(self.dir.join("cpu.cfs_quota_us"), "-1")?;
         }
         Ok(())
+    }
+
+    /// Its cgroup v2 `cpu.max`, if the cpu controller is on v2 here (v1 has
+    /// `cpu.cfs_quota_us` and `cpu.cfs_period_us` instead).
+    fn cpu_max(&self) -> Option<std::path::PathBuf> {
+        let v2 = self.dir.join("cpu.max");
+        v2.exists().then_some(v2)
     }
 
     /// The kernel's counters for it now.

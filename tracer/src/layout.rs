@@ -559,18 +559,17 @@ mod tests {
         );
         assert_eq!(layout.rq_cpu, offset_in("rq", "cpu"));
         assert_eq!(layout.rq_clock, offset_in("rq", "clock"));
-        assert_eq!(
-            layout.task_last_arrival,
-            offset_in("task_struct", "sched_info") + offset_in("sched_info", "last_arrival")
-        );
-        assert_eq!(
-            layout.task_last_queued,
-            offset_in("task_struct", "sched_info") + offset_in("sched_info", "last_queued")
-        );
-        assert_eq!(
-            layout.task_run_delay,
-            offset_in("task_struct", "sched_info") + offset_in("sched_info", "run_delay")
-        );
+        for (field, offset) in [
+            ("last_arrival", layout.task_last_arrival),
+            ("last_queued", layout.task_last_queued),
+            ("run_delay", layout.task_run_delay),
+        ] {
+            assert_eq!(
+                offset,
+                offset_in("task_struct", "sched_info") + offset_in("sched_info", field),
+                "sched_info.{field}"
+            );
+        }
         assert_eq!(layout.cfs_rq_load_weight, offset_in("cfs_rq", "load"));
         let throttled_bits = bits_in("cfs_rq", "throttled");
         assert_eq!(layout.cfs_rq_throttled, throttled_bits / 8);
