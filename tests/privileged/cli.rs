@@ -261,7 +261,7 @@ fn cli_signal(signal: i32) -> TestResult {
     })?;
     let after = settle_tracer_programs(before);
     check(after == before, || {
-        format!("{} tracer programs still loaded after exit", after - before)
+        format!("{after} tracer programs loaded after exit, {before} before")
     })?;
     Ok(Completion::Completed)
 }
@@ -386,7 +386,7 @@ fn cli_signal_while_loading() -> TestResult {
     })?;
     let after = settle_tracer_programs(before);
     check(after == before, || {
-        format!("{} tracer programs still loaded after exit", after - before)
+        format!("{after} tracer programs loaded after exit, {before} before")
     })?;
     Ok(Completion::Completed)
 }
