@@ -22,7 +22,7 @@ mod user {
     unsafe impl aya::Pod for KernelLayout {}
     unsafe impl aya::Pod for LatencyHist {}
     unsafe impl aya::Pod for maps::CgroupStats {}
-    unsafe impl aya::Pod for maps::SpillSlot {}
+    unsafe impl aya::Pod for maps::TaggedStats {}
     unsafe impl aya::Pod for maps::TaskWait {}
     unsafe impl aya::Pod for maps::CpuState {}
     unsafe impl aya::Pod for maps::BlameKey {}

@@ -15,8 +15,8 @@ use aya_ebpf::{
 use tracer_common::blame_cache::BlameCache;
 use tracer_common::maps::{
     BlameKey, BlameValue, CgroupStats, Counter, CpuState, DEFAULT_MAX_CGROUPS, EVENTS_BYTES,
-    MAX_BLAME, MAX_SELECTED_TASKS, MAX_SELECTIONS, MAX_THROTTLE_CFS_RQS, SPILL_PER_CPU,
-    STAMP_SLOTS, SpillSlot, ThrottleClock,
+    HOT_SLOTS, MAX_BLAME, MAX_SELECTED_TASKS, MAX_SELECTIONS, MAX_THROTTLE_CFS_RQS, SPILL_PER_CPU,
+    STAMP_SLOTS, TaggedStats, ThrottleClock,
 };
 
 use crate::store::STATS_FLAGS;
@@ -38,13 +38,17 @@ pub(crate) static CGROUP_STATS: HashMap<
     STATS_FLAGS,
 > = HashMap::new();
 
+/// See `tracer_common::maps::MAP_HOT_STATS`.
+#[btf_map]
+pub(crate) static HOT_STATS: Array<TaggedStats, { HOT_SLOTS as usize }> = Array::new();
+
 /// See `tracer_common::maps::MAP_CGROUP_STAMPS`.
 #[btf_map]
 pub(crate) static CGROUP_STAMPS: Array<[u32; STAMP_SLOTS as usize], 1> = Array::new();
 
-/// See [`SpillSlot`]; userspace sizes it to the possible CPUs.
+/// See [`TaggedStats`]; userspace sizes it to the possible CPUs.
 #[btf_map]
-pub(crate) static SPILL: Array<SpillSlot, { MAX_CPUS * SPILL_PER_CPU as usize }> = Array::new();
+pub(crate) static SPILL: Array<TaggedStats, { MAX_CPUS * SPILL_PER_CPU as usize }> = Array::new();
 
 #[btf_map]
 pub(crate) static SELECTION_STATS: HashMap<

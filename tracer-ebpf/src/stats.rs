@@ -9,12 +9,13 @@ use aya_ebpf::{
 };
 use tracer_common::maps::{
     CGROUP_NAME_LEN, CgroupStats, Counter, NewCgroupRecord, RECORD_NEW_CGROUP, SPILL_PER_CPU,
+    hot_slot,
 };
 
 use crate::kernel::{kn_name, task_pid, task_tgid};
 use crate::maps::{
-    CGROUP_STATS, EVENTS, SELECT_PROCESS, SELECT_THREAD, SELECTION_STATS, SELECTIONS, SPILL,
-    ZERO_STATS, count,
+    CGROUP_STATS, EVENTS, HOT_STATS, SELECT_PROCESS, SELECT_THREAD, SELECTION_STATS, SELECTIONS,
+    SPILL, ZERO_STATS, count,
 };
 use crate::record::{record_run, stamp};
 use crate::store::STATS_FLAGS;
@@ -53,12 +54,35 @@ pub(crate) fn cgroup_stats(cgroup_id: u64, kn: *const u8, now: u64) -> Option<*m
     None
 }
 
-/// The existing statistics entry of a cgroup, stamped as written at `now`.
+/// The existing statistics entry of a cgroup, stamped as written at `now`:
+/// its hot slot if userspace gave it one (an inlined array lookup), else its
+/// hash map entry.
 #[inline(always)]
 pub(crate) fn cgroup_entry(cgroup_id: u64, now: u64) -> Option<*mut CgroupStats> {
-    let stats = CGROUP_STATS.get_ptr_mut(cgroup_id)?;
+    let stats = match hot_stats(cgroup_id) {
+        Some(stats) => stats,
+        None => CGROUP_STATS.get_ptr_mut(cgroup_id)?,
+    };
     stamp(cgroup_id, now);
     Some(stats)
+}
+
+/// The cgroup's slot of `HOT_STATS`, if it is tagged with the cgroup.
+///
+/// Not with `--pid` or `--threads`: the two kinds of entry are pointers
+/// into two maps, which the verifier follows apart through the rest of
+/// `sched_switch`, and with the selections' code that passes its limit of a
+/// million instructions. Those sessions keep the hash lookup.
+#[inline(always)]
+fn hot_stats(cgroup_id: u64) -> Option<*mut CgroupStats> {
+    if unsafe { core::ptr::read_volatile(&raw const SELECTIONS) } != 0 {
+        return None;
+    }
+    let slot = HOT_STATS.get_ptr_mut(hot_slot(cgroup_id))?;
+    // SAFETY: a map value, alive while the program runs. Userspace tags a
+    // slot only while it is free (0, never a cgroup id), so a slot tagged
+    // with this cgroup holds its figures alone.
+    unsafe { (cgroup_id != 0 && (*slot).cgroup_id == cgroup_id).then_some(&raw mut (*slot).stats) }
 }
 
 /// The spill slot of a cgroup without an entry, for figures of a task already

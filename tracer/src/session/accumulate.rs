@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracer_common::maps::{
-    BlameKey, BlameValue, CgroupStats, Counter, EPISODE_END_UNKNOWN, EpisodeRecord, SpillSlot,
+    BlameKey, BlameValue, CgroupStats, Counter, EPISODE_END_UNKNOWN, EpisodeRecord, TaggedStats,
 };
 
 use super::maps::{Kernel, nul_terminated};
@@ -140,7 +140,7 @@ impl Accumulated {
         &mut self,
         kernel: &mut Kernel,
         events: u64,
-    ) -> anyhow::Result<Vec<(u32, SpillSlot)>> {
+    ) -> anyhow::Result<Vec<(u32, TaggedStats)>> {
         if events == self.spill_events_seen && !self.spill_in_use {
             return Ok(Vec::new());
         }
@@ -201,7 +201,7 @@ impl Accumulated {
 
     /// Adds what userspace holds for each cgroup (spill slots still in use,
     /// slots folded earlier, cgroups set aside) to the kernel map's figures.
-    pub fn complete(&self, cgroups: &mut BTreeMap<u64, Totals>, slots: &[(u32, SpillSlot)]) {
+    pub fn complete(&self, cgroups: &mut BTreeMap<u64, Totals>, slots: &[(u32, TaggedStats)]) {
         for (_, slot) in slots {
             cgroups
                 .entry(slot.cgroup_id)

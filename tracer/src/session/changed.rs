@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use tracer_common::maps::{MAP_CGROUP_STATS, Stamps, stamp_at, stamp_slot};
+use tracer_common::maps::{Stamps, stamp_at, stamp_slot};
 
 use super::maps::Kernel;
 use crate::sample::Totals;
@@ -26,6 +26,8 @@ pub struct ChangedReader {
     drops_seen: u64,
     /// Entries read by all reads.
     pub entries_read: u64,
+    /// The cgroups whose figures moved in the last read.
+    moved: Vec<u64>,
 }
 
 impl ChangedReader {
@@ -53,10 +55,13 @@ impl ChangedReader {
                 ids.sort_unstable();
                 ids.dedup();
                 self.entries_read += ids.len() as u64;
+                self.moved.clear();
                 for id in ids {
                     match kernel.cgroup_stats(id)? {
                         Some(totals) => {
-                            self.totals.insert(id, totals);
+                            if self.totals.insert(id, totals.clone()) != Some(totals) {
+                                self.moved.push(id);
+                            }
                         }
                         // Taken out of the map: by an eviction, whose figures
                         // userspace keeps elsewhere.
@@ -67,7 +72,13 @@ impl ChangedReader {
                 }
             }
             _ => {
-                self.totals = kernel.stats(MAP_CGROUP_STATS)?;
+                let totals = kernel.all_cgroup_stats()?;
+                self.moved = totals
+                    .iter()
+                    .filter(|&(id, now)| self.totals.get(id) != Some(now))
+                    .map(|(&id, _)| id)
+                    .collect();
+                self.totals = totals;
                 self.announced.clear();
                 self.entries_read += self.totals.len() as u64;
             }
@@ -75,6 +86,11 @@ impl ChangedReader {
         self.since = Some(began);
         self.drops_seen = drops;
         Ok(&self.totals)
+    }
+
+    /// The cgroups whose figures moved in the last read.
+    pub fn moved(&self) -> &[u64] {
+        &self.moved
     }
 
     /// Cgroups with an entry, as last read.

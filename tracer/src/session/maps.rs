@@ -14,10 +14,11 @@ use aya::{
 use tracer_common::blame_cache::BlameCache;
 use tracer_common::maps::{
     BlameKey, BlameValue, CgroupStats, Counter, CpuState, EpisodeRecord, MAP_BLAME,
-    MAP_BLAME_CACHE, MAP_CGROUP_STAMPS, MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_EVENTS, MAP_SPILL,
-    NewCgroupRecord, RECORD_EPISODE, RECORD_NEW_CGROUP, SpillSlot, Stamps,
+    MAP_BLAME_CACHE, MAP_CGROUP_STAMPS, MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_EVENTS, MAP_HOT_STATS,
+    MAP_SPILL, NewCgroupRecord, RECORD_EPISODE, RECORD_NEW_CGROUP, Stamps, TaggedStats,
 };
 
+use super::hot::HotSlots;
 use crate::{drain, programs, sample::Totals};
 
 /// A record the programs sent through the ring buffer.
@@ -66,6 +67,8 @@ pub fn nul_terminated(bytes: &[u8]) -> String {
 pub struct Kernel {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
+    /// Who owns the slots of [`MAP_HOT_STATS`].
+    hot: HotSlots,
 }
 
 impl Kernel {
@@ -74,7 +77,11 @@ impl Kernel {
             ebpf.take_map(MAP_EVENTS)
                 .ok_or_else(|| anyhow!("map {MAP_EVENTS} missing from the eBPF object"))?,
         )?;
-        Ok(Self { ebpf, events })
+        Ok(Self {
+            ebpf,
+            events,
+            hot: HotSlots::default(),
+        })
     }
 
     /// Map `name` as `T`: every read goes through here (and [`Self::map_mut`]),
@@ -122,14 +129,72 @@ impl Kernel {
             .collect()
     }
 
-    /// A cgroup's entry in the per-cgroup map, if it has one.
+    /// A cgroup's figures: its entry in the per-cgroup map plus its hot
+    /// slot, if it has either.
     pub fn cgroup_stats(&self, id: u64) -> anyhow::Result<Option<Totals>> {
         let stats: BpfHashMap<_, u64, CgroupStats> = self.map(MAP_CGROUP_STATS)?;
-        match stats.get(&id, 0) {
-            Ok(value) => Ok(Some(Totals::from_stats(&value))),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e).context(format!("reading {MAP_CGROUP_STATS}")),
+        let entry = match stats.get(&id, 0) {
+            Ok(value) => Some(value),
+            Err(MapError::KeyNotFound) => None,
+            Err(e) => return Err(e).context(format!("reading {MAP_CGROUP_STATS}")),
+        };
+        Ok(match (entry, self.hot_stats(id)?) {
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => Some(Totals::from_stats(&one)),
+            (Some(mut entry), Some(hot)) => {
+                entry.merge(&hot);
+                Some(Totals::from_stats(&entry))
+            }
+        })
+    }
+
+    /// Every cgroup's figures: the per-cgroup map's entries plus the hot
+    /// slots.
+    pub fn all_cgroup_stats(&self) -> anyhow::Result<BTreeMap<u64, Totals>> {
+        let mut all = self.stats::<u64>(MAP_CGROUP_STATS)?;
+        for (_, id) in self.hot.owned() {
+            if let Some(hot) = self.hot_stats(id)? {
+                all.entry(id).or_default().add(&Totals::from_stats(&hot));
+            }
         }
+        Ok(all)
+    }
+
+    /// What the hot slot of `id` holds, if it owns one.
+    fn hot_stats(&self, id: u64) -> anyhow::Result<Option<CgroupStats>> {
+        let Some(slot) = self.hot.slot_of(id) else {
+            return Ok(None);
+        };
+        let hot: Array<_, TaggedStats> = self.map(MAP_HOT_STATS)?;
+        let value = hot
+            .get(&slot, 0)
+            .with_context(|| format!("reading {MAP_HOT_STATS}"))?;
+        Ok((value.cgroup_id == id).then_some(value.stats))
+    }
+
+    /// Gives free hot slots to cgroups in `ids` (whose figures just moved):
+    /// from then on the programs write those there, without a hash lookup.
+    pub fn claim_hot_slots(&mut self, ids: impl IntoIterator<Item = u64>) -> anyhow::Result<()> {
+        let claims = self.hot.claimable(ids);
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let map = self
+            .ebpf
+            .map_mut(MAP_HOT_STATS)
+            .ok_or_else(|| anyhow!("map {MAP_HOT_STATS} missing from the eBPF object"))?;
+        let mut hot: Array<_, TaggedStats> = Array::try_from(map)?;
+        for (slot, id) in claims {
+            let tagged = TaggedStats {
+                cgroup_id: id,
+                ..TaggedStats::ZERO
+            };
+            hot.set(slot, tagged, 0)
+                .with_context(|| format!("writing {MAP_HOT_STATS}"))?;
+            // Marked at once: once tagged, the slot holds figures to read.
+            self.hot.taken(slot, id);
+        }
+        Ok(())
     }
 
     /// When each slot's cgroups last got figures (see [`MAP_CGROUP_STAMPS`]).
@@ -139,17 +204,31 @@ impl Kernel {
         Ok(Box::new(value))
     }
 
-    /// The cgroups the per-cgroup map holds.
+    /// The cgroups the per-cgroup map or a hot slot holds.
     pub fn cgroup_ids(&self) -> anyhow::Result<HashSet<u64>> {
         let stats: BpfHashMap<_, u64, CgroupStats> = self.map(MAP_CGROUP_STATS)?;
-        Ok(stats.keys().filter_map(Result::ok).collect())
+        let mut ids: HashSet<u64> = stats.keys().filter_map(Result::ok).collect();
+        ids.extend(self.hot.owned().map(|(_, id)| id));
+        Ok(ids)
     }
 
-    /// Removes a cgroup from the per-cgroup map, returning what it held.
+    /// Removes a cgroup from the per-cgroup map and frees its hot slot,
+    /// returning what they held.
     pub fn take_cgroup(&mut self, id: u64) -> anyhow::Result<CgroupStats> {
-        let mut stats: BpfHashMap<_, u64, CgroupStats> = self.map_mut(MAP_CGROUP_STATS)?;
-        let total = stats.get(&id, 0).unwrap_or(CgroupStats::ZERO);
-        let _ = stats.remove(&id);
+        let mut total = {
+            let mut stats: BpfHashMap<_, u64, CgroupStats> = self.map_mut(MAP_CGROUP_STATS)?;
+            let total = stats.get(&id, 0).unwrap_or(CgroupStats::ZERO);
+            let _ = stats.remove(&id);
+            total
+        };
+        if let Some(hot) = self.hot_stats(id)? {
+            total.merge(&hot);
+        }
+        if let Some(slot) = self.hot.release(id) {
+            let mut hot: Array<_, TaggedStats> = self.map_mut(MAP_HOT_STATS)?;
+            hot.set(slot, TaggedStats::ZERO, 0)
+                .with_context(|| format!("writing {MAP_HOT_STATS}"))?;
+        }
         Ok(total)
     }
 
@@ -174,8 +253,8 @@ impl Kernel {
     }
 
     /// The spill slots in use, by index.
-    pub fn spill_slots(&self) -> anyhow::Result<Vec<(u32, SpillSlot)>> {
-        let spill: Array<_, SpillSlot> = self.map(MAP_SPILL)?;
+    pub fn spill_slots(&self) -> anyhow::Result<Vec<(u32, TaggedStats)>> {
+        let spill: Array<_, TaggedStats> = self.map(MAP_SPILL)?;
         Ok((0..spill.len())
             .filter_map(|i| Some((i, spill.get(&i, 0).ok()?)))
             .filter(|(_, slot)| slot.cgroup_id != 0)
@@ -187,9 +266,9 @@ impl Kernel {
         &mut self,
         indices: impl IntoIterator<Item = u32>,
     ) -> anyhow::Result<()> {
-        let mut spill: Array<_, SpillSlot> = self.map_mut(MAP_SPILL)?;
+        let mut spill: Array<_, TaggedStats> = self.map_mut(MAP_SPILL)?;
         for i in indices {
-            let _ = spill.set(i, SpillSlot::ZERO, 0);
+            let _ = spill.set(i, TaggedStats::ZERO, 0);
         }
         Ok(())
     }

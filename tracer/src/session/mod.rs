@@ -8,6 +8,7 @@
 
 mod accumulate;
 mod changed;
+mod hot;
 mod maps;
 mod quotas;
 mod selections;
@@ -248,13 +249,15 @@ impl Session {
         self.kernel.program_stats()
     }
 
-    /// Handles the ring buffer's records (new cgroups, throttle episodes), and
-    /// what is due: new threads to select, blame to drain, spill slots to
-    /// free. Call it every [`DRAIN_EVERY`].
+    /// Handles the ring buffer's records (new cgroups, which get a free hot
+    /// slot; throttle episodes), and what is due: new threads to select,
+    /// blame to drain, spill slots to free. Call it every [`DRAIN_EVERY`].
     pub fn drain_events(&mut self) {
+        let mut announced = Vec::new();
         for record in self.kernel.records() {
             match record {
                 Record::NewCgroup { id, name } => {
+                    announced.push(id);
                     self.changed.announced(id);
                     // Resolving now rescans the hierarchy once for a cgroup first seen.
                     self.resolver.resolve(id);
@@ -263,6 +266,9 @@ impl Session {
                 Record::Episode(episode) => self.acc.add_episode(&episode),
             }
         }
+        // A cgroup announced has just had its first event: a free hot slot
+        // saves the programs a hash lookup at each of its next ones.
+        let _ = self.kernel.claim_hot_slots(announced);
         if self.selections.scan_due() {
             self.selections.scan_threads(&mut self.kernel);
         }
@@ -320,6 +326,11 @@ impl Session {
         self.drain_events();
         let drops = counters[Counter::RingbufDrop as usize];
         let mut cgroups = self.changed.read(&self.kernel, drops)?.clone();
+        // Cgroups whose slot was taken when they were announced, or whose
+        // announcement was dropped. A failed claim costs speed, not figures.
+        let _ = self
+            .kernel
+            .claim_hot_slots(self.changed.moved().iter().copied());
         self.acc.complete(&mut cgroups, &slots);
         Ok(Sample {
             elapsed_ns,
