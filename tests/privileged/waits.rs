@@ -339,8 +339,17 @@ fn migrating_waits() -> TestResult {
         share(contended, traced) * 100.0,
         share(e.wait.runnable_wait.summary.total_ns, rec.duration_ns) * 100.0
     ));
+    let ran = share(e.on_cpu.summary.total_ns, rec.duration_ns);
+    if migrated == 0 && ran < 2.0 - QUIET * 2.0 {
+        // Unrelated tasks busy on both CPUs (an emulator, once) leave the
+        // load balanced with the hogs where they are.
+        return Ok(Completion::ignored_with(format!(
+            "no waiting task was migrated: the hogs ran {ran:.2} CPUs of 2 beside unrelated load, \
+             which kept the load balancer from moving them"
+        )));
+    }
     check(migrated > 0, || {
-        "no waiting task was migrated: nothing was tested".into()
+        "no waiting task was migrated on a quiet host: nothing was tested".into()
     })?;
     // The two figures' windows differ by moments (the session's attach and
     // detach, the reads of schedstat), scaled as a steady rate: a wait that
@@ -368,7 +377,6 @@ fn migrating_waits() -> TestResult {
     // took CPU time too (then the hogs ran less than two CPUs' worth and
     // waited more, which schedstat has already checked).
     let waited = share(e.wait.runnable_wait.summary.total_ns, rec.duration_ns);
-    let ran = share(e.on_cpu.summary.total_ns, rec.duration_ns);
     if ran >= 2.0 - QUIET * 2.0 && !emulated() {
         check((0.85..=1.15).contains(&waited), || {
             format!(
