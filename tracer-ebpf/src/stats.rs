@@ -75,7 +75,7 @@ pub(crate) fn cgroup_entry(cgroup_id: u64, now: u64) -> Option<*mut CgroupStats>
 /// million instructions. Those sessions keep the hash lookup.
 #[inline(always)]
 fn hot_stats(cgroup_id: u64) -> Option<*mut CgroupStats> {
-    if unsafe { core::ptr::read_volatile(&raw const SELECTIONS) } != 0 {
+    if selecting() {
         return None;
     }
     let slot = HOT_STATS.get_ptr_mut(hot_slot(cgroup_id))?;
@@ -168,6 +168,14 @@ fn announce_cgroup(cgroup_id: u64, kn: *const u8) {
     entry.submit(0);
 }
 
+/// Whether `--pid` or `--threads` selected tasks (a read-only global, so
+/// the verifier prunes the paths of the other case). The volatile read stops
+/// the compiler from folding the placeholder value into the code.
+#[inline(always)]
+fn selecting() -> bool {
+    (unsafe { core::ptr::read_volatile(&raw const SELECTIONS) }) != 0
+}
+
 /// No selection (see [`Victims`]).
 pub(crate) const NO_SELECTION: u32 = u32::MAX;
 
@@ -192,7 +200,7 @@ pub(crate) fn victims_of(task: *const u8, pid: u32, cgroup: u64) -> Victims {
         process: NO_SELECTION,
         thread: NO_SELECTION,
     };
-    if unsafe { core::ptr::read_volatile(&raw const SELECTIONS) } == 0 {
+    if !selecting() {
         return found;
     }
     if let Some(tgid) = task_tgid(task)
@@ -211,7 +219,7 @@ pub(crate) fn victims_of(task: *const u8, pid: u32, cgroup: u64) -> Victims {
 /// reused by an unrelated task.
 #[inline(always)]
 pub(crate) fn forget_selected(task: *const u8, group_dead: bool) {
-    if unsafe { core::ptr::read_volatile(&raw const SELECTIONS) } == 0 {
+    if !selecting() {
         return;
     }
     if let Some(pid) = task_pid(task) {

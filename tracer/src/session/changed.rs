@@ -59,9 +59,10 @@ impl ChangedReader {
                 for id in ids {
                     match kernel.cgroup_stats(id)? {
                         Some(totals) => {
-                            if self.totals.insert(id, totals.clone()) != Some(totals) {
+                            if self.totals.get(&id) != Some(&totals) {
                                 self.moved.push(id);
                             }
+                            self.totals.insert(id, totals);
                         }
                         // Taken out of the map: by an eviction, whose figures
                         // userspace keeps elsewhere.

@@ -175,22 +175,8 @@ impl Kernel {
     /// Gives free hot slots to cgroups in `ids` (whose figures just moved):
     /// from then on the programs write those there, without a hash lookup.
     pub fn claim_hot_slots(&mut self, ids: impl IntoIterator<Item = u64>) -> anyhow::Result<()> {
-        let claims = self.hot.claimable(ids);
-        if claims.is_empty() {
-            return Ok(());
-        }
-        let map = self
-            .ebpf
-            .map_mut(MAP_HOT_STATS)
-            .ok_or_else(|| anyhow!("map {MAP_HOT_STATS} missing from the eBPF object"))?;
-        let mut hot: Array<_, TaggedStats> = Array::try_from(map)?;
-        for (slot, id) in claims {
-            let tagged = TaggedStats {
-                cgroup_id: id,
-                ..TaggedStats::ZERO
-            };
-            hot.set(slot, tagged, 0)
-                .with_context(|| format!("writing {MAP_HOT_STATS}"))?;
+        for (slot, id) in self.hot.claimable(ids) {
+            self.tag_hot_slot(slot, id)?;
             // Marked at once: once tagged, the slot holds figures to read.
             self.hot.taken(slot, id);
         }
@@ -225,11 +211,20 @@ impl Kernel {
             total.merge(&hot);
         }
         if let Some(slot) = self.hot.release(id) {
-            let mut hot: Array<_, TaggedStats> = self.map_mut(MAP_HOT_STATS)?;
-            hot.set(slot, TaggedStats::ZERO, 0)
-                .with_context(|| format!("writing {MAP_HOT_STATS}"))?;
+            self.tag_hot_slot(slot, 0)?;
         }
         Ok(total)
+    }
+
+    /// Writes a hot slot afresh, tagged with cgroup `id` (0: free).
+    fn tag_hot_slot(&mut self, slot: u32, id: u64) -> anyhow::Result<()> {
+        let mut hot: Array<_, TaggedStats> = self.map_mut(MAP_HOT_STATS)?;
+        let tagged = TaggedStats {
+            cgroup_id: id,
+            ..TaggedStats::ZERO
+        };
+        hot.set(slot, tagged, 0)
+            .with_context(|| format!("writing {MAP_HOT_STATS}"))
     }
 
     /// Every CPU's state (run history, counters).
