@@ -263,6 +263,22 @@ impl Runs {
         self.idle = u32::from(idle);
     }
 
+    /// Who ran the newest remembered run, if it began at or before `from`:
+    /// then no other finished run overlaps a window `[from, to)` that ends
+    /// at or after it, and that run alone holds the window's busy time (the
+    /// walk of [`Runs::for_each_run`] without the current run would find it
+    /// alone).
+    #[inline(always)]
+    pub fn sole_run(&self, from: u64) -> Option<&Occupant> {
+        if self.head == 0 {
+            return None;
+        }
+        let run = self
+            .ring
+            .get((self.head.wrapping_sub(1) as usize) & (RING - 1))?;
+        (run.start <= from).then_some(&run.who)
+    }
+
     /// Calls `f(occupant, ns)` for every remembered run overlapping `[from, to)`,
     /// newest first, and for the current run too if `with_current`. Returns
     /// `false` when the runs remembered do not reach back to `from` (the CPU
@@ -635,6 +651,35 @@ mod tests {
                 (RING as u32 + 7, 5)
             ]
         );
+    }
+
+    /// A window inside the newest run is charged to that run alone, all of
+    /// its contended time, as the walk charges it; a window reaching back
+    /// past the newest run's start has no sole run.
+    #[test]
+    fn a_window_inside_the_newest_run_has_it_as_its_sole_run() {
+        let mut cpu = Runs::default();
+        assert!(cpu.sole_run(0).is_none(), "nothing ran yet");
+        run(&mut cpu, 100, Some(who(1, 10)));
+        cpu.end_run(200);
+        run(&mut cpu, 200, None);
+        cpu.end_run(250);
+        run(&mut cpu, 250, Some(who(2, 20)));
+        cpu.end_run(400);
+        run(&mut cpu, 400, Some(who(3, 30)));
+        for (from, to, contended) in [(250, 400, 150), (300, 400, 100), (320, 400, 60)] {
+            assert_eq!(cpu.sole_run(from).map(|w| w.tgid), Some(20));
+            let busy = overlap(250, 400, from, to);
+            let charge = Charge::new(contended, busy);
+            let mut walked = Vec::new();
+            assert!(cpu.for_each_run(from, to, false, |w, ns| {
+                walked.push((w.tgid, charge.of(ns)))
+            }));
+            assert_eq!(walked, [(20, contended)], "window [{from}, {to})");
+        }
+        // From inside the idle gap or earlier, older runs may overlap.
+        assert!(cpu.sole_run(249).is_none());
+        assert!(cpu.sole_run(150).is_none());
     }
 
     #[test]

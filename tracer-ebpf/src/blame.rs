@@ -9,11 +9,11 @@ use aya_ebpf::{bindings::BPF_NOEXIST, btf_maps::PerCpuArray, macros::btf_map};
 use tracer_common::{
     account::Charge,
     blame_cache::BlameCache,
-    maps::{BlameKey, BlameValue, Counter, Occupant, TaskWait, VICTIM_SELECTION},
+    maps::{BlameKey, BlameValue, Counter, Occupant, Runs, VICTIM_SELECTION},
 };
 
 use crate::maps::{BLAME, BLAME_CACHE, count, cpu_state};
-use crate::stats::{NO_SELECTION, Victims};
+use crate::stats::{NO_SELECTION, Victims, selecting};
 
 /// The part of a wait segment to charge to the CPU's runs (see
 /// [`tracer_charge_runs`]).
@@ -40,25 +40,40 @@ pub struct ChargeArgs {
 #[btf_map]
 static CHARGE_ARGS: PerCpuArray<ChargeArgs, 1> = PerCpuArray::new();
 
-/// Charges `contended` ns of the wait segment that `state` ended at `now`, out
-/// of `busy` ns the CPU was busy during it, to the runs of the segment's CPU,
-/// for `victims`; `with_current` includes the run in progress. Counts a
-/// [`Counter::RingOverrun`] if the CPU no longer remembers all the runs.
+/// Charges `contended` ns of the wait segment `[from, now)` on `cpu` (whose
+/// runs are `runs`), out of `busy` ns the CPU was busy during it, to those
+/// runs, for `victims`; `with_current` includes the run in progress. Counts
+/// a [`Counter::RingOverrun`] if the CPU no longer remembers all the runs.
 ///
-/// The two figures are passed rather than the `Segment`: reading them from it
+/// The figures are passed rather than the `Segment`: reading them from it
 /// here gave `sched_migrate_task` of the legacy object a worse register
 /// allocation and more verified instructions.
 #[inline(always)]
 pub(crate) fn charge(
-    state: &TaskWait,
+    from: u64,
+    cpu: u32,
+    runs: &Runs,
     now: u64,
     contended: u64,
     busy: u64,
     with_current: bool,
     victims: Victims,
 ) {
+    // Most waits lie within the newest run of their CPU (a ping-pong's, a
+    // wakeup's behind one task): all of the contended time is that run's,
+    // and a walk would find it alone. Not with `--pid` or `--threads`,
+    // whose rows would add the selections' code to `sched_switch`.
+    if !with_current
+        && !selecting()
+        && let Some(who) = runs.sole_run(from)
+        && let Some(cache) = BLAME_CACHE.get_ptr_mut(0)
+    {
+        // SAFETY: this CPU's cache; preemption is off in a tracepoint.
+        blame(unsafe { &mut *cache }, victims.cgroup, who, contended, now);
+        return;
+    }
     let window = Window {
-        from: state.segment_start,
+        from,
         to: now,
         contended,
         busy,
@@ -70,7 +85,7 @@ pub(crate) fn charge(
             unsafe {
                 (*args).window = window;
                 (*args).victims = victims;
-                tracer_charge_runs(state.cpu)
+                tracer_charge_runs(cpu)
             }
         }
         None => 0,
@@ -161,6 +176,9 @@ pub(crate) fn blame_due(now: u64, idle: bool) -> bool {
     BLAME_CACHE.get(0).is_some_and(|cache| cache.due(now, idle))
 }
 
+/// Adds `ns` to the row of `victim` and occupant `who` in this CPU's cache.
+/// Out of line: its key on the stack would count in the frame of every
+/// caller, and 5.10 limits the frames of a chain of calls to 512 bytes.
 #[inline(never)]
 fn blame(cache: &mut BlameCache, victim: u64, who: &Occupant, ns: u64, now: u64) {
     if ns == 0 {

@@ -13,7 +13,7 @@ use crate::record::{record_run, record_wait};
 use crate::resync::switched_in_unseen;
 use crate::stats::{
     NO_SELECTION, Victims, cgroup_entry, cgroup_stats, forget_selected, record_selected_run,
-    selection_stats, spilled_stats, victims_of,
+    selecting, selection_stats, spilled_stats, victims_of,
 };
 use crate::store::{self, Task};
 use crate::throttle::{is_throttled, report_episode, throttle_clock, throttling_cgroup};
@@ -21,7 +21,7 @@ use aya_ebpf::{
     helpers::bpf_get_smp_processor_id, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 use tracer_common::{
-    account::Readings,
+    account::{Readings, split},
     causes::Split,
     layout::{
         FEATURE_EXIT_GROUP_DEAD, FEATURE_FENTRY, FEATURE_SWITCH_PREV_STATE, FEATURE_WAKE_STAMP,
@@ -178,7 +178,9 @@ fn end_segment(
     let parts = segment.split;
     if parts.contended > 0 {
         charge(
-            state,
+            state.segment_start,
+            state.cpu,
+            &cs.runs,
             now,
             parts.contended,
             segment.busy,
@@ -222,8 +224,22 @@ fn end_wait(next: *mut Task, pid: u32, now: u64, cpu: u32, cs: &CpuState, stats:
         let run_delay = read::<u64>(task, layout!(task_run_delay)).unwrap_or(0);
         let clock = cfs_rq_rq(cfs_rq).and_then(rq_clock).unwrap_or(0);
         state.delay_seen = delay_after(run_delay, stamp, clock);
-        if state.queued_at == 0 && !begin_woken_wait(state, stamp, cfs_rq, now, cpu, cs) {
-            return;
+        if state.queued_at == 0 {
+            // Queued by a wakeup the programs did not see. Without `--pid`
+            // or `--threads` the whole wait is here; with them it is begun
+            // in the state like any other: a second way through their code
+            // passed the verifier's limit of a million instructions.
+            if !selecting() {
+                if let Some(since) = queued_since(stamp, &cs.clock, now, cs.first_switch) {
+                    let (total, parts) = woken_wait(since, now, cpu, cs);
+                    record_wait(stats, total, parts);
+                    count(Counter::WaitRecorded);
+                }
+                return;
+            }
+            if !begin_woken_wait(state, stamp, cfs_rq, now, cpu, cs) {
+                return;
+            }
         }
     } else if state.queued_at == 0 {
         return;
@@ -265,6 +281,47 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
     count(Counter::WakeupNew);
     mark_queued(ctx.arg(0));
     0
+}
+
+/// A wait queued at `since` on `cpu` (whose state is `cs`) by a wakeup the
+/// programs did not see, and switched in there at `now`, in a session that
+/// selects no task (its only victim is its cgroup, the CPU's occupant now):
+/// its total and split, its contended time charged.
+///
+/// It begins and ends here, so nothing is stored and nothing is read twice:
+/// its readings at both ends would be taken now, so its throttle clock moves
+/// by nothing (such a wait is never throttled, see
+/// `tracer_common::wake_stamp`), and its busy time is the CPU's since
+/// `since`. The same figures as `TaskWait::begin` then `end_segment`, for
+/// fewer loads and stores on every woken switch-in.
+#[inline(always)]
+fn woken_wait(since: u64, now: u64, cpu: u32, cs: &CpuState) -> (u64, Split) {
+    let busy_then = match cs.runs.busy_then_recent(since, now) {
+        Some(busy) => busy,
+        // SAFETY: a tracepoint program, preemption off.
+        None => unsafe { tracer_busy_then(cpu, since, now) },
+    };
+    let busy = cs.runs.busy_at(now).saturating_sub(busy_then);
+    let total = now.saturating_sub(since);
+    let parts = split(total, 0, busy);
+    if parts.contended > 0 {
+        let victims = Victims {
+            cgroup: cs.runs.current.cgroup_id,
+            process: NO_SELECTION,
+            thread: NO_SELECTION,
+        };
+        charge(
+            since,
+            cpu,
+            &cs.runs,
+            now,
+            parts.contended,
+            busy,
+            false,
+            victims,
+        );
+    }
+    (total, parts)
 }
 
 /// Begins a wait at `stamp`, the kernel's enqueue stamp of a task queued on

@@ -26,12 +26,11 @@ fn add(counter: *mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, v) };
 }
 
-/// Adds one duration to a shared histogram.
+/// Adds one duration to a shared histogram (whose count is its buckets' sum).
 #[inline(always)]
 fn record(h: *mut LatencyHist, ns: u64) {
     // SAFETY: a field of a map value (see `add`).
     unsafe {
-        add(&raw mut (*h).count, 1);
         add(&raw mut (*h).total_ns, ns);
         if ns > (*h).max_ns {
             (*h).max_ns = ns;

@@ -172,7 +172,7 @@ fn announce_cgroup(cgroup_id: u64, kn: *const u8) {
 /// the verifier prunes the paths of the other case). The volatile read stops
 /// the compiler from folding the placeholder value into the code.
 #[inline(always)]
-fn selecting() -> bool {
+pub(crate) fn selecting() -> bool {
     (unsafe { core::ptr::read_volatile(&raw const SELECTIONS) }) != 0
 }
 

@@ -21,10 +21,10 @@ pub struct Summary {
 /// the exact maximum. Buckets below 16 ns are exact; above, the reported value is
 /// within 1/32 of the true one.
 pub fn quantile(h: &LatencyHist, q: f64) -> u64 {
-    if h.count == 0 {
+    let total = h.count();
+    if total == 0 {
         return 0;
     }
-    let total: u64 = h.buckets.iter().sum();
     let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
     if rank >= total {
         // The largest value is known exactly.
@@ -51,7 +51,7 @@ pub fn quantile(h: &LatencyHist, q: f64) -> u64 {
 
 pub fn summarize(h: &LatencyHist) -> Summary {
     Summary {
-        count: h.count,
+        count: h.count(),
         total_ns: h.total_ns,
         p50_ns: quantile(h, 0.50),
         p90_ns: quantile(h, 0.90),
@@ -191,7 +191,7 @@ mod tests {
         let sparse = sparse_buckets(&h);
         assert_eq!(sparse.len(), 5);
         assert_eq!(sparse[2], [992, 1024, 2]);
-        assert_eq!(sparse.iter().map(|b| b[2]).sum::<u64>(), h.count);
+        assert_eq!(sparse.iter().map(|b| b[2]).sum::<u64>(), h.count());
         assert_eq!(sparse[4], [1 << 36, u64::MAX, 1]);
     }
 

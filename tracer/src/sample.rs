@@ -24,7 +24,7 @@ pub struct SparseHist {
 impl SparseHist {
     pub fn from_hist(h: &LatencyHist) -> Self {
         Self {
-            count: h.count,
+            count: h.count(),
             total_ns: h.total_ns,
             max_ns: h.max_ns,
             buckets: h
@@ -39,7 +39,6 @@ impl SparseHist {
 
     pub fn to_hist(&self) -> LatencyHist {
         let mut h = LatencyHist::ZERO;
-        h.count = self.count;
         h.total_ns = self.total_ns;
         h.max_ns = self.max_ns;
         for &(i, n) in &self.buckets {
@@ -264,7 +263,7 @@ mod tests {
         let back = s.to_hist();
         assert_eq!(back.buckets, h.buckets);
         assert_eq!(
-            (back.count, back.total_ns, back.max_ns),
+            (back.count(), back.total_ns, back.max_ns),
             (5, h.total_ns, 3_000_000)
         );
     }
