@@ -136,9 +136,7 @@ impl LatencyHist {
             *a = a.wrapping_add(*b);
         }
     }
-}
 
-impl LatencyHist {
     /// How many durations were recorded: every one is in exactly one bucket.
     pub fn count(&self) -> u64 {
         self.buckets.iter().fold(0u64, |n, b| n.wrapping_add(*b))

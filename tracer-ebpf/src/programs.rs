@@ -305,11 +305,7 @@ fn woken_wait(since: u64, now: u64, cpu: u32, cs: &CpuState) -> (u64, Split) {
     let total = now.saturating_sub(since);
     let parts = split(total, 0, busy);
     if parts.contended > 0 {
-        let victims = Victims {
-            cgroup: cs.runs.current.cgroup_id,
-            process: NO_SELECTION,
-            thread: NO_SELECTION,
-        };
+        let victims = Victims::of_cgroup(cs.runs.current.cgroup_id);
         charge(
             since,
             cpu,

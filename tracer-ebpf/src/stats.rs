@@ -192,14 +192,23 @@ pub struct Victims {
     pub(crate) thread: u32,
 }
 
+impl Victims {
+    /// A wait's cgroup alone: the victims of every wait when no task is
+    /// selected.
+    #[inline(always)]
+    pub(crate) fn of_cgroup(cgroup: u64) -> Self {
+        Self {
+            cgroup,
+            process: NO_SELECTION,
+            thread: NO_SELECTION,
+        }
+    }
+}
+
 /// The victims of a wait of `task` (thread id `pid`) in `cgroup`.
 #[inline(always)]
 pub(crate) fn victims_of(task: *const u8, pid: u32, cgroup: u64) -> Victims {
-    let mut found = Victims {
-        cgroup,
-        process: NO_SELECTION,
-        thread: NO_SELECTION,
-    };
+    let mut found = Victims::of_cgroup(cgroup);
     if !selecting() {
         return found;
     }

@@ -195,6 +195,7 @@ pub fn run_matrix(options: Options) -> anyhow::Result<Vec<results::Row>> {
         })
         .collect();
     let (tracer, tests) = build(options.release)?;
+    let listed = list(&tests, &options.args)?;
     let plans = series
         .iter()
         .map(|s| {
@@ -203,11 +204,12 @@ pub fn run_matrix(options: Options) -> anyhow::Result<Vec<results::Row>> {
             } else {
                 vm_tests(s.name)
             };
-            plan(&tests, &options.args, &selection)
+            plan(&listed, &options.args, &selection)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let maxcpus = options.scale.then_some(SCALE_CPUS);
     if plans.iter().all(|p| p.invocations.is_empty()) {
+        println!("vm: no privileged test matches {}", options.args.join(" "));
         return Ok(Vec::new());
     }
     let kernels = kernels::fetch(&vm_dir, &series)?;
@@ -278,15 +280,13 @@ fn test_executable(messages: &str) -> Option<PathBuf> {
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
 }
 
-/// One invocation per test of `selection` (checked against the binary's
-/// list, so that a renamed test is noticed here rather than silently not
-/// run), or one with the user's arguments if they select any test (none: no
-/// boot).
-fn plan(tests: &Path, args: &[String], selection: &[&str]) -> anyhow::Result<initramfs::Plan> {
-    let listed = list(tests, args)?;
+/// One invocation per test of `selection` (checked against `listed`, what
+/// the binary lists with `args`, so that a renamed test is noticed here
+/// rather than silently not run), or one with the user's arguments if they
+/// select any test (none: no boot).
+fn plan(listed: &[String], args: &[String], selection: &[&str]) -> anyhow::Result<initramfs::Plan> {
     let invocations = if !args.is_empty() {
         if listed.is_empty() {
-            println!("vm: no privileged test matches {}", args.join(" "));
             Vec::new()
         } else {
             vec![args.to_vec()]
