@@ -1,6 +1,6 @@
 //! HdrHistograms: round trips, interoperability, and what the decoder refuses.
 
-use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use proptest::prelude::*;
 use tracer_common::hist::LatencyHist;
 
@@ -175,6 +175,7 @@ fn the_layout_is_the_librarys() {
     {
         let value = slot_value(slot);
         assert_eq!(h.lowest_equivalent(value), value, "slot {slot}");
+        assert_eq!(slot_of(value), slot, "slot_of({value})");
         let mut one = h.clone();
         one.record(value).unwrap();
         let mut bytes = Vec::new();
@@ -213,6 +214,49 @@ proptest! {
             prop_assert!(value <= top && bucket_index(*value) == bucket_index(*top));
         }
         prop_assert_eq!(buckets(&text).unwrap(), b);
+    }
+
+    /// The encoder writes, byte for byte, what the library writes for the
+    /// same histogram: any HdrHistogram tool reads it as the library's own.
+    #[test]
+    fn the_encoding_is_the_librarys(
+        values in proptest::collection::vec((any::<u64>(), 1..1_000_000u64), 0..64),
+        huge in any::<bool>(),
+    ) {
+        let mut h = LatencyHist::ZERO;
+        for (v, n) in values {
+            let v = v >> (v % 64);
+            for _ in 0..n % 4 + 1 {
+                h.record(v.min(HIGHEST));
+            }
+        }
+        let mut b = sparse_buckets(&h);
+        if huge && let Some(first) = b.first_mut() {
+            // Counts far beyond what a varint's first bytes hold.
+            first[2] = 1 << 62;
+        }
+        prop_assert_eq!(encode(&b, h.max_ns).unwrap(), library_encode(&b, h.max_ns).unwrap());
+    }
+}
+
+#[test]
+fn edge_histograms_encode_as_the_library_does() {
+    for values in [
+        &[][..],
+        &[0],
+        &[1],
+        &[2047],
+        &[2048],
+        &[0, 2],
+        &[HIGHEST],
+        &[5, 5_000_000_000],
+    ] {
+        let (b, max) = recorded(values);
+        assert_eq!(
+            encode(&b, max).unwrap(),
+            library_encode(&b, max).unwrap(),
+            "{values:?}"
+        );
     }
 }
 
