@@ -118,10 +118,14 @@ impl Accumulated {
                 occupant_cgroup: key.occupant_cgroup,
                 occupant_tgid: key.occupant_tgid,
             };
-            let row = self
-                .blame
-                .entry(pair)
-                .or_insert_with(|| (nul_terminated(&value.comm), 0));
+            let comm = nul_terminated(&value.comm);
+            let row = self.blame.entry(pair).or_default();
+            // The name as the latest row has it: a process seen first between
+            // its fork and its exec (`sh`, `bash`, `timeout`) is named by what
+            // it became.
+            if !comm.is_empty() && row.0 != comm {
+                row.0 = comm;
+            }
             row.1 += value.ns;
         }
     }
@@ -316,5 +320,30 @@ mod tests {
         acc.departed.insert(7, Totals::default());
         acc.release();
         assert!(acc.episode_ends.keys().all(|(id, _)| *id == 8));
+    }
+
+    /// A process first seen before its exec (a shell that execs the job) is
+    /// named by what it became, and its time keeps adding up.
+    #[test]
+    fn blame_names_a_process_as_it_became() {
+        let mut acc = Accumulated::default();
+        let key = BlameKey {
+            victim: 1,
+            occupant_cgroup: 2,
+            occupant_tgid: 3,
+            ..BlameKey::default()
+        };
+        let value = |comm: &str, ns| {
+            let mut v = BlameValue {
+                ns,
+                comm: [0; tracer_common::maps::COMM_LEN],
+            };
+            v.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+            v
+        };
+        acc.add_blame([(key, value("bash", 10))]);
+        acc.add_blame([(key, value("nightly-batch", 20)), (key, value("", 5))]);
+        let row = acc.blame.values().next().unwrap();
+        assert_eq!((row.0.as_str(), row.1), ("nightly-batch", 35));
     }
 }
