@@ -199,7 +199,7 @@ fn cli_json() -> TestResult {
 
 /// A child process killed (and reaped) when the test ends, however it ends:
 /// an open-ended `tracer record` left behind would stay attached.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -211,7 +211,7 @@ impl Drop for KillOnDrop {
 }
 
 /// Reads `tracer`'s progress notes until one starts with `prefix`.
-fn line_starting(stderr: &mut impl BufRead, prefix: &str) -> Result<(), Failed> {
+pub(crate) fn line_starting(stderr: &mut impl BufRead, prefix: &str) -> Result<(), Failed> {
     let mut line = String::new();
     loop {
         line.clear();
@@ -224,31 +224,50 @@ fn line_starting(stderr: &mut impl BufRead, prefix: &str) -> Result<(), Failed> 
     }
 }
 
-/// A signal ends an open-ended session cleanly: report printed, nothing attached.
-fn cli_signal(signal: i32) -> TestResult {
-    let bin = or_skip!(bin());
-    // Programs of earlier sessions may still be on their way out.
-    let before = settle_tracer_programs(0);
+/// `tracer ARGS` with its output piped, once it says it traces; killed when
+/// the test ends, however it ends.
+pub(crate) fn start_tracing(bin: &std::path::Path, args: &[&str]) -> Result<KillOnDrop, Failed> {
     let mut child = KillOnDrop(
-        tracer_command(&bin, &["record"], None)
+        tracer_command(bin, args, None)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?,
     );
-    let child = &mut child.0;
-    let mut stderr = BufReader::new(child.stderr.take().ok_or("no stderr")?);
+    let mut stderr = BufReader::new(child.0.stderr.take().ok_or("no stderr")?);
     line_starting(&mut stderr, "Tracing")?;
-    let during = loaded_tracer_programs();
-    std::thread::sleep(Duration::from_millis(300));
-    unsafe { libc::kill(child.id() as i32, signal) };
-    // Tracing already: the signal is acted on at once.
-    let status = wait_exit(child, Duration::from_secs(10))?;
+    // Its notes still need a reader: a full pipe would stall it.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    Ok(child)
+}
+
+/// Waits up to `limit` for a tracer from [`start_tracing`] to exit, and
+/// returns its status and what it printed.
+pub(crate) fn finish(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Result<(std::process::ExitStatus, String), Failed> {
+    let status = wait_exit(child, limit)?;
     let mut stdout = String::new();
     child
         .stdout
         .take()
         .ok_or("no stdout")?
         .read_to_string(&mut stdout)?;
+    Ok((status, stdout))
+}
+
+/// A signal ends an open-ended session cleanly: report printed, nothing attached.
+fn cli_signal(signal: i32) -> TestResult {
+    let bin = or_skip!(bin());
+    // Programs of earlier sessions may still be on their way out.
+    let before = settle_tracer_programs(0);
+    let mut child = start_tracing(&bin, &["record"])?;
+    let child = &mut child.0;
+    let during = loaded_tracer_programs();
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, signal) };
+    // Tracing already: the signal is acted on at once.
+    let (status, stdout) = finish(child, Duration::from_secs(10))?;
     check(status.success(), || format!("exit status {status}"))?;
     check(stdout.contains("events:"), || {
         format!("no report after the signal:\n{stdout}")
@@ -327,7 +346,7 @@ fn cli_escaped_names() -> TestResult {
 }
 
 /// Waits up to `limit` for `child` to exit; kills it after.
-fn wait_exit(
+pub(crate) fn wait_exit(
     child: &mut std::process::Child,
     limit: Duration,
 ) -> Result<std::process::ExitStatus, Failed> {

@@ -13,6 +13,7 @@ mod dump;
 mod jvm;
 mod losses;
 mod scale;
+mod timeline;
 mod verdicts;
 mod waits;
 
@@ -60,6 +61,7 @@ fn main() {
     tests.extend(agent_life::tests());
     tests.extend(agent_clients::tests());
     tests.extend(scale::tests());
+    tests.extend(timeline::tests());
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -247,7 +249,7 @@ fn unrelated_ns(e: &CgroupEntry, ours: &[&TestCgroup]) -> u64 {
 /// contended). Above it, they check what holds under any load: a hog is
 /// always runnable, quotas cap what runs, the kernel's counters agree, and
 /// whoever ran is charged for exactly the time they ran.
-const QUIET: f64 = 0.02;
+pub(crate) const QUIET: f64 = 0.02;
 
 /// Whether the set-up's arithmetic (80 % throttled, 50 % contended) can be
 /// expected: unrelated load held the test's CPUs under [`QUIET`], and the

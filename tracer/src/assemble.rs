@@ -293,6 +293,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
         cgroups,
         pids,
         threads,
+        intervals: Vec::new(),
     }
 }
 

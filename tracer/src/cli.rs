@@ -124,9 +124,15 @@ pub struct RecordArgs {
     #[arg(long, requires = "output")]
     pub redact: bool,
 
-    /// Rows of the per-cgroup table.
+    /// Rows of the per-cgroup table, and of each interval's lines.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
+
+    /// Also print, every D, one line per cgroup that waited in it (the `top`
+    /// that waited most): when the waits happened, and why. The dump's
+    /// timeline takes this resolution [default: 1s, without the lines].
+    #[arg(short, long, value_name = "D", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
 
     /// The capacity of one of the kernel's maps, as NAME=N (repeatable): BLAME,
     /// SELECTION_STATS, SELECT_PROCESS, SELECT_THREAD, EVENTS (bytes),
@@ -180,6 +186,20 @@ fn parse_map_size(text: &str) -> Result<(String, u32), String> {
         ));
     }
     Ok((name.to_owned(), n))
+}
+
+/// The shortest `--interval`: each one reads the kernel's maps.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < MIN_INTERVAL {
+        return Err(format!(
+            "{text:?} is too short for an interval: at least {}ms (each one reads the kernel's maps)",
+            MIN_INTERVAL.as_millis()
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_pattern(text: &str) -> Result<String, String> {

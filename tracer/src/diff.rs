@@ -12,6 +12,7 @@ use tracer_common::causes::Cause;
 use crate::{
     format::{fmt_ns, percent as share, visible},
     recording::{CgroupEntry, Recording},
+    timeline::render::spread,
 };
 
 /// `47.2 ms -> 120 µs (-100 %)`.
@@ -42,7 +43,13 @@ fn session(rec: &Recording) -> String {
     )
 }
 
-fn block(out: &mut String, b: &CgroupEntry, a: &CgroupEntry, db: u64, da: u64) {
+fn block(
+    out: &mut String,
+    (b, a): (&CgroupEntry, &CgroupEntry),
+    before: &Recording,
+    after: &Recording,
+) {
+    let (db, da) = (before.duration_ns, after.duration_ns);
     let (wb, wa) = (&b.wait, &a.wait);
     let _ = writeln!(out, "{}", visible(&b.path));
     let _ = writeln!(
@@ -88,6 +95,20 @@ fn block(out: &mut String, b: &CgroupEntry, a: &CgroupEntry, db: u64, da: u64) {
     ] {
         let _ = writeln!(out, "  {label:<12} {}", change_ns(x, y));
     }
+    // The windows' distributions: a fix may leave the total and cut the
+    // bursts, or the other way round.
+    if let (Some(sb), Some(sa)) = (
+        spread(&before.intervals, &b.path),
+        spread(&after.intervals, &a.path),
+    ) {
+        let _ = writeln!(
+            out,
+            "  per interval median {}, worst {} of the time waiting; worst p99 {}",
+            change_share(sb.median_share, sa.median_share),
+            change_share(sb.worst_share, sa.worst_share),
+            change_ns(sb.worst_p99_ns, sa.worst_p99_ns)
+        );
+    }
 }
 
 /// Paths in `x` that `y` lacks.
@@ -127,7 +148,7 @@ pub fn render(before: &Recording, after: &Recording, top: usize) -> String {
     }
     for (cb, ca) in both.iter().take(top) {
         let _ = writeln!(out);
-        block(&mut out, cb, ca, before.duration_ns, after.duration_ns);
+        block(&mut out, (cb, ca), before, after);
     }
     if both.len() > top {
         let _ = writeln!(
@@ -148,7 +169,11 @@ pub fn render(before: &Recording, after: &Recording, top: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{dump, verdict::Kind};
+    use crate::{
+        dump,
+        timeline::{Interval, IntervalCgroup},
+        verdict::Kind,
+    };
 
     fn fixture() -> Recording {
         dump::parse(include_bytes!("../tests/fixtures/record-v0.json")).unwrap()
@@ -183,6 +208,46 @@ mod tests {
         );
         assert!(text.contains("only before: /neighbour"), "{text}");
         assert!(text.contains("only after: /new"), "{text}");
+    }
+
+    /// Ten one-second intervals in which `/svc` waited these many ms.
+    fn timeline(ms: [u64; 10]) -> Vec<Interval> {
+        ms.iter()
+            .enumerate()
+            .map(|(s, &ms)| Interval {
+                start_ns: s as u64 * 1_000_000_000,
+                duration_ns: 1_000_000_000,
+                cgroups: vec![IntervalCgroup {
+                    path: "/svc".into(),
+                    wait_ns: ms * 1_000_000,
+                    p99_ns: ms * 100_000,
+                    ..IntervalCgroup::default()
+                }],
+                ..Interval::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_windows_distributions_are_compared() {
+        // The same total, spread evenly before and in one burst after.
+        let mut before = fixture();
+        before.intervals = timeline([100; 10]);
+        let mut after = before.clone();
+        after.intervals = timeline([0, 0, 0, 1_000, 0, 0, 0, 0, 0, 0]);
+        let text = render(&before, &after, 10);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("  per interval"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(
+            line,
+            "  per interval median 10.0 % -> 0.0 %, worst 10.0 % -> 100.0 % of the time waiting; \
+             worst p99 10.0 ms -> 100 ms (+900 %)"
+        );
+        // Without a timeline on either side, nothing is said.
+        before.intervals.clear();
+        assert!(!render(&before, &after, 10).contains("per interval"));
     }
 
     #[test]

@@ -158,6 +158,7 @@ fn validate(rec: &mut Recording) -> anyhow::Result<()> {
         );
         h.buckets = buckets;
     }
+    crate::timeline::validate(&mut rec.intervals)?;
     for (i, c) in rec.cgroups.iter().enumerate() {
         ensure!(
             c.path.starts_with('/') || c.path.starts_with("?/"),

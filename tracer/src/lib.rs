@@ -32,4 +32,5 @@ pub mod report;
 pub mod sample;
 pub mod selection;
 pub mod session;
+pub mod timeline;
 pub mod verdict;

@@ -19,6 +19,7 @@ use crate::{
     histogram::{Summary, sparse_buckets, summarize},
     process::PidKind,
     selection::MatchedThread,
+    timeline::Interval,
     verdict::Verdict,
 };
 
@@ -265,6 +266,9 @@ pub struct Recording {
     pub pids: Vec<PidEntry>,
     #[serde(default)]
     pub threads: Vec<ThreadsEntry>,
+    /// The session interval by interval (absent in older dumps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<Interval>,
 }
 
 impl Recording {

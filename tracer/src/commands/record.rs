@@ -1,9 +1,11 @@
 //! `tracer record`: trace until the duration ends or a signal, then report.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    time::{Instant, interval, sleep_until},
+    time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until},
 };
 
 use super::note;
@@ -13,7 +15,9 @@ use crate::{
     filter::CgroupFilter,
     redact,
     report::{self, TextOptions},
+    sample::Sample,
     session::{self, Config, Session},
+    timeline::{self, Interval, Timeline, render},
 };
 
 pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
@@ -51,16 +55,59 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
 
     let deadline = args.duration.map(|d| Instant::now() + d);
     let mut drain = interval(session::DRAIN_EVERY);
+    // The timeline: a sample of the maps every `resolution`, whose
+    // differences are the intervals; printed as they come with `--interval`.
+    let resolution = args
+        .interval
+        .unwrap_or(Duration::from_nanos(timeline::DEFAULT_RESOLUTION_NS));
+    let mut lines = args
+        .interval
+        .map(|_| Lines::new(args.top, session.started_unix_ns()));
+    let mut timeline = Timeline::default();
+    let mut last = Sample::default();
+    // Ticks from the attach, so that intervals are whole and aligned with
+    // the session's clock.
+    let mut tick = interval_at(
+        Instant::from_std(session.started()) + resolution,
+        resolution,
+    );
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => break,
             _ = drain.tick() => session.drain_events(),
+            _ = tick.tick() => match session.sample() {
+                Ok(now) => {
+                    let i = session.interval(&now, &last);
+                    if let Some(lines) = &mut lines {
+                        lines.print(&i)?;
+                    }
+                    timeline.push(i);
+                    last = now;
+                }
+                // The next interval covers this one's time.
+                Err(e) => note!("Could not read the maps for an interval: {e:#}"),
+            },
         }
     }
 
-    let recording = session.stop()?;
+    let end = session.detach()?;
+    let i = session.interval(&end, &last);
+    if i.duration_ns > 0 {
+        if let Some(lines) = &mut lines {
+            lines.print(&i)?;
+        }
+        timeline.push(i);
+    }
+    let mut recording = session.recording(&end, None);
+    recording.intervals = timeline.into_intervals();
+    if let Some(lines) = &lines
+        && lines.printed
+    {
+        super::print("\n")?;
+    }
     // The dump first: whatever becomes of stdout (`| head -1`), it is kept.
     if let Some(path) = &args.output {
         if args.redact {
@@ -79,4 +126,41 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
             ..TextOptions::default()
         },
     ))
+}
+
+/// `--interval`'s lines: a header before the first, then each interval's.
+struct Lines {
+    top: usize,
+    printed: bool,
+    /// When the programs were attached, for the lines' clock.
+    started_unix_ns: u64,
+}
+
+impl Lines {
+    fn new(top: usize, started_unix_ns: u64) -> Self {
+        Self {
+            top,
+            printed: false,
+            started_unix_ns,
+        }
+    }
+
+    fn print(&mut self, i: &Interval) -> anyhow::Result<()> {
+        let mut text = String::new();
+        if !self.printed {
+            text.push_str(&render::header());
+            self.printed = true;
+        }
+        let rows = render::lines(self.started_unix_ns, i, self.top);
+        if rows.is_empty() {
+            text.push_str(&format!(
+                "{:<8} {:>8}  (no cgroup waited)\n",
+                render::clock(self.started_unix_ns + i.start_ns),
+                format!("+{:.1}s", i.start_ns as f64 / 1e9)
+            ));
+        } else {
+            text.push_str(&rows);
+        }
+        super::print(&text)
+    }
 }

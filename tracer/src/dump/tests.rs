@@ -8,8 +8,24 @@ use crate::report::{TextOptions, render};
 pub(super) const V0: &str = include_str!("../../tests/fixtures/record-v0.json");
 const DUMP_V1: &str = include_str!("../../tests/fixtures/dump-v1.json");
 
+/// The version 0 fixture as this tracer writes it, with a timeline of two
+/// intervals, each holding every cgroup's waits.
 pub(super) fn v1() -> String {
-    to_json(&parse(V0.as_bytes()).unwrap()).unwrap()
+    let mut rec = parse(V0.as_bytes()).unwrap();
+    rec.intervals = crate::timeline::tests::timeline_of(&rec, 2);
+    to_json(&rec).unwrap()
+}
+
+#[test]
+fn a_timeline_reads_back_as_written() {
+    let rec = parse(v1().as_bytes()).unwrap();
+    assert_eq!(rec.intervals.len(), 2);
+    assert_eq!(rec.intervals, crate::timeline::tests::timeline_of(&rec, 2));
+    let text = render(&rec, TextOptions::default());
+    assert!(
+        text.contains("When: the 5 worst moments of 2 intervals"),
+        "{text}"
+    );
 }
 
 #[test]

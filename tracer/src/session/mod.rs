@@ -39,6 +39,7 @@ use crate::{
     programs::{self, LoadOptions, Store, StoreChoice, Tier, TierChoice},
     recording::{ProbeStatus, QuotaInfo, Recording},
     sample::Sample,
+    timeline::Interval,
     verdict,
 };
 
@@ -237,6 +238,16 @@ impl Session {
         &self.tier
     }
 
+    /// When the programs were attached.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// When the programs were attached, in ns since the Unix epoch.
+    pub fn started_unix_ns(&self) -> u64 {
+        self.started_unix_ns
+    }
+
     /// How this kernel's throttled time is measured, as reports name it.
     pub fn throttle_method(&self) -> &'static str {
         self.throttle_method
@@ -402,6 +413,19 @@ impl Session {
     /// The quota a cgroup is under, by path.
     pub fn quota_of(&self, path: &str) -> Option<&QuotaInfo> {
         self.quotas.of(path)
+    }
+
+    /// What each cgroup `--cgroup` lets through waited from `since` to `now`
+    /// (two samples of this session): one interval of the timeline.
+    pub fn interval(&mut self, now: &Sample, since: &Sample) -> Interval {
+        let window = now.since(since);
+        let (resolver, names, filter) = (&mut self.resolver, &self.names, &self.filter);
+        Interval::from_window(
+            &window,
+            since.elapsed_ns,
+            |id| path_of(resolver, names, id),
+            |path| filter.allows(path),
+        )
     }
 
     /// The recording of `now`, or of the window from `since` to `now`.
