@@ -80,6 +80,13 @@ pub fn redact(rec: &mut Recording) {
             map(&mut b.path);
         }
     }
+    for c in rec.intervals.iter_mut().flat_map(|i| &mut i.cgroups) {
+        map(&mut c.path);
+        if let Some(o) = &mut c.top_occupant {
+            map(&mut o.cgroup);
+        }
+    }
+
     let host = placeholder("host", &rec.host);
     // Longest first, so that /a/b is replaced before /a.
     let mut replacements: Vec<(String, String)> =
@@ -128,6 +135,13 @@ mod tests {
     fn a_redacted_dump_names_no_cgroup_or_host() {
         let mut rec = dump::parse(include_bytes!("../tests/fixtures/record-v0.json")).unwrap();
         rec.host = "db-prod-17.example.com".into();
+        // A timeline naming them too.
+        rec.intervals = crate::timeline::tests::timeline_of(&rec, 2);
+        rec.intervals[1].cgroups[0].top_occupant = Some(crate::timeline::Occupant {
+            cgroup: "/neighbour".into(),
+            comm: "hog".into(),
+            ..Default::default()
+        });
         let before = dump::to_json(&rec).unwrap();
         assert!(before.contains("/svc") && before.contains("/neighbour"));
         redact(&mut rec);
