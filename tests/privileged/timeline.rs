@@ -117,28 +117,27 @@ fn neighbour_joins() -> TestResult {
     ));
 
     // Alone, the service waits only behind the machine's other work, which
-    // the kernel counts: the intervals before the join hold no more wait
-    // than that, and where the kernel says the CPU was the service's, they
-    // must say so too.
+    // the kernel counts: no interval before the join holds more wait than
+    // the kernel counted over all the time alone, and together they hold no
+    // more either. Where that is under 5 % of an interval, so is each one.
     let alone_share = share(alone_delay, joined.as_nanos() as u64);
     measured(format!(
-        "the kernel counted the service waiting {:.1} % of the time alone",
-        alone_share * 100.0
+        "the kernel counted the service waiting {:.1} % of the time alone ({:.1} ms)",
+        alone_share * 100.0,
+        alone_delay as f64 / 1e6
     ));
+    let bound = alone_delay + alone_delay / 10 + 5_000_000;
     let traced_alone: u64 = before
         .iter()
         .filter_map(|i| rows(i))
         .map(|c| c.wait_ns)
         .sum();
-    check(
-        traced_alone <= alone_delay + alone_delay / 10 + 5_000_000,
-        || {
-            format!(
-                "the intervals before the join hold {traced_alone} ns of wait; the kernel counted \
+    check(traced_alone <= bound, || {
+        format!(
+            "the intervals before the join hold {traced_alone} ns of wait; the kernel counted \
              {alone_delay} ns over all the time alone"
-            )
-        },
-    )?;
+        )
+    })?;
     for i in &before {
         check(rows(i).is_some(), || {
             format!(
@@ -158,14 +157,13 @@ fn neighbour_joins() -> TestResult {
                 )
             },
         )?;
-        if alone_share < 0.03 {
+        if bound < i.duration_ns / 20 {
             check(contended(i) < 0.05, || {
                 format!(
-                    "alone on its CPU the service was contended {:.1} % in the interval at {} ns \
-                     (the kernel: {:.1} % over its time alone)",
+                    "alone on its CPU the service was contended {:.1} % in the interval at {} ns; \
+                     the kernel counted {alone_delay} ns of wait over all its time alone",
                     contended(i) * 100.0,
                     i.start_ns,
-                    alone_share * 100.0
                 )
             })?;
         }
