@@ -293,18 +293,85 @@ fn html_in_chromium() -> TestResult {
     })?;
     // And it paints: a full-size screenshot.
     let shot = scratch.file("page.png");
-    browse(&[&format!("--screenshot={shot}")])?;
-    let png = std::fs::read(&shot).map_err(|e| format!("no screenshot: {e}"))?;
-    check(
-        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000,
-        || format!("screenshot of {} bytes", png.len()),
-    )?;
+    let screenshot = || -> Result<Vec<u8>, Failed> {
+        browse(&[&format!("--screenshot={shot}")])?;
+        let png = std::fs::read(&shot).map_err(|e| format!("no screenshot: {e}"))?;
+        check(
+            png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000,
+            || format!("screenshot of {} bytes", png.len()),
+        )?;
+        Ok(png)
+    };
+    let png = screenshot()?;
     let width = u32::from_be_bytes(png[16..20].try_into()?);
     check(width == 1280, || format!("screenshot {width} pixels wide"))?;
     measured(format!(
         "{} cgroups rendered, screenshot {} bytes",
         rec.cgroups.len(),
         png.len()
+    ));
+
+    // A trigger dump of the agent's flight recorder (a hog under a 20 %
+    // quota started 4 s in): its timeline and heatmap, and the trigger.
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tracer/tests/fixtures/dump-trigger.json");
+    let rec = dump::read(&fixture)?;
+    run(
+        &bin,
+        &["report", &fixture.to_string_lossy(), "--html", &page],
+        unprivileged(),
+    )?;
+    let dom = browse(&["--dump-dom"])?;
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let fired = rec
+        .trigger
+        .as_ref()
+        .ok_or("the trigger fixture has no trigger")?;
+    let section = dom
+        .split("<section class=\"group\"")
+        .find(|s| s.contains(&format!("<h3>{}</h3>", fired.cgroup)))
+        .ok_or_else(|| format!("no section for {}", fired.cgroup))?;
+    let timeline = section
+        .split("<svg class=\"timeline\"")
+        .nth(1)
+        .and_then(|t| t.split("</svg>").next())
+        .ok_or("no timeline in the cgroup's section")?;
+    // A throttled column for every interval it was throttled in, as tall
+    // as its share of the interval.
+    let throttled: Vec<String> = rec
+        .intervals
+        .iter()
+        .filter_map(|i| {
+            let c = i.cgroups.iter().find(|c| c.path == fired.cgroup)?;
+            let share = c.throttled_ns as f64 * 100.0 / i.duration_ns as f64;
+            (share >= 0.05)
+                .then(|| format!("data-start-ns=\"{}\" data-share=\"{share:.1}\"", i.start_ns))
+        })
+        .collect();
+    check(throttled.len() >= 3, || {
+        format!("the fixture has {} throttled intervals", throttled.len())
+    })?;
+    for cell in &throttled {
+        check(
+            timeline.contains(&format!("class=\"throttled\" {cell}")),
+            || format!("no throttled column {cell} in the rendered timeline"),
+        )?;
+    }
+    check(
+        timeline.matches("class=\"throttled\"").count() == throttled.len(),
+        || "throttled columns where the cgroup was not throttled".into(),
+    )?;
+    check(timeline.contains("class=\"trigger\""), || {
+        "the trigger's moment is not marked".into()
+    })?;
+    check(section.contains("<svg class=\"heatmap\""), || {
+        "no heatmap in the cgroup's section".into()
+    })?;
+    screenshot()?;
+    measured(format!(
+        "trigger dump: {} throttled columns of {} intervals, trigger and heatmap drawn",
+        throttled.len(),
+        rec.intervals.len()
     ));
     Ok(Completion::Completed)
 }

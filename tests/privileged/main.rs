@@ -12,6 +12,7 @@ mod cli;
 mod dump;
 mod jvm;
 mod losses;
+mod recorder;
 mod scale;
 mod timeline;
 mod verdicts;
@@ -62,6 +63,7 @@ fn main() {
     tests.extend(agent_clients::tests());
     tests.extend(scale::tests());
     tests.extend(timeline::tests());
+    tests.extend(recorder::tests());
     libtest_mimic::run(&args, tests).exit();
 }
 

@@ -294,6 +294,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
         pids,
         threads,
         intervals: Vec::new(),
+        trigger: None,
     }
 }
 

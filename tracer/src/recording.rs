@@ -19,7 +19,7 @@ use crate::{
     histogram::{Summary, sparse_buckets, summarize},
     process::PidKind,
     selection::MatchedThread,
-    timeline::Interval,
+    timeline::{Interval, recorder::Fired},
     verdict::Verdict,
 };
 
@@ -269,6 +269,9 @@ pub struct Recording {
     /// The session interval by interval (absent in older dumps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intervals: Vec<Interval>,
+    /// The agent's flight recorder wrote it because this trigger was met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Fired>,
 }
 
 impl Recording {

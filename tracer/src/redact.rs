@@ -86,6 +86,9 @@ pub fn redact(rec: &mut Recording) {
             map(&mut o.cgroup);
         }
     }
+    if let Some(t) = &mut rec.trigger {
+        map(&mut t.cgroup);
+    }
 
     let host = placeholder("host", &rec.host);
     // Longest first, so that /a/b is replaced before /a.
@@ -135,12 +138,17 @@ mod tests {
     fn a_redacted_dump_names_no_cgroup_or_host() {
         let mut rec = dump::parse(include_bytes!("../tests/fixtures/record-v0.json")).unwrap();
         rec.host = "db-prod-17.example.com".into();
-        // A timeline naming them too.
+        // A timeline naming them too, and a recorder's trigger.
         rec.intervals = crate::timeline::tests::timeline_of(&rec, 2);
         rec.intervals[1].cgroups[0].top_occupant = Some(crate::timeline::Occupant {
             cgroup: "/neighbour".into(),
             comm: "hog".into(),
             ..Default::default()
+        });
+        rec.trigger = Some(crate::timeline::recorder::Fired {
+            rule: "throttled above 50 % for 2.00 s".into(),
+            cgroup: "/svc".into(),
+            at_ns: 1,
         });
         let before = dump::to_json(&rec).unwrap();
         assert!(before.contains("/svc") && before.contains("/neighbour"));

@@ -25,6 +25,31 @@ fn the_example_configuration_parses() {
     assert!(c.dumps.is_some());
 }
 
+/// The example's recorder section, commented out, parses once uncommented.
+#[test]
+fn the_example_recorder_parses() {
+    let example = deploy("agent.toml");
+    let (head, recorder) = example
+        .split_once("# [recorder]")
+        .expect("agent.toml shows a [recorder] section");
+    // Its lines, uncommented up to their own comments.
+    let text: String = std::iter::once(head.to_owned())
+        .chain(std::iter::once("[recorder]\n".to_owned()))
+        .chain(
+            recorder
+                .lines()
+                .filter_map(|l| l.strip_prefix("# "))
+                .map(|l| format!("{l}\n")),
+        )
+        .collect();
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+    c.validate().unwrap();
+    let r = c.recorder.expect("a [recorder] section");
+    assert_eq!(r.span.as_secs(), 600);
+    assert_eq!(r.triggers.len(), 1);
+    assert_eq!(r.triggers[0].describe(), "throttled above 50 % for 10.0 s");
+}
+
 /// Listening on every interface, the systemd example serves over TLS to a
 /// password's holder only.
 #[test]

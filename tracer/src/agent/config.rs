@@ -18,16 +18,31 @@
 //! every = "10m"
 //! keep = 24                   # at most ~1 MB each with 200 cgroups
 //! enabled = true
+//!
+//! [recorder]                  # the flight recorder: off unless this section is here
+//! minutes = 10                # the last minutes kept, at `resolution`
+//! resolution = "1s"           # each a read of the maps
+//! after = "1m"                # a trigger's dump is written this long after it
+//! [[recorder.trigger]]        # any number; each writes a `-trigger` dump
+//! on = "throttled"            # throttled | contended | wait (shares) | p99
+//! above = 0.5                 # share of one thread's time; for p99 a duration ("20ms")
+//! for = "5s"                  # in a row
+//! include = ["/kubepods"]     # the cgroups it watches (default: all)
 //! ```
 //!
-//! The values shown are the defaults, except `include` and `exclude`.
+//! The values shown are the defaults, except `include`, `exclude` and the
+//! trigger.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use crate::{filter::CgroupFilter, format::parse_duration};
+use crate::{
+    filter::CgroupFilter,
+    format::parse_duration,
+    timeline::recorder::{Trigger, Watched},
+};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
@@ -45,6 +60,29 @@ pub struct Config {
     pub lock_file: PathBuf,
     /// The web configuration file: TLS and basic authentication.
     pub web_config: Option<PathBuf>,
+    /// The flight recorder, when configured.
+    pub recorder: Option<Recorder>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorder {
+    /// How much of the timeline it keeps.
+    pub span: Duration,
+    pub resolution: Duration,
+    /// How long after a trigger its dump is written.
+    pub after: Duration,
+    pub triggers: Vec<Trigger>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            span: Duration::from_secs(600),
+            resolution: Duration::from_secs(1),
+            after: Duration::from_secs(60),
+            triggers: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +114,7 @@ impl Default for Config {
             dumps: Some(Dumps::default()),
             lock_file: PathBuf::from("/run/tracer-agent.lock"),
             web_config: None,
+            recorder: None,
         }
     }
 }
@@ -94,6 +133,90 @@ struct File {
     lock_file: Option<PathBuf>,
     web_config: Option<PathBuf>,
     dumps: Option<DumpsFile>,
+    recorder: Option<RecorderFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecorderFile {
+    minutes: Option<f64>,
+    resolution: Option<String>,
+    after: Option<String>,
+    #[serde(default)]
+    trigger: Vec<TriggerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerFile {
+    on: Watched,
+    above: Level,
+    #[serde(rename = "for")]
+    for_: String,
+    include: Option<Vec<String>>,
+}
+
+/// A share (`0.5`) or a duration (`"20ms"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Level {
+    Share(f64),
+    Duration(String),
+}
+
+impl RecorderFile {
+    fn parse(self) -> anyhow::Result<Recorder> {
+        let default = Recorder::default();
+        let minutes = self.minutes.unwrap_or(10.0);
+        if !(minutes > 0.0 && minutes <= 24.0 * 60.0) {
+            bail!("recorder.minutes: {minutes} must be above 0 and at most a day");
+        }
+        let triggers = self
+            .trigger
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let at = format!("recorder.trigger[{i}]");
+                let above = match (t.on, t.above) {
+                    (Watched::P99, Level::Duration(d)) => {
+                        duration(&format!("{at}.above"), &d)?.as_nanos() as f64
+                    }
+                    (Watched::P99, Level::Share(_)) => {
+                        bail!("{at}.above: p99 is a duration, e.g. \"20ms\"")
+                    }
+                    (_, Level::Share(x)) if x.is_finite() && x >= 0.0 => x,
+                    (on, _) => bail!(
+                        "{at}.above: {} is a share of one thread's time, e.g. 0.5",
+                        on.name()
+                    ),
+                };
+                let include = t
+                    .include
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| path_prefix(&format!("{at}.include"), p))
+                    .collect::<anyhow::Result<_>>()?;
+                Ok(Trigger {
+                    watched: t.on,
+                    above,
+                    for_ns: duration(&format!("{at}.for"), &t.for_)?.as_nanos() as u64,
+                    cgroups: CgroupFilter::only(include),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Recorder {
+            span: Duration::from_secs_f64(minutes * 60.0),
+            resolution: match self.resolution {
+                Some(r) => duration("recorder.resolution", &r)?,
+                None => default.resolution,
+            },
+            after: match self.after {
+                Some(a) => duration("recorder.after", &a)?,
+                None => default.after,
+            },
+            triggers,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +277,9 @@ impl Config {
             c.lock_file = l;
         }
         c.web_config = file.web_config;
+        if let Some(r) = file.recorder {
+            c.recorder = Some(r.parse()?);
+        }
         if let Some(d) = file.dumps {
             let default = Dumps::default();
             c.dumps = match d.enabled {
@@ -184,6 +310,24 @@ impl Config {
     /// Checks what only the whole configuration, file and flags merged, can
     /// tell: a flag may set what the file left out, or the other way round.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(r) = &self.recorder {
+            if r.resolution < Self::MIN_INTERVAL {
+                bail!(
+                    "recorder.resolution: {:?} is too short; at least {:?}",
+                    r.resolution,
+                    Self::MIN_INTERVAL
+                );
+            }
+            if r.span < r.resolution * 2 {
+                bail!("recorder.minutes: keep at least two intervals of recorder.resolution");
+            }
+            if self.dumps.is_none() {
+                bail!(
+                    "the recorder writes dumps, which are disabled: remove [recorder] or enable \
+                     dumps (--no-dumps, or [dumps] enabled = false)"
+                );
+            }
+        }
         if self.interval < Self::MIN_INTERVAL {
             bail!(
                 "interval (--interval or the file's): {:?} is too short; at least {:?}",
@@ -257,6 +401,69 @@ mod tests {
         assert_eq!(c.filter.include, ["/kubepods"]);
         let d = c.dumps.unwrap();
         assert_eq!((d.every, d.keep), (Duration::from_secs(300), 3));
+    }
+
+    #[test]
+    fn a_recorder_with_triggers() {
+        let c = Config::parse(
+            r#"
+            [recorder]
+            minutes = 2
+            after = "10s"
+            [[recorder.trigger]]
+            on = "throttled"
+            above = 0.5
+            for = "5s"
+            include = ["/kubepods"]
+            [[recorder.trigger]]
+            on = "p99"
+            above = "20ms"
+            for = "3s"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let r = c.recorder.unwrap();
+        assert_eq!(
+            (r.span, r.resolution, r.after),
+            (
+                Duration::from_secs(120),
+                Duration::from_secs(1),
+                Duration::from_secs(10)
+            )
+        );
+        assert_eq!(r.triggers.len(), 2);
+        assert_eq!(r.triggers[0].describe(), "throttled above 50 % for 5.00 s");
+        assert!(r.triggers[0].cgroups.allows("/kubepods/pod1"));
+        assert!(!r.triggers[0].cgroups.allows("/system.slice"));
+        assert_eq!(r.triggers[1].above, 20_000_000.0);
+        assert!(r.triggers[1].cgroups.allows("/anything"));
+        assert_eq!(
+            Config::parse("[recorder]").unwrap().recorder,
+            Some(Recorder::default())
+        );
+        assert!(
+            Config::parse("").unwrap().recorder.is_none(),
+            "off unless asked for"
+        );
+    }
+
+    #[test]
+    fn recorder_mistakes_are_named() {
+        let err = |t: &str| format!("{:#}", Config::parse(t).unwrap_err());
+        let trigger = |on: &str, above: &str| {
+            format!(
+                "[recorder]\n[[recorder.trigger]]\non = \"{on}\"\nabove = {above}\nfor = \"1s\""
+            )
+        };
+        assert!(err(&trigger("p99", "0.5")).contains("p99 is a duration"));
+        assert!(err(&trigger("throttled", "\"5ms\"")).contains("is a share"));
+        assert!(err(&trigger("throttled", "-1.0")).contains("is a share"));
+        assert!(err(&trigger("hot", "0.5")).contains("unknown variant"));
+        assert!(err("[recorder]\nminutes = 0").contains("recorder.minutes"));
+        let invalid = |t: &str| format!("{:#}", Config::parse(t).unwrap().validate().unwrap_err());
+        assert!(invalid("[recorder]\nresolution = \"1ms\"").contains("too short"));
+        assert!(invalid("[recorder]\n[dumps]\nenabled = false").contains("writes dumps"));
     }
 
     #[test]

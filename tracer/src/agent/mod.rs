@@ -10,6 +10,7 @@
 pub mod config;
 pub mod dumps;
 pub mod export;
+pub mod flight;
 pub mod http;
 pub mod lock;
 pub mod metrics;
@@ -33,8 +34,10 @@ use self::{
 };
 use crate::{
     privilege,
+    recording::Recording,
     sample::Sample,
     session::{self, Session},
+    timeline::{Timeline, rebase, recorder::Fired},
 };
 
 /// The agent's state between refreshes.
@@ -55,6 +58,11 @@ struct Agent {
     kernel: String,
     /// The dumps this agent wrote, newest of their directory.
     written: dumps::Written,
+    /// The current dump window's intervals, one per refresh, and the sample
+    /// the last one ended at.
+    timeline: Timeline,
+    last_refresh: Sample,
+    flight: Option<flight::Flight>,
 }
 
 impl Agent {
@@ -63,6 +71,8 @@ impl Agent {
         let gone: HashSet<u64> = self.session.maintain()?.into_iter().collect();
         let now = self.session.sample()?;
         self.note_blame(&now);
+        self.timeline
+            .push(self.session.interval(&now, &self.last_refresh));
 
         let mut cgroups = Vec::new();
         for (&id, totals) in &now.cgroups {
@@ -105,10 +115,12 @@ impl Agent {
 
         let (agent_cpu_ns, agent_resident_bytes) = own_usage();
         let agent_heap_bytes = heap_in_use();
+        let counters = now.counters;
+        self.last_refresh = now;
         Ok(Snapshot {
             other: self.exporter.other(),
             cgroups,
-            counters: now.counters,
+            counters,
             programs: self.program_costs.clone(),
             agent_cpu_ns,
             agent_resident_bytes,
@@ -172,13 +184,52 @@ impl Agent {
         };
         // The blame up to now counts before it is released below.
         self.note_blame(&now);
-        let rec = self.session.recording(&now, Some(&self.window_start));
-        match dumps::write_rolling(&d.dir, &rec, why, d.keep, &mut self.written) {
+        let mut rec = self.session.recording(&now, Some(&self.window_start));
+        // The window's timeline, to its end.
+        self.timeline
+            .push(self.session.interval(&now, &self.last_refresh));
+        rec.intervals = rebase(
+            std::mem::take(&mut self.timeline).into_intervals(),
+            self.window_start.elapsed_ns,
+        );
+        self.write(&d, &rec, why);
+        self.last_refresh = now.clone();
+        self.window_start = now;
+        self.session.release_departed();
+    }
+
+    fn write(&mut self, d: &config::Dumps, rec: &Recording, why: &str) {
+        match dumps::write_rolling(&d.dir, rec, why, d.keep, &mut self.written) {
             Ok(path) => eprintln!("tracer agent: wrote {}", path.display()),
             Err(e) => eprintln!("tracer agent: cannot write a dump: {e:#}"),
         }
-        self.window_start = now;
-        self.session.release_departed();
+    }
+
+    /// The recorder's read; writes a trigger's dump when it is due.
+    fn flight_tick(&mut self) {
+        let Some(flight) = &mut self.flight else {
+            return;
+        };
+        match flight.tick(&mut self.session) {
+            Ok(Some(fired)) => self.flight_dump(Some(fired)),
+            Ok(None) => {}
+            Err(e) => eprintln!("tracer agent: cannot read the maps for the recorder: {e:#}"),
+        }
+    }
+
+    /// Writes what the recorder holds: for a trigger, or on SIGUSR2.
+    fn flight_dump(&mut self, fired: Option<Fired>) {
+        let (Some(flight), Some(d)) = (&self.flight, self.config.dumps.clone()) else {
+            eprintln!("tracer agent: SIGUSR2 ignored: no [recorder] is configured");
+            return;
+        };
+        let why = if fired.is_some() {
+            "trigger"
+        } else {
+            "recorder"
+        };
+        let rec = flight.recording(&mut self.session, fired);
+        self.write(&d, &rec, why);
     }
 }
 
@@ -228,6 +279,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut user1 = signal(SignalKind::user_defined1())?;
+    let mut user2 = signal(SignalKind::user_defined2())?;
     if let Some(reason) = privilege::check() {
         anyhow::bail!("{reason}; run the agent as root (see deploy/ for a systemd unit)");
     }
@@ -293,10 +345,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     );
 
+    let flight = config
+        .recorder
+        .clone()
+        .map(|r| flight::Flight::new(r, window_start.clone()));
     let mut agent = Agent {
         exporter: Exporter::new(config.export_limit, config.filter.clone()),
         occupancy: Occupancy::default(),
         session,
+        timeline: Timeline::default(),
+        last_refresh: window_start.clone(),
+        flight,
         window_start,
         config,
         evicted: 0,
@@ -320,6 +379,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     drain.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut costs = agent.config.program_stats.then(|| {
         let mut tick = interval_at(start, program_cost::EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick
+    });
+    let mut recorder_tick = agent.config.recorder.as_ref().map(|r| {
+        let mut tick = interval_at(start + r.resolution, r.resolution);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tick
     });
@@ -358,6 +422,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Ok(now) => agent.dump(now, "periodic"),
                 Err(e) => eprintln!("tracer agent: cannot read the maps for a dump: {e:#}"),
             },
+            _ = async { recorder_tick.as_mut()?.tick().await; Some(()) }, if recorder_tick.is_some() => {
+                agent.flight_tick();
+            }
+            _ = user2.recv() => agent.flight_dump(None),
             _ = user1.recv() => {
                 if agent.config.dumps.is_none() {
                     eprintln!("tracer agent: SIGUSR1 ignored: dumps are disabled (--no-dumps)");

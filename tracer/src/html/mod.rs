@@ -3,6 +3,8 @@
 //! read: per cgroup, what its threads' time went to, how long they waited, and
 //! the verdict with the figures behind it.
 
+mod timeline;
+
 use std::fmt::Write as _;
 
 use tracer_common::{causes::Cause, maps::Counter};
@@ -341,6 +343,7 @@ pub fn render(rec: &Recording, top: usize) -> String {
             "<figure>{}<figcaption>Where its threads' time went, as shares of the traced time.</figcaption></figure>",
             stacked_bar(shares(&c.wait, &c.on_cpu, rec.duration_ns), 640.0)
         );
+        out.push_str(&timeline::figures(rec, &c.path));
         wait_table(&mut out, &c.wait, &c.on_cpu);
         if c.quota.is_some() || c.cpu_stat.is_some() {
             out.push_str("<table class=\"kernel\"><tr><th>quota</th><th>throttled (traced)</th><th>cpu.stat throttled</th><th>cpu.stat.local</th><th>periods throttled</th></tr><tr>");
@@ -462,7 +465,7 @@ mod tests {
     use crate::dump;
 
     fn page() -> (Recording, String) {
-        let rec = dump::parse(include_bytes!("../tests/fixtures/record-v0.json")).unwrap();
+        let rec = dump::parse(include_bytes!("../../tests/fixtures/record-v0.json")).unwrap();
         let html = render(&rec, 10);
         (rec, html)
     }

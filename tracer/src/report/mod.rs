@@ -10,7 +10,7 @@ use crate::{
     recording::{CgroupEntry, ProbeStatus, Recording, WaitHistogram, WaitSplit},
     timeline::{
         Interval,
-        render::{spread, worst},
+        render::{clock, spread, worst},
     },
     verdict::Verdict,
 };
@@ -235,6 +235,20 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         rec.cgroup_mode,
         rec.duration_ns as f64 / 1e9
     );
+    if let Some(t) = &rec.trigger {
+        let _ = writeln!(
+            out,
+            "written by the agent's flight recorder: {} was met by {} at {} (+{:.1}s)",
+            visible(&t.rule),
+            visible(&t.cgroup),
+            clock(
+                rec.started_unix_ns
+                    .saturating_sub(rec.intervals.first().map_or(0, |i| i.start_ns))
+                    + t.at_ns
+            ),
+            t.at_ns as f64 / 1e9
+        );
+    }
     let attached: Vec<String> = rec
         .probes
         .iter()

@@ -172,6 +172,7 @@ fn recording() -> Recording {
             verdict: judge(&Facts::default()),
         }],
         intervals: Vec::new(),
+        trigger: None,
     }
 }
 
@@ -285,4 +286,23 @@ fn top_limits_the_tables() {
 fn long_paths_keep_their_end() {
     assert_eq!(fit("/short", 10), "/short");
     assert_eq!(fit("/a/very/long/path", 8), "…ng/path");
+}
+
+#[test]
+fn a_trigger_dump_says_what_met_it_first() {
+    let mut rec = recording();
+    rec.started_unix_ns = 3_600_000_000_000;
+    rec.trigger = Some(crate::timeline::recorder::Fired {
+        rule: "throttled above 50 % for 5.00 s".into(),
+        cgroup: "/limited".into(),
+        at_ns: 62_500_000_000,
+    });
+    let text = render(&rec, TextOptions::default());
+    assert!(
+        text.lines().nth(1).unwrap().starts_with(
+            "written by the agent's flight recorder: throttled above 50 % for 5.00 s was met by \
+             /limited at 01:01:02 (+62.5s)"
+        ),
+        "{text}"
+    );
 }

@@ -13,6 +13,7 @@
 //! [`DUMP_CGROUPS`] cgroups each (those that waited most; the rest are summed
 //! as `omitted_*`).
 
+pub mod recorder;
 pub mod render;
 
 use std::collections::BTreeMap;
@@ -208,6 +209,8 @@ impl Interval {
             let gone = self.cgroups.split_off(keep);
             self.omitted_cgroups += gone.len() as u64;
             self.omitted_wait_ns += gone.iter().map(|c| c.wait_ns).sum::<u64>();
+            // Kept for minutes: not the room of the rows left out.
+            self.cgroups.shrink_to_fit();
         }
         self.cgroups.iter_mut().for_each(IntervalCgroup::seal);
     }
@@ -225,6 +228,20 @@ impl Interval {
         self.omitted_wait_ns += next.omitted_wait_ns;
         sort(&mut self.cgroups);
     }
+}
+
+/// `intervals` from `offset_ns` on, their starts counted from there: the
+/// timeline of a window that starts `offset_ns` into the session, as a
+/// windowed recording (whose `started_unix_ns` is the window's) carries it.
+pub fn rebase(intervals: impl IntoIterator<Item = Interval>, offset_ns: u64) -> Vec<Interval> {
+    intervals
+        .into_iter()
+        .filter(|i| i.start_ns >= offset_ns)
+        .map(|mut i| {
+            i.start_ns -= offset_ns;
+            i
+        })
+        .collect()
 }
 
 /// Most waiting first; by path among equals, so that the order is stable.

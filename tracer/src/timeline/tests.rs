@@ -317,7 +317,7 @@ fn the_worst_moments_and_the_spread_come_from_shares() {
 }
 
 /// 200 busy cgroups, each with waits spread over 30 buckets, every second.
-fn busy_second(s: u64) -> Interval {
+pub(crate) fn busy_second(s: u64) -> Interval {
     let mut w = Sample {
         elapsed_ns: 1_000_000_000,
         ..Sample::default()
