@@ -71,8 +71,11 @@ impl Agent {
         let gone: HashSet<u64> = self.session.maintain()?.into_iter().collect();
         let now = self.session.sample()?;
         self.note_blame(&now);
-        self.timeline
-            .push(self.session.interval(&now, &self.last_refresh));
+        // The dump window's timeline: nothing to keep without dumps.
+        if self.config.dumps.is_some() {
+            self.timeline
+                .push(self.session.interval(&now, &self.last_refresh));
+        }
 
         let mut cgroups = Vec::new();
         for (&id, totals) in &now.cgroups {
