@@ -81,6 +81,11 @@ pub struct ReportArgs {
     /// Cgroups shown in the tables (and described on the page).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
+
+    /// Print the dump's timeline instead: one line per cgroup that waited in
+    /// each interval (the `top` of each), as `record --interval` printed them.
+    #[arg(long, conflicts_with = "html")]
+    pub intervals: bool,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +248,21 @@ mod tests {
             Command::Record(r) => r,
             other => panic!("not record: {other:?}"),
         })
+    }
+
+    #[test]
+    fn report_prints_the_timeline_or_a_page_not_both() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["tracer", "report", "d.json"].iter().chain(args)).map(|c| match c
+                .command
+            {
+                Command::Report(r) => r.intervals,
+                other => panic!("not report: {other:?}"),
+            })
+        };
+        assert!(parse(&["--intervals"]).unwrap());
+        assert!(!parse(&[]).unwrap());
+        assert!(parse(&["--intervals", "--html", "p.html"]).is_err());
     }
 
     #[test]

@@ -151,16 +151,7 @@ impl Lines {
             text.push_str(&render::header());
             self.printed = true;
         }
-        let rows = render::lines(self.started_unix_ns, i, self.top);
-        if rows.is_empty() {
-            text.push_str(&format!(
-                "{:<8} {:>8}  (no cgroup waited)\n",
-                render::clock(self.started_unix_ns + i.start_ns),
-                format!("+{:.1}s", i.start_ns as f64 / 1e9)
-            ));
-        } else {
-            text.push_str(&rows);
-        }
+        text.push_str(&render::lines(self.started_unix_ns, i, self.top));
         super::print(&text)
     }
 }

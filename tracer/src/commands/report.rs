@@ -1,5 +1,6 @@
-//! `tracer report FILE [--html OUT]`: a dump rendered, on any machine, without
-//! privileges: the terminal report `record` printed, or a self-contained page.
+//! `tracer report FILE [--html OUT | --intervals]`: a dump rendered, on any
+//! machine, without privileges: the terminal report `record` printed, a
+//! self-contained page, or the timeline's lines.
 
 use anyhow::Context as _;
 
@@ -7,10 +8,14 @@ use crate::{
     cli::ReportArgs,
     dump, html,
     report::{self, TextOptions},
+    timeline::render,
 };
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let rec = dump::read(&args.file)?;
+    if args.intervals {
+        return super::print(&render::timeline(&rec, args.top));
+    }
     match &args.html {
         Some(out) => {
             std::fs::write(out, html::render(&rec, args.top))

@@ -71,15 +71,38 @@ fn row(out: &mut String, started_unix_ns: u64, i: &Interval, c: &IntervalCgroup)
 }
 
 /// An interval's rows: the `top` cgroups that waited most in it, and how many
-/// more there were. Nothing when nothing waited.
+/// more there were; a row that says so when none waited.
 pub fn lines(started_unix_ns: u64, interval: &Interval, top: usize) -> String {
     let mut out = String::new();
+    if interval.cgroups.is_empty() && interval.omitted_cgroups == 0 {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>8}  (no cgroup waited)",
+            clock(started_unix_ns + interval.start_ns),
+            format!("+{:.1}s", interval.start_ns as f64 / 1e9)
+        );
+        return out;
+    }
     for c in interval.cgroups.iter().take(top) {
         row(&mut out, started_unix_ns, interval, c);
     }
     let more = interval.cgroups.len().saturating_sub(top) as u64 + interval.omitted_cgroups;
     if more > 0 {
         let _ = writeln!(out, "{:<8} {:>8}  ... and {more} more cgroups", "", "");
+    }
+    out
+}
+
+/// A recording's whole timeline as `record --interval` prints it: the
+/// header, then each interval's lines; or why there is none.
+pub fn timeline(rec: &crate::recording::Recording, top: usize) -> String {
+    if rec.intervals.is_empty() {
+        return "This dump has no timeline (it was written by a tracer from before intervals).\n"
+            .into();
+    }
+    let mut out = header();
+    for i in &rec.intervals {
+        out.push_str(&lines(rec.started_unix_ns, i, top));
     }
     out
 }

@@ -280,6 +280,31 @@ fn lines_show_the_split_as_shares_of_the_interval() {
 }
 
 #[test]
+fn a_dumps_timeline_prints_as_record_printed_it() {
+    let mut rec =
+        crate::dump::parse(include_bytes!("../../tests/fixtures/dump-trigger.json")).unwrap();
+    let text = timeline(&rec, 20);
+    let mut lines = text.lines();
+    assert_eq!(lines.next().map(str::trim_end), Some(header().trim_end()));
+    // One line per cgroup that waited in an interval, or one saying none did.
+    let rows: usize = rec.intervals.iter().map(|i| i.cgroups.len().max(1)).sum();
+    assert_eq!(lines.count(), rows, "{text}");
+    assert!(text.contains("/svc") && text.contains(" 79.0 %"), "{text}");
+    rec.intervals.clear();
+    assert!(timeline(&rec, 20).contains("no timeline"));
+    let quiet = Interval {
+        start_ns: 2_000_000_000,
+        duration_ns: 1_000_000_000,
+        ..Interval::default()
+    };
+    assert_eq!(lines_of(&quiet), "00:00:02    +2.0s  (no cgroup waited)\n");
+}
+
+fn lines_of(i: &Interval) -> String {
+    lines(0, i, 5)
+}
+
+#[test]
 fn escapes_in_names_do_not_reach_the_terminal() {
     let mut i = one(0, 1, 1_000);
     i.cgroups[0].path = "/\u{1b}]0;pwned\u{7}".into();
