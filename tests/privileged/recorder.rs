@@ -10,7 +10,7 @@ use libtest_mimic::{Completion, Trial};
 use tracer::dump;
 use tracer_tests::{
     Load, TestCgroup, Worker,
-    services::{Agent, wait_for},
+    services::{Agent, sample_value, wait_for},
 };
 
 use crate::{
@@ -60,10 +60,27 @@ fn trigger_dump() -> TestResult {
         trigger_dump_in(&dumps)
     });
     let waited = hog_started.elapsed();
+    // What the recorder did, as Prometheus sees it, after the next refresh.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let page = agent.metrics()?;
     cg.lift_quota()?;
     hog.stop();
     let (_, log) = agent.terminate(Duration::from_secs(30))?;
     let path = found.map_err(|e| format!("{e:#}; the agent's log:\n{log}"))?;
+    let metric = |name: &str| sample_value(&page, name, &[]);
+    check(
+        metric("tracer_recorder_trigger_dumps_total") == Some(1.0)
+            && metric("tracer_recorder_triggers_total").is_some_and(|n| n >= 1.0)
+            && metric("tracer_recorder_bytes").is_some_and(|b| b > 0.0),
+        || {
+            format!(
+                "the recorder's series: dumps {:?}, triggers {:?}, bytes {:?}",
+                metric("tracer_recorder_trigger_dumps_total"),
+                metric("tracer_recorder_triggers_total"),
+                metric("tracer_recorder_bytes")
+            )
+        },
+    )?;
     let rec = dump::read(&path)?;
 
     let fired = rec

@@ -4,7 +4,7 @@
 
 use std::{collections::VecDeque, time::Instant};
 
-use super::config;
+use super::{config, metrics::RecorderStats};
 use crate::{
     recording::Recording,
     sample::Sample,
@@ -30,6 +30,9 @@ pub struct Flight {
     quiet_until: Option<Instant>,
     /// Triggers met while one was pending or in the quiet time after it.
     pub suppressed: u64,
+    /// Triggers met, and trigger dumps due, since the start.
+    met: u64,
+    dumps: u64,
 }
 
 impl Flight {
@@ -42,6 +45,8 @@ impl Flight {
             pending: None,
             quiet_until: None,
             suppressed: 0,
+            met: 0,
+            dumps: 0,
         }
     }
 
@@ -51,6 +56,7 @@ impl Flight {
         let now = session.sample()?;
         let interval = session.interval(&now, &self.last);
         for fired in self.recorder.push(interval) {
+            self.met += 1;
             // One dump at a time, one a span: what a second trigger saw is
             // in the first one's dump, or in the next.
             let quiet = self.quiet_until.is_some_and(|t| Instant::now() < t);
@@ -83,6 +89,7 @@ impl Flight {
             .as_ref()
             .is_some_and(|(_, at)| Instant::now() >= *at);
         Ok(if due {
+            self.dumps += 1;
             self.quiet_until = Some(Instant::now() + self.config.span);
             self.pending.take().map(|(f, _)| f)
         } else {
@@ -105,8 +112,12 @@ impl Flight {
         rec
     }
 
-    /// Heap bytes its intervals hold.
-    pub fn heap_bytes(&self) -> usize {
-        self.recorder.heap_bytes()
+    /// What it holds and has done, for `/metrics`.
+    pub fn stats(&self) -> RecorderStats {
+        RecorderStats {
+            bytes: self.recorder.heap_bytes(),
+            triggers: self.met,
+            dumps: self.dumps,
+        }
     }
 }

@@ -54,6 +54,19 @@ pub struct Snapshot {
     pub throttle_method: String,
     /// `fentry` or `tracepoints`.
     pub tier: String,
+    /// The flight recorder, when configured.
+    pub recorder: Option<RecorderStats>,
+}
+
+/// What the flight recorder holds and has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecorderStats {
+    /// Heap bytes its intervals hold.
+    pub bytes: usize,
+    /// Triggers met since the start, whether or not they had a dump written.
+    pub triggers: u64,
+    /// Trigger dumps written since the start.
+    pub dumps: u64,
 }
 
 /// Escapes a label value (backslash, double quote, newline).
@@ -328,6 +341,26 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         );
         w.sample("tracer_agent_heap_bytes", &[], heap);
     }
+    if let Some(r) = &s.recorder {
+        w.family(
+            "tracer_recorder_bytes",
+            "gauge",
+            "Heap memory the flight recorder's intervals hold.",
+        );
+        w.sample("tracer_recorder_bytes", &[], r.bytes);
+        w.family(
+            "tracer_recorder_triggers_total",
+            "counter",
+            "Recorder triggers met, whether or not they had a dump written (one a span).",
+        );
+        w.sample("tracer_recorder_triggers_total", &[], r.triggers);
+        w.family(
+            "tracer_recorder_trigger_dumps_total",
+            "counter",
+            "Trigger dumps the flight recorder wrote.",
+        );
+        w.sample("tracer_recorder_trigger_dumps_total", &[], r.dumps);
+    }
     w.family(
         "tracer_cgroups",
         "gauge",
@@ -432,6 +465,11 @@ mod tests {
             kernel: "6.18".into(),
             throttle_method: "self".into(),
             tier: "tracepoints".into(),
+            recorder: Some(RecorderStats {
+                bytes: 4096,
+                triggers: 3,
+                dumps: 1,
+            }),
         }
     }
 
@@ -473,6 +511,20 @@ mod tests {
         assert!(text.contains("tracer_agent_cpu_seconds_total 1.5\n"));
         assert!(text.contains("tracer_program_cpu_ratio{program=\"sched_switch\"} 0.02\n"));
         assert!(text.contains("tracer_program_run_seconds{program=\"sched_switch\"} 0.0000002\n"));
+        assert!(text.contains("tracer_recorder_bytes 4096\n"));
+        assert!(text.contains("tracer_recorder_triggers_total 3\n"));
+        assert!(text.contains("tracer_recorder_trigger_dumps_total 1\n"));
+        let without = render(
+            &Snapshot {
+                recorder: None,
+                ..snapshot()
+            },
+            false,
+        );
+        assert!(
+            !without.contains("tracer_recorder"),
+            "no recorder, no series"
+        );
         assert!(!text.contains("# EOF"));
         // Every sample line is `name{labels} value` with a number.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -137,6 +137,7 @@ impl Agent {
             kernel: self.kernel.clone(),
             throttle_method: self.session.throttle_method().into(),
             tier: self.session.tier().name().into(),
+            recorder: self.flight.as_ref().map(flight::Flight::stats),
         })
     }
 
