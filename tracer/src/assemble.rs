@@ -424,7 +424,10 @@ fn facts(
         let process = b
             .processes
             .first()
-            .map(|p| format!("{} pid {}", p.comm, p.tgid))
+            .map(|p| match p.tgid {
+                0 => p.comm.clone(),
+                tgid => format!("{} pid {tgid}", p.comm),
+            })
             .unwrap_or_default();
         (b.path.clone(), b.ns as f64 / charged_others as f64, process)
     });

@@ -226,7 +226,10 @@ fn blame_table(out: &mut String, w: &WaitSplit) {
             .processes
             .iter()
             .take(3)
-            .map(|p| format!("{} (pid {}) {}", escape(&p.comm), p.tgid, fmt_ns(p.ns)))
+            .map(|p| match p.tgid {
+                0 => format!("{} {}", escape(&p.comm), fmt_ns(p.ns)),
+                tgid => format!("{} (pid {tgid}) {}", escape(&p.comm), fmt_ns(p.ns)),
+            })
             .collect();
         let _ = writeln!(
             out,

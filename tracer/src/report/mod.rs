@@ -117,7 +117,10 @@ fn blame_lines(out: &mut String, w: &WaitSplit) {
             .processes
             .iter()
             .take(2)
-            .map(|p| format!("{} {} {}", visible(&p.comm), p.tgid, fmt_ns(p.ns)))
+            .map(|p| match p.tgid {
+                0 => format!("{} {}", visible(&p.comm), fmt_ns(p.ns)),
+                tgid => format!("{} {tgid} {}", visible(&p.comm), fmt_ns(p.ns)),
+            })
             .collect();
         let _ = write!(
             line,
