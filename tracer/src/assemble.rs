@@ -391,11 +391,27 @@ fn quota_facts(
         cpus: q.quota.cpus(),
         nr_periods: owner_stat.nr_periods,
         nr_throttled: owner_stat.nr_throttled,
-        used_cpus: if duration_ns == 0 {
-            0.0
-        } else {
-            used as f64 / duration_ns as f64
+        used_cpus: match active_ns(q, &owner_stat, duration_ns) {
+            0 => 0.0,
+            active => used as f64 / active as f64,
         },
+    }
+}
+
+/// How long the quota was in force: the periods `cpu.stat` counted (the
+/// kernel runs a group's period timer only while it is active), or the whole
+/// recording if that is shorter or nothing was counted. A workload that ran
+/// for only part of a window (an agent's dump, a recorder's trigger dump) is
+/// judged against the time it ran, not against the window.
+fn active_ns(q: &QuotaInfo, stat: &CpuStat, duration_ns: u64) -> u64 {
+    let periods_ns = stat
+        .nr_periods
+        .saturating_mul(q.quota.period_us)
+        .saturating_mul(1_000);
+    if periods_ns == 0 {
+        duration_ns
+    } else {
+        periods_ns.min(duration_ns)
     }
 }
 

@@ -99,7 +99,8 @@ pub struct QuotaFacts {
     /// `cpu.stat` over the session, from the owner.
     pub nr_periods: u64,
     pub nr_throttled: u64,
-    /// Average CPUs used over the session by the owner's whole subtree.
+    /// Average CPUs used by the owner's whole subtree while its quota was in
+    /// force (the periods `cpu.stat` counted, at most the session).
     pub used_cpus: f64,
 }
 
@@ -133,8 +134,8 @@ pub fn judge(f: &Facts) -> Verdict {
         && q.used_cpus < q.cpus * BELOW_QUOTA
     {
         notes.push(format!(
-            "throttled in {} of {} periods although {} used {:.2} CPUs on average, below its \
-             quota of {:.2}: the quota runs out within periods (bursts of runnable threads, or \
+            "throttled in {} of {} periods although {} used {:.2} CPUs on average over them, below \
+             its quota of {:.2}: the quota runs out within periods (bursts of runnable threads, or \
              per-CPU slice expiry on kernels before 5.4, fixed by de53fd7aedb1)",
             q.nr_throttled, q.nr_periods, q.owner, q.used_cpus, q.cpus
         ));
@@ -579,7 +580,7 @@ mod tests {
         assert_eq!(v.kind, Kind::QuotaExpiry);
         assert_eq!(v.notes.len(), 1);
         assert!(
-            v.notes[0].contains("4.80 CPUs on average, below its quota of 8.00"),
+            v.notes[0].contains("4.80 CPUs on average over them, below its quota of 8.00"),
             "{:?}",
             v.notes
         );

@@ -188,6 +188,21 @@ fn a_quota_owner_sums_its_whole_subtree() {
         "/k, /k/a and /k/b ran 6 s in 10 s; /kb is not below /k"
     );
     assert_eq!((f.nr_periods, f.nr_throttled, f.cpus), (100, 40, 1.0));
+    // The quota was in force for 40 periods (4 s) of the 10: the group ran
+    // only then, at 1.5 CPUs on average. No cpu.stat: the whole recording.
+    let part = CpuStat {
+        nr_periods: 40,
+        ..owner_stat
+    };
+    assert_eq!(
+        quota_facts(&quota, part, &run_by_path, 10 * SEC).used_cpus,
+        1.5
+    );
+    let none = CpuStat::default();
+    assert_eq!(
+        quota_facts(&quota, none, &run_by_path, 10 * SEC).used_cpus,
+        0.6
+    );
 
     // Through a recording: /k/a throttled under /k's quota, which its subtree
     // used to 60 % only: the verdict notes it.
