@@ -440,9 +440,9 @@ fn facts(
         let process = b
             .processes
             .first()
-            .map(|p| match p.tgid {
-                0 => p.comm.clone(),
-                tgid => format!("{} pid {tgid}", p.comm),
+            .map(|p| match p.pid() {
+                None => p.comm.clone(),
+                Some(pid) => format!("{} pid {pid}", p.comm),
             })
             .unwrap_or_default();
         (b.path.clone(), b.ns as f64 / charged_others as f64, process)

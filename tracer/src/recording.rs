@@ -64,6 +64,14 @@ pub struct BlamedProcess {
     pub ns: u64,
 }
 
+impl BlamedProcess {
+    /// Its pid; none for the row that sums an occupant cgroup's processes
+    /// beyond those named (`tgid` 0, `crate::session` names them).
+    pub fn pid(&self) -> Option<u32> {
+        (self.tgid != 0).then_some(self.tgid)
+    }
+}
+
 /// A cgroup that held the CPU while the victim waited, and its processes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blame {

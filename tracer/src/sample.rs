@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tracer_common::{
     causes::Causes,
-    hist::{BUCKETS, LatencyHist, bucket_range},
+    hist::{BUCKETS, LatencyHist, bucket_index, bucket_range},
     maps::{CgroupStats, Counter},
 };
 
@@ -47,6 +47,31 @@ impl SparseHist {
             }
         }
         h
+    }
+
+    /// The histogram of buckets given as `[low_ns, high_ns, count]` (as a
+    /// dump's HdrHistograms decode), with its exact sum and maximum.
+    pub fn from_ranges(ranges: &[[u64; 3]], total_ns: u64, max_ns: u64) -> Self {
+        Self {
+            count: ranges.iter().map(|r| r[2]).sum(),
+            total_ns,
+            max_ns,
+            buckets: ranges
+                .iter()
+                .map(|&[low, _, n]| (bucket_index(low) as u16, n))
+                .collect(),
+        }
+    }
+
+    /// Its buckets as `[low_ns, high_ns, count]`.
+    pub fn ranges(&self) -> Vec<[u64; 3]> {
+        self.buckets
+            .iter()
+            .map(|&(i, n)| {
+                let (low, high) = bucket_range(usize::from(i));
+                [low, high, n]
+            })
+            .collect()
     }
 
     /// Adds another histogram's counts.

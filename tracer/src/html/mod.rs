@@ -226,9 +226,9 @@ fn blame_table(out: &mut String, w: &WaitSplit) {
             .processes
             .iter()
             .take(3)
-            .map(|p| match p.tgid {
-                0 => format!("{} {}", escape(&p.comm), fmt_ns(p.ns)),
-                tgid => format!("{} (pid {tgid}) {}", escape(&p.comm), fmt_ns(p.ns)),
+            .map(|p| match p.pid() {
+                None => format!("{} {}", escape(&p.comm), fmt_ns(p.ns)),
+                Some(pid) => format!("{} (pid {pid}) {}", escape(&p.comm), fmt_ns(p.ns)),
             })
             .collect();
         let _ = writeln!(

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use tracer_common::hist::bucket_range;
+use tracer_common::causes::Cause;
 
 use super::escape;
 use crate::{
@@ -21,13 +21,22 @@ const FIRST_POWER: u32 = 10;
 const LAST_POWER: u32 = 31;
 const ROW: f64 = 6.0;
 
-/// The stacked parts of a column: name, colour, ns.
-fn parts(c: &IntervalCgroup) -> [(&'static str, &'static str, u64); 3] {
-    [
-        ("throttled", "#cf222e", c.throttled_ns),
-        ("contended", "#fb8500", c.contended_ns),
-        ("other", "#8c959f", c.other_ns),
-    ]
+/// The stacked parts of a column, each cause's name and colour as the
+/// page's other charts draw it, and its ns.
+fn parts(c: &IntervalCgroup) -> impl Iterator<Item = (&'static str, &'static str, u64)> {
+    // The page's parts are running, then each cause in `Cause::ALL`'s order.
+    super::parts()
+        .into_iter()
+        .skip(1)
+        .zip(Cause::ALL)
+        .map(move |((name, colour, _), cause)| {
+            let ns = match cause {
+                Cause::Throttled => c.throttled_ns,
+                Cause::Contended => c.contended_ns,
+                Cause::Other => c.other_ns,
+            };
+            (name, colour, ns)
+        })
 }
 
 /// Where a moment `ns` into the recording falls on the chart.
@@ -142,8 +151,8 @@ fn heatmap(rows: &[(&Interval, Option<&IntervalCgroup>)], end_ns: u64) -> String
         let x = x_of(i.start_ns, end_ns);
         let w = (x_of(i.end_ns(), end_ns) - x).max(1.0);
         let mut counts = vec![0u64; n_rows as usize];
-        for &(b, n) in &c.hist.buckets {
-            counts[row_of(bucket_range(usize::from(b)).0) as usize] += n;
+        for [low, _, n] in c.hist.ranges() {
+            counts[row_of(low) as usize] += n;
         }
         for (r, n) in counts.into_iter().enumerate() {
             if n > 0 {

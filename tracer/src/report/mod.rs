@@ -38,7 +38,7 @@ impl Default for TextOptions {
 
 /// A label from the recording as a table cell: shown [`visible`], shortened
 /// from the left so that the table keeps its shape.
-fn fit(label: &str, width: usize) -> String {
+pub(crate) fn fit(label: &str, width: usize) -> String {
     let shown = visible(label);
     let chars: Vec<char> = shown.chars().collect();
     if chars.len() <= width {
@@ -117,9 +117,9 @@ fn blame_lines(out: &mut String, w: &WaitSplit) {
             .processes
             .iter()
             .take(2)
-            .map(|p| match p.tgid {
-                0 => format!("{} {}", visible(&p.comm), fmt_ns(p.ns)),
-                tgid => format!("{} {tgid} {}", visible(&p.comm), fmt_ns(p.ns)),
+            .map(|p| match p.pid() {
+                None => format!("{} {}", visible(&p.comm), fmt_ns(p.ns)),
+                Some(pid) => format!("{} {pid} {}", visible(&p.comm), fmt_ns(p.ns)),
             })
             .collect();
         let _ = write!(

@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, ensure};
 use serde::{Deserialize, Serialize};
-use tracer_common::hist::bucket_index;
 
 use crate::{
     hdr,
@@ -124,17 +123,9 @@ impl IntervalCgroup {
 }
 
 fn encode(h: &SparseHist) -> String {
-    let buckets: Vec<[u64; 3]> = h
-        .buckets
-        .iter()
-        .map(|&(i, n)| {
-            let (lo, hi) = tracer_common::hist::bucket_range(usize::from(i));
-            [lo, hi, n]
-        })
-        .collect();
     // Only fails on values HdrHistogram cannot hold, which the tracer's
     // buckets never have.
-    hdr::encode(&buckets, h.max_ns).unwrap_or_default()
+    hdr::encode(&h.ranges(), h.max_ns).unwrap_or_default()
 }
 
 /// One interval of the session.
@@ -379,15 +370,7 @@ pub fn validate(intervals: &mut [Interval]) -> anyhow::Result<()> {
                 "corrupted: {at} holds {total} waits but says {}",
                 c.waits
             );
-            c.hist = SparseHist {
-                count: total,
-                total_ns: c.wait_ns,
-                max_ns: c.max_ns,
-                buckets: buckets
-                    .iter()
-                    .map(|&[lo, _, n]| (bucket_index(lo) as u16, n))
-                    .collect(),
-            };
+            c.hist = SparseHist::from_ranges(&buckets, c.wait_ns, c.max_ns);
         }
     }
     Ok(())

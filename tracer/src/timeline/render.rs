@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 
 use super::{Interval, IntervalCgroup};
-use crate::format::{fmt_ns, group_digits, percent, percent_cell, visible};
+use crate::{
+    format::{fmt_ns, group_digits, percent, percent_cell, visible},
+    report::fit,
+};
 
 /// `17:52:03` (UTC) of a moment given in ns since the Unix epoch.
 pub fn clock(unix_ns: u64) -> String {
@@ -12,22 +15,16 @@ pub fn clock(unix_ns: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600 % 24, s / 60 % 60, s % 60)
 }
 
-/// A label shown [`visible`] and shortened from the left to `width`.
-fn fit(label: &str, width: usize) -> String {
-    let shown = visible(label);
-    let chars: Vec<char> = shown.chars().collect();
-    if chars.len() <= width {
-        return shown.into_owned();
-    }
+const CGROUP_WIDTH: usize = 32;
+
+/// An interval's first two cells: its clock time and its offset.
+fn when(started_unix_ns: u64, i: &Interval) -> String {
     format!(
-        "…{}",
-        chars[chars.len() - (width - 1)..]
-            .iter()
-            .collect::<String>()
+        "{:<8} {:>8}",
+        clock(started_unix_ns + i.start_ns),
+        format!("+{:.1}s", i.start_ns as f64 / 1e9)
     )
 }
-
-const CGROUP_WIDTH: usize = 32;
 
 /// The header of the interval table.
 pub fn header() -> String {
@@ -54,9 +51,8 @@ fn row(out: &mut String, started_unix_ns: u64, i: &Interval, c: &IntervalCgroup)
         format!("{} ({})", visible(&o.cgroup), visible(&o.comm))
     });
     let line = format!(
-        "{:<8} {:>8}  {:<w$} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7}  {behind}",
-        clock(started_unix_ns + i.start_ns),
-        format!("+{:.1}s", i.start_ns as f64 / 1e9),
+        "{}  {:<w$} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7}  {behind}",
+        when(started_unix_ns, i),
         fit(&c.path, CGROUP_WIDTH),
         group_digits(c.waits),
         fmt_ns(c.wait_ns),
@@ -77,9 +73,8 @@ pub fn lines(started_unix_ns: u64, interval: &Interval, top: usize) -> String {
     if interval.cgroups.is_empty() && interval.omitted_cgroups == 0 {
         let _ = writeln!(
             out,
-            "{:<8} {:>8}  (no cgroup waited)",
-            clock(started_unix_ns + interval.start_ns),
-            format!("+{:.1}s", interval.start_ns as f64 / 1e9)
+            "{}  (no cgroup waited)",
+            when(started_unix_ns, interval)
         );
         return out;
     }

@@ -27,16 +27,8 @@ pub(crate) fn timeline_of(rec: &crate::recording::Recording, n: u64) -> Vec<Inte
                 .filter(|c| c.wait.runnable_wait.summary.count > 0)
                 .map(|c| {
                     let w = &c.wait.runnable_wait;
-                    let hist = SparseHist {
-                        count: w.summary.count,
-                        total_ns: w.summary.total_ns,
-                        max_ns: w.summary.max_ns,
-                        buckets: w
-                            .buckets
-                            .iter()
-                            .map(|&[lo, _, n]| (bucket_index(lo) as u16, n))
-                            .collect(),
-                    };
+                    let hist =
+                        SparseHist::from_ranges(&w.buckets, w.summary.total_ns, w.summary.max_ns);
                     let causes = &c.wait.causes;
                     IntervalCgroup::new(
                         c.path.clone(),
