@@ -181,6 +181,28 @@ pub enum Load {
     Burst { every: u64, spin: u64 },
     /// A light service: computes `work_us`, sleeps `sleep_us`, again and again.
     Service { work_us: u64, sleep_us: u64 },
+    /// `early` threads asleep from the start; once the file [`Load::go_file`]
+    /// of `tag` exists, each in turn is woken, every `step_ms`, then `late`
+    /// new threads are started, every `step_ms`. Each runs once for 50 µs and
+    /// sleeps for good. Then [`Load::done_file`] is created.
+    WakeOnce {
+        early: u32,
+        late: u32,
+        step_ms: u64,
+        tag: u32,
+    },
+}
+
+impl Load {
+    /// The file whose creation sets a [`Load::WakeOnce`] worker going.
+    pub fn go_file(tag: u32) -> PathBuf {
+        std::env::temp_dir().join(format!("tracer-test-{}-{tag}.go", std::process::id()))
+    }
+
+    /// The file a [`Load::WakeOnce`] worker creates once its last thread ran.
+    pub fn done_file(tag: u32) -> PathBuf {
+        std::env::temp_dir().join(format!("tracer-test-{}-{tag}.done", std::process::id()))
+    }
 }
 
 /// A workload process in a test cgroup, pinned to one CPU; killed on drop.
@@ -228,6 +250,16 @@ impl Worker {
             Load::MostlySleep => "sleep".to_owned(),
             Load::Burst { every, spin } => format!("burst:{every}:{spin}"),
             Load::Service { work_us, sleep_us } => format!("service:{work_us}:{sleep_us}"),
+            Load::WakeOnce {
+                early,
+                late,
+                step_ms,
+                tag,
+            } => format!(
+                "wake-once:{early}:{late}:{step_ms}:{}:{}",
+                Load::go_file(tag).display(),
+                Load::done_file(tag).display()
+            ),
         };
         let mut cmd = Command::new(exe);
         if let Some(comm) = comm {
@@ -372,7 +404,51 @@ fn worker(spec: &str) -> anyhow::Result<()> {
                 std::thread::sleep(sleep);
             }
         }
+        "wake-once" => {
+            let mut number =
+                || -> anyhow::Result<u64> { Ok(kind.next().unwrap_or_default().parse()?) };
+            let (early, late, step) = (number()?, number()?, Duration::from_millis(number()?));
+            let go = PathBuf::from(kind.next().unwrap_or_default());
+            let done = PathBuf::from(kind.next().unwrap_or_default());
+            wake_once(early, late, step, &go, &done)
+        }
         other => bail!("unknown worker kind {other}"),
+    }
+}
+
+/// [`Load::WakeOnce`]: the ready line is printed before, with the early
+/// threads already asleep.
+fn wake_once(early: u64, late: u64, step: Duration, go: &Path, done: &Path) -> ! {
+    let once = || {
+        std::hint::black_box(spin_for(Duration::from_micros(50)));
+        loop {
+            std::thread::park();
+        }
+    };
+    let wakers: Vec<std::sync::mpsc::Sender<()>> = (0..early)
+        .map(|_| {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            std::thread::spawn(move || {
+                let _ = rx.recv();
+                once()
+            });
+            tx
+        })
+        .collect();
+    while !go.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for tx in wakers.iter() {
+        let _ = tx.send(());
+        std::thread::sleep(step);
+    }
+    for _ in 0..late {
+        std::thread::spawn(once);
+        std::thread::sleep(step);
+    }
+    let _ = std::fs::write(done, "");
+    loop {
+        std::thread::park();
     }
 }
 
@@ -422,6 +498,29 @@ pub fn runnable_ns(pid: u32) -> anyhow::Result<u64> {
     }
 }
 
+/// Each thread of `pid` by id: the kernel's run delay and how many times it
+/// got a CPU (`/proc/<pid>/task/<tid>/schedstat`).
+pub fn thread_schedstats(pid: u32) -> anyhow::Result<std::collections::BTreeMap<u32, (u64, u64)>> {
+    let mut threads = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let entry = entry?;
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path().join("schedstat"))?;
+        let fields: Vec<u64> = text
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("schedstat of thread {tid}: {text:?}"))?;
+        let [_, delay, runs] = fields[..] else {
+            bail!("schedstat of thread {tid}: {text:?}");
+        };
+        threads.insert(tid, (delay, runs));
+    }
+    Ok(threads)
+}
+
 pub fn run_delay_ns(pid: u32) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
     text.split_whitespace()
@@ -434,7 +533,7 @@ pub fn run_delay_ns(pid: u32) -> anyhow::Result<u64> {
 /// The tracer's programs currently loaded in the kernel, by name (the kernel
 /// keeps 15 characters of a program name).
 pub fn loaded_tracer_programs() -> usize {
-    const NAMES: [&str; 8] = [
+    const NAMES: [&str; 9] = [
         "sched_switch",
         "sched_wakeup",
         "sched_wakeup_ne",
@@ -443,6 +542,7 @@ pub fn loaded_tracer_programs() -> usize {
         "throttle_cfs_rq",
         "tg_throttle_dow",
         "tg_unthrottle_u",
+        "note_run_delays",
     ];
     aya::programs::loaded_programs()
         .filter_map(Result::ok)

@@ -131,6 +131,10 @@ pub struct KernelLayout {
     /// [`ABSENT`]: the task's time queued without running, summed by the
     /// kernel at each arrival.
     pub task_run_delay: u32,
+    /// `task_struct.sched_info.pcount` (`CONFIG_SCHED_INFO`), or [`ABSENT`]:
+    /// how many times the task got a CPU. On its first run its run delay is
+    /// the one wait that run ended (see `wake_stamp::unseen_wait`).
+    pub task_pcount: u32,
     /// One of [`method`].
     pub throttle_method: u32,
     /// `FEATURE_*` bits.
@@ -169,6 +173,7 @@ impl KernelLayout {
         task_last_arrival: ABSENT,
         task_last_queued: ABSENT,
         task_run_delay: ABSENT,
+        task_pcount: ABSENT,
         throttle_method: method::STATE,
         features: 0,
     };
@@ -178,4 +183,4 @@ impl KernelLayout {
     }
 }
 
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 31 * 4);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 32 * 4);

@@ -71,6 +71,48 @@ pub fn unseen_since(arrived: u64, run_delay: u64, delay_seen: u64) -> Option<u64
     Some(arrived.saturating_sub(run_delay - delay_seen))
 }
 
+/// What is known of a wait (not begun in the task's state) whose switch-in at
+/// `arrived` went unreported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnseenWait {
+    /// It began then.
+    Since(u64),
+    /// It began before the first switch seen on its CPU: like a wait whose
+    /// switch-in was reported, it is not counted (see [`queued_since`]).
+    BeforeTracing,
+    /// Its start is unknown: a loss.
+    Unknown,
+}
+
+/// [`unseen_since`], and the task's first run: `runs` is the kernel's count
+/// of the task's arrivals (`sched_info.pcount`), this one included. The
+/// kernel zeroes a new task's `sched_info`, so the run delay of a task on its
+/// first run is the wait that run ended, whether or not a switch-in was seen
+/// before (there was none). `first_switch` is the first switch seen on the
+/// CPU.
+#[inline(always)]
+pub fn unseen_wait(
+    arrived: u64,
+    run_delay: u64,
+    delay_seen: u64,
+    runs: u64,
+    first_switch: u64,
+) -> UnseenWait {
+    let since = if runs == 1 {
+        arrived.saturating_sub(run_delay)
+    } else {
+        match unseen_since(arrived, run_delay, delay_seen) {
+            Some(since) => since,
+            None => return UnseenWait::Unknown,
+        }
+    };
+    if first_switch == 0 || since < first_switch {
+        UnseenWait::BeforeTracing
+    } else {
+        UnseenWait::Since(since)
+    }
+}
+
 impl Runs {
     /// The busy clock ([`Runs::busy_at`]) at `then`, up to `now`: what the
     /// runs overlapping `[then, now)` add up to, the current one included,
@@ -172,6 +214,40 @@ mod tests {
         assert_eq!(unseen_since(90_000, 2_000, seen), Some(89_700));
         assert_eq!(unseen_since(90_000, 2_000, 0), None, "none seen before");
         assert_eq!(unseen_since(90_000, 1_000, seen), None, "went back");
+    }
+
+    #[test]
+    fn a_first_run_unreported_is_dated_by_its_whole_run_delay() {
+        // Forked after tracing began (first switch here at 10_000), queued
+        // for 400 and switched in unreported at 20_000: never seen before.
+        assert_eq!(
+            unseen_wait(20_000, 400, 0, 1, 10_000),
+            UnseenWait::Since(19_600)
+        );
+        assert_eq!(
+            unseen_wait(20_000, 400, 0, 2, 10_000),
+            UnseenWait::Unknown,
+            "ran before, unseen: what its delay was then is unknown"
+        );
+        assert_eq!(
+            unseen_wait(10_300, 400, 0, 1, 10_000),
+            UnseenWait::BeforeTracing,
+            "queued before the first switch seen here"
+        );
+        // Seen before: the delay it added since.
+        assert_eq!(
+            unseen_wait(90_000, 2_000, 1_700, 5, 10_000),
+            UnseenWait::Since(89_700)
+        );
+        assert_eq!(
+            unseen_wait(90_000, 1_000, 1_700, 5, 10_000),
+            UnseenWait::Unknown
+        );
+        assert_eq!(
+            unseen_wait(90_000, 2_000, 1_700, 5, 0),
+            UnseenWait::BeforeTracing,
+            "no switch seen here yet"
+        );
     }
 
     fn who(cgroup_id: u64) -> Occupant {

@@ -10,7 +10,7 @@ use crate::kernel::{
 };
 use crate::maps::{count, cpu_state, now};
 use crate::record::{record_run, record_wait};
-use crate::resync::switched_in_unseen;
+use crate::resync::{note_first_delay, switched_in_unseen};
 use crate::stats::{
     NO_SELECTION, Victims, cgroup_entry, cgroup_stats, forget_selected, record_selected_run,
     selecting, selection_stats, spilled_stats, victims_of,
@@ -53,6 +53,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     cs.count(Counter::Switch);
     if cs.first_switch == 0 {
         cs.first_switch = now;
+        note_first_delay(prev);
     }
     // prev is on this CPU's run queue, whose clock wakeups read instead of
     // the time (see tracer_common::clock). The idle task has one too.
@@ -198,7 +199,7 @@ fn end_segment(
 /// The wait state of `task`, switched in or moved; created if `woken_unseen`
 /// (the wakeup programs, which would have created it, are left out).
 #[inline(always)]
-fn wait_state(task: *mut Task, woken_unseen: bool) -> Option<&'static mut TaskWait> {
+pub(crate) fn wait_state(task: *mut Task, woken_unseen: bool) -> Option<&'static mut TaskWait> {
     let state = if woken_unseen {
         unsafe { store::wait_or_new(task) }
     } else {

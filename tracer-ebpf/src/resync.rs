@@ -16,17 +16,17 @@ use tracer_common::{
     account::{Readings, arrival},
     layout::FEATURE_WAKE_STAMP,
     maps::{Counter, CpuState, TaskWait},
-    wake_stamp::unseen_since,
+    wake_stamp::{UnseenWait, unseen_wait},
 };
 
 use crate::kernel::{
     Direct, fill_occupant, has_feature, layout, read, task_cfs_rq, task_pid, task_rq_clock,
 };
 use crate::maps::{count, cpu_state};
-use crate::programs::begin_woken_at;
+use crate::programs::{begin_woken_at, wait_state};
 use crate::record::record_wait;
 use crate::stats::{NO_SELECTION, Victims, cgroup_entry, selection_stats, victims_of};
-use crate::store::{self, Task};
+use crate::store::Task;
 use crate::throttle::throttle_clock;
 
 /// A wait whose end was not reported, and what is known at that end: the
@@ -97,13 +97,12 @@ fn resync_runs(prev: *mut Task, now: u64, cs: &mut CpuState) -> u64 {
 fn missed_wait(prev: *mut Task, arrived: u64, cpu: u32, cs: &CpuState) -> bool {
     let t: *const u8 = prev.cast();
     let woken_unseen = has_feature(FEATURE_WAKE_STAMP);
-    let Some(state) = (unsafe { store::wait_of(prev) }) else {
-        if woken_unseen {
-            count(Counter::WakeUnseen);
-        }
+    // Where the wakeup programs are left out, a task first seen here has no
+    // state yet: made now, it notes the run delay for the next switch-in
+    // that goes unreported.
+    let Some(state) = wait_state(prev, woken_unseen) else {
         return false;
     };
-    let state = unsafe { &mut *state };
     let cfs_rq = task_cfs_rq(t).unwrap_or(core::ptr::null());
     if woken_unseen {
         // Where the wakeup programs are left out, a wait a wakeup began is
@@ -111,12 +110,19 @@ fn missed_wait(prev: *mut Task, arrived: u64, cpu: u32, cs: &CpuState) -> bool {
         // kernel's run delay grew by (see tracer_common::wake_stamp).
         let run_delay = read::<u64>(t, layout!(task_run_delay)).unwrap_or(0);
         if state.queued_at == 0 {
-            let Some(since) = unseen_since(arrived, run_delay, state.delay_seen) else {
-                count(Counter::WakeUnseen);
-                state.delay_seen = run_delay;
-                return false;
-            };
-            begin_woken_at(state, since, cfs_rq, arrived, cpu, cs);
+            let runs = read::<u64>(t, layout!(task_pcount)).unwrap_or(0);
+            match unseen_wait(arrived, run_delay, state.delay_seen, runs, cs.first_switch) {
+                UnseenWait::Since(since) => begin_woken_at(state, since, cfs_rq, arrived, cpu, cs),
+                UnseenWait::BeforeTracing => {
+                    state.delay_seen = run_delay;
+                    return false;
+                }
+                UnseenWait::Unknown => {
+                    count(Counter::WakeUnseen);
+                    state.delay_seen = run_delay;
+                    return false;
+                }
+            }
         }
         state.delay_seen = run_delay;
     }
@@ -204,4 +210,53 @@ pub unsafe extern "C" fn tracer_close_missed(cpu: u32) -> i32 {
         }
     }
     1
+}
+
+/// Notes the run delay of `prev`, the task that was running on this CPU when
+/// tracing began (`prev` of the CPU's first switch seen), where the wakeup
+/// programs are left out: otherwise, should its next switch-in go
+/// unreported, the wait that switch-in ended could not be dated (the
+/// kernel's run delay is up to date while the task runs). The iterator
+/// below notes it too, but a moment later.
+#[inline(never)]
+pub fn note_first_delay(prev: *mut Task) {
+    if has_feature(FEATURE_WAKE_STAMP) {
+        note_delay(prev);
+    }
+}
+
+/// Notes the run delay of `task`, unless a switch-in seen did first (its
+/// note then counts the wait that switch-in ended, the kernel's not yet).
+#[inline(always)]
+fn note_delay(task: *mut Task) {
+    let t: *const u8 = task.cast();
+    if task_pid(t).unwrap_or(0) == 0 {
+        return;
+    }
+    if let Some(state) = wait_state(task, true)
+        && state.delay_seen == 0
+    {
+        state.delay_seen = read::<u64>(t, layout!(task_run_delay)).unwrap_or(0);
+    }
+}
+
+/// Runs once over every task as tracing begins, where the wakeup programs
+/// are left out: a task asleep then, whose next switch-in the tracepoint does
+/// not report, has its wait dated by what its run delay grew by since (see
+/// [`missed_wait`]). Nothing else knows its run delay before that wait: the
+/// kernel clears the enqueue stamp as the task arrives.
+///
+/// aya-ebpf has no macro for iterators; this is what one would expand to.
+/// The context is `struct bpf_iter__task { meta; task; }`; `task` is null
+/// once past the last.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub fn note_run_delays(ctx: *mut core::ffi::c_void) -> i32 {
+    // SAFETY: the kernel passes a `bpf_iter__task`, whose second pointer is
+    // the task (a trusted pointer, or null).
+    let task = unsafe { *ctx.cast::<*mut Task>().add(1) };
+    if !task.is_null() {
+        note_delay(task);
+    }
+    0
 }

@@ -190,6 +190,7 @@ pub fn from_btf(btf: &Btf) -> anyhow::Result<KernelLayout> {
         task_last_arrival: optional(btf, "task_struct", "sched_info.last_arrival", 8)?,
         task_last_queued,
         task_run_delay,
+        task_pcount: optional(btf, "task_struct", "sched_info.pcount", 8)?,
         throttle_method,
         features,
     })
@@ -389,6 +390,7 @@ mod tests {
                 task_last_arrival: 1500 + 16,
                 task_last_queued: 1500 + 24,
                 task_run_delay: 1500 + 8,
+                task_pcount: 1500,
                 throttle_method: method::SELF_TIME,
                 features: FEATURE_SWITCH_PREV_STATE
                     | FEATURE_AUTOGROUP
@@ -563,6 +565,7 @@ mod tests {
             ("last_arrival", layout.task_last_arrival),
             ("last_queued", layout.task_last_queued),
             ("run_delay", layout.task_run_delay),
+            ("pcount", layout.task_pcount),
         ] {
             assert_eq!(
                 offset,

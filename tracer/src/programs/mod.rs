@@ -14,9 +14,9 @@ use std::time::Instant;
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, FEntry, Program, ProgramError},
+    programs::{BtfTracePoint, FEntry, Iter, Program, ProgramError},
 };
-pub use probes::{FENTRY_PROBES, Hook, PROBES, Probe};
+pub use probes::{FENTRY_PROBES, Hook, Need, PROBES, Probe};
 pub use store::{Store, StoreChoice};
 pub use tier::{Tier, TierChoice, fentry_layout, fentry_unavailable};
 use tracer_common::{
@@ -102,7 +102,7 @@ pub fn load_and_attach(options: &LoadOptions, btf: &Btf) -> anyhow::Result<Loade
             attached: false,
             verified_insns: None,
             error: None,
-            not_needed: Some(p.unneeded_with.1.to_owned()),
+            not_needed: Some(p.why_not_needed().to_owned()),
         }));
         anyhow::Ok((ebpf, statuses, attached_at))
     };
@@ -284,6 +284,9 @@ fn load_one(ebpf: &mut Ebpf, probe: &Probe, btf: &aya::Btf) -> anyhow::Result<()
         Hook::FEntry => <&mut FEntry>::try_from(program)?
             .load(probe.target, btf)
             .map_err(refused),
+        Hook::Iter => <&mut Iter>::try_from(program)?
+            .load(probe.target, btf)
+            .map_err(refused),
     }
 }
 
@@ -306,7 +309,27 @@ fn attach_one(ebpf: &mut Ebpf, probe: &Probe) -> anyhow::Result<()> {
         Hook::FEntry => {
             <&mut FEntry>::try_from(program)?.attach().map_err(failed)?;
         }
+        Hook::Iter => run_iterator(<&mut Iter>::try_from(program)?).map_err(|e| {
+            anyhow!(
+                "running {} over each {} failed: {e:#}",
+                probe.program,
+                probe.target
+            )
+        })?,
     }
+    Ok(())
+}
+
+/// Runs an iterator program once over every object (reading its file to the
+/// end does), then unloads it: what it does is done.
+fn run_iterator(iter: &mut Iter) -> anyhow::Result<()> {
+    let link = iter.attach()?;
+    let link = iter.take_link(link)?;
+    let mut file = link.into_file()?;
+    let ran = std::io::copy(&mut file, &mut std::io::sink());
+    drop(file);
+    iter.unload()?;
+    ran?;
     Ok(())
 }
 
@@ -326,6 +349,7 @@ pub fn detach_all(ebpf: &mut Ebpf) -> Instant {
         let _ = match probe.hook {
             Hook::TpBtf => <&mut BtfTracePoint>::try_from(program).map(|p| p.unload()),
             Hook::FEntry => <&mut FEntry>::try_from(program).map(|p| p.unload()),
+            Hook::Iter => <&mut Iter>::try_from(program).map(|p| p.unload()),
         };
     }
     detached_at

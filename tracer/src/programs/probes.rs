@@ -10,6 +10,9 @@ pub enum Hook {
     TpBtf,
     /// fentry on a kernel function.
     FEntry,
+    /// A BPF iterator over kernel objects (`iter/<target>`): run once, as
+    /// soon as the tracepoints are attached, and unloaded then.
+    Iter,
 }
 
 impl Hook {
@@ -17,6 +20,7 @@ impl Hook {
         match self {
             Self::TpBtf => "tp_btf",
             Self::FEntry => "fentry",
+            Self::Iter => "iter",
         }
     }
 }
@@ -34,13 +38,23 @@ pub struct Probe {
     pub required: bool,
     /// What it is for, in the words of an error message.
     pub role: &'static str,
-    /// `FEATURE_*` bits of the kernel layout with which it is not needed (0:
-    /// always needed), and why, for the report.
-    pub unneeded_with: (u32, &'static str),
+    /// On which kernels the programs need it.
+    pub need: Need,
+}
+
+/// On which kernels (by `FEATURE_*` bits of the layout) a probe is needed,
+/// and, where it is not, why, for the report.
+#[derive(Clone, Copy, Debug)]
+pub enum Need {
+    Always,
+    /// Not with any of these features.
+    Without(u32, &'static str),
+    /// Only with all of these.
+    With(u32, &'static str),
 }
 
 /// Why the wakeup programs are left out with [`FEATURE_WAKE_STAMP`].
-const WAKE_STAMP: (u32, &str) = (
+const WAKE_STAMP: Need = Need::Without(
     FEATURE_WAKE_STAMP,
     "not needed: the kernel throttles tasks, not run queues, so a wakeup's wait is never throttled, \
      and its enqueue stamp dates the wait at the switch-in",
@@ -49,7 +63,19 @@ const WAKE_STAMP: (u32, &str) = (
 impl Probe {
     /// Whether the programs need it on a kernel with `features`.
     pub fn needed(&self, features: u32) -> bool {
-        self.unneeded_with.0 & features == 0
+        match self.need {
+            Need::Always => true,
+            Need::Without(bits, _) => bits & features == 0,
+            Need::With(bits, _) => bits & features == bits,
+        }
+    }
+
+    /// Why it is not needed, for the report.
+    pub fn why_not_needed(&self) -> &'static str {
+        match self.need {
+            Need::Always => "",
+            Need::Without(_, why) | Need::With(_, why) => why,
+        }
     }
 }
 
@@ -58,7 +84,8 @@ impl Probe {
 /// and begin one (wakeups) before `sched_switch`, which ends waits: the
 /// measurement runs from its attach to its detach, which comes first (see
 /// [`super::detach_all`]), so that no wait is counted outside it and none begins
-/// with its migration unseen.
+/// with its migration unseen. The iterator runs once after it: a task's run
+/// delay noted then stays right for its next wait.
 pub const PROBES: &[Probe] = &[
     Probe {
         program: "sched_process_exit",
@@ -66,7 +93,7 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: false,
         role: "frees per-task state when a task exits (the kernel frees it later otherwise)",
-        unneeded_with: (0, ""),
+        need: Need::Always,
     },
     Probe {
         program: "sched_migrate_task",
@@ -74,7 +101,7 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: true,
         role: "splits a wait whose task moves to another CPU, so each part is measured on its own CPU",
-        unneeded_with: (0, ""),
+        need: Need::Always,
     },
     Probe {
         program: "sched_wakeup",
@@ -82,7 +109,7 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: true,
         role: "starts a wait when a sleeping task is woken",
-        unneeded_with: WAKE_STAMP,
+        need: WAKE_STAMP,
     },
     Probe {
         program: "sched_wakeup_new",
@@ -90,7 +117,7 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: true,
         role: "starts a wait when a new task is first queued",
-        unneeded_with: WAKE_STAMP,
+        need: WAKE_STAMP,
     },
     Probe {
         program: "sched_switch",
@@ -98,7 +125,19 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::TpBtf,
         required: true,
         role: "ends waits at switch-in and starts them when a runnable task is switched out",
-        unneeded_with: (0, ""),
+        need: Need::Always,
+    },
+    Probe {
+        program: "note_run_delays",
+        target: "task",
+        hook: Hook::Iter,
+        required: false,
+        role: "notes every task's run delay as tracing begins, which dates the first wait of a \
+               task asleep then if the tracepoint does not report its switch-in",
+        need: Need::With(
+            FEATURE_WAKE_STAMP,
+            "not needed: the wakeup programs date every wait",
+        ),
     },
 ];
 
@@ -115,7 +154,7 @@ pub const FENTRY_PROBES: &[Probe] = &[
         hook: Hook::FEntry,
         required: true,
         role: "names the cgroup whose quota ran out",
-        unneeded_with: (0, ""),
+        need: Need::Always,
     },
     Probe {
         program: "tg_throttle_down",
@@ -123,7 +162,7 @@ pub const FENTRY_PROBES: &[Probe] = &[
         hook: Hook::FEntry,
         required: true,
         role: "starts the throttle of each cgroup level below it",
-        unneeded_with: (0, ""),
+        need: Need::Always,
     },
     Probe {
         program: "tg_unthrottle_up",
@@ -131,6 +170,6 @@ pub const FENTRY_PROBES: &[Probe] = &[
         hook: Hook::FEntry,
         required: true,
         role: "ends it: reports the episode and advances the throttle clock",
-        unneeded_with: (0, ""),
+        need: Need::Always,
     },
 ];
