@@ -181,10 +181,12 @@ pub enum Load {
     Burst { every: u64, spin: u64 },
     /// A light service: computes `work_us`, sleeps `sleep_us`, again and again.
     Service { work_us: u64, sleep_us: u64 },
-    /// `early` threads asleep from the start; once the file [`Load::go_file`]
-    /// of `tag` exists, each in turn is woken, every `step_ms`, then `late`
-    /// new threads are started, every `step_ms`. Each runs once for 50 µs and
-    /// sleeps for good. Then [`Load::done_file`] is created.
+    /// `early` threads asleep from the start; once the FIFO [`Load::go_file`]
+    /// of `tag` (which the test makes) is opened for writing, each in turn is
+    /// woken, every `step_ms`, then `late` new threads are started, every
+    /// `step_ms`. Each runs once for 50 µs and sleeps for good. Then
+    /// [`Load::done_file`] is created. Until then every thread sleeps: the
+    /// main one in the FIFO's open.
     WakeOnce {
         early: u32,
         late: u32,
@@ -194,7 +196,7 @@ pub enum Load {
 }
 
 impl Load {
-    /// The file whose creation sets a [`Load::WakeOnce`] worker going.
+    /// The FIFO whose opening sets a [`Load::WakeOnce`] worker going.
     pub fn go_file(tag: u32) -> PathBuf {
         std::env::temp_dir().join(format!("tracer-test-{}-{tag}.go", std::process::id()))
     }
@@ -435,9 +437,8 @@ fn wake_once(early: u64, late: u64, step: Duration, go: &Path, done: &Path) -> !
             tx
         })
         .collect();
-    while !go.exists() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // Blocks until the test opens it for writing.
+    let _ = std::fs::File::open(go);
     for tx in wakers.iter() {
         let _ = tx.send(());
         std::thread::sleep(step);
