@@ -313,29 +313,26 @@ fn html_in_chromium() -> TestResult {
 
     // A trigger dump of the agent's flight recorder (a hog under a 20 %
     // quota started 4 s in): its timeline and heatmap, and the trigger.
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tracer/tests/fixtures/dump-trigger.json");
-    let rec = dump::read(&fixture)?;
-    run(
-        &bin,
-        &["report", &fixture.to_string_lossy(), "--html", &page],
-        unprivileged(),
-    )?;
-    let dom = browse(&["--dump-dom"])?;
-    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    // A fixture's page as the browser built it.
+    let fixture_page = |name: &str| -> Result<(tracer::recording::Recording, String), Failed> {
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tracer/tests/fixtures")
+            .join(name);
+        let rec = dump::read(&fixture)?;
+        run(
+            &bin,
+            &["report", &fixture.to_string_lossy(), "--html", &page],
+            unprivileged(),
+        )?;
+        let dom = browse(&["--dump-dom"])?;
+        Ok((rec, String::from_utf8_lossy(&dom.stdout).into_owned()))
+    };
+    let (rec, dom) = fixture_page("dump-trigger.json")?;
     let fired = rec
         .trigger
         .as_ref()
         .ok_or("the trigger fixture has no trigger")?;
-    let section = dom
-        .split("<section class=\"group\"")
-        .find(|s| s.contains(&format!("<h3>{}</h3>", fired.cgroup)))
-        .ok_or_else(|| format!("no section for {}", fired.cgroup))?;
-    let timeline = section
-        .split("<svg class=\"timeline\"")
-        .nth(1)
-        .and_then(|t| t.split("</svg>").next())
-        .ok_or("no timeline in the cgroup's section")?;
+    let (section, timeline) = group_timeline(&dom, &fired.cgroup)?;
     // A throttled column for every interval it was throttled in, as tall
     // as its share of the interval.
     let throttled: Vec<String> = rec
@@ -373,5 +370,57 @@ fn html_in_chromium() -> TestResult {
         throttled.len(),
         rec.intervals.len()
     ));
+
+    // A recording with `--slower 20ms` (a hog under a quota, then behind a
+    // heavier neighbour): each of its slow waits is a dot on its timeline,
+    // at its moment, coloured by its main cause.
+    let (rec, dom) = fixture_page("dump-stalls.json")?;
+    let path = "/svc";
+    let (_, timeline) = group_timeline(&dom, path)?;
+    let ours: Vec<_> = rec.stalls.iter().filter(|s| s.cgroup == path).collect();
+    let mut causes = std::collections::BTreeSet::new();
+    for s in &ours {
+        let cause = if s.throttled_ns >= s.contended_ns.max(s.other_ns) {
+            "throttled"
+        } else if s.contended_ns >= s.other_ns {
+            "contended"
+        } else {
+            "other"
+        };
+        causes.insert(cause);
+        let dot = format!(
+            "class=\"stall\" data-at-ns=\"{}\" data-cause=\"{cause}\"",
+            s.at_ns
+        );
+        check(timeline.contains(&dot), || {
+            format!("no dot {dot} on the timeline")
+        })?;
+    }
+    check(
+        timeline.matches("class=\"stall\"").count() == ours.len(),
+        || "dots for slow waits of other cgroups".into(),
+    )?;
+    check(causes.len() >= 2, || {
+        format!("the fixture's slow waits have one main cause only: {causes:?}")
+    })?;
+    screenshot()?;
+    measured(format!(
+        "slow waits: {} dots on {path}'s timeline, main causes {causes:?}",
+        ours.len()
+    ));
     Ok(Completion::Completed)
+}
+
+/// The section of cgroup `path` on a rendered page, and its timeline.
+fn group_timeline<'a>(dom: &'a str, path: &str) -> Result<(&'a str, &'a str), Failed> {
+    let section = dom
+        .split("<section class=\"group\"")
+        .find(|s| s.contains(&format!("<h3>{path}</h3>")))
+        .ok_or_else(|| format!("no section for {path}"))?;
+    let timeline = section
+        .split("<svg class=\"timeline\"")
+        .nth(1)
+        .and_then(|t| t.split("</svg>").next())
+        .ok_or("no timeline in the cgroup's section")?;
+    Ok((section, timeline))
 }

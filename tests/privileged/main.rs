@@ -14,6 +14,7 @@ mod jvm;
 mod losses;
 mod recorder;
 mod scale;
+mod stalls;
 mod timeline;
 mod verdicts;
 mod waits;
@@ -53,6 +54,7 @@ fn main() {
     tests.extend(waits::tests());
     tests.extend(attribution::tests());
     tests.extend(bursts::tests());
+    tests.extend(stalls::tests());
     tests.extend(jvm::tests());
     tests.extend(cli::tests());
     tests.extend(dump::tests());

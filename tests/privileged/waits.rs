@@ -57,7 +57,12 @@ fn first_waits() -> TestResult {
     let fifo = std::ffi::CString::new(go.as_os_str().as_encoded_bytes())?;
     // SAFETY: a NUL-terminated path.
     if unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) } != 0 {
-        return Err(format!("mkfifo {}: {}", go.display(), std::io::Error::last_os_error()).into());
+        return Err(format!(
+            "mkfifo {}: {}",
+            go.display(),
+            std::io::Error::last_os_error()
+        )
+        .into());
     }
     // Alone on its CPU, each wakes onto an idle CPU: those are the switch-ins
     // the tracepoint may not report.

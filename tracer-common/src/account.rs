@@ -324,13 +324,13 @@ impl Runs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
     use std::{collections::BTreeMap, vec::Vec};
 
     use super::*;
 
-    fn who(cgroup_id: u64, tgid: u32) -> Occupant {
+    pub(crate) fn who(cgroup_id: u64, tgid: u32) -> Occupant {
         Occupant {
             cgroup_id,
             tgid,

@@ -28,6 +28,7 @@ pub enum Counter {
     WakeupInOwnFree = 17,
     ThrottleClockLost = 18,
     WakeUnseen = 19,
+    SlowLimited = 20,
 }
 
 /// What a counter tells its reader.
@@ -55,7 +56,7 @@ pub struct CounterInfo {
 }
 
 impl Counter {
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 21;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Switch,
         Counter::Wakeup,
@@ -77,6 +78,7 @@ impl Counter {
         Counter::WakeupInOwnFree,
         Counter::ThrottleClockLost,
         Counter::WakeUnseen,
+        Counter::SlowLimited,
     ];
 
     /// The counter table.
@@ -111,7 +113,7 @@ impl Counter {
             Counter::RingbufDrop => (
                 "ringbuf_dropped",
                 Loss,
-                "a ring-buffer record (new cgroup, throttle episode) could not be reserved",
+                "a ring-buffer record (new cgroup, throttle episode, slow wait) could not be reserved",
             ),
             Counter::ReadFail => (
                 "kernel_read_failures",
@@ -132,6 +134,11 @@ impl Counter {
                 "woken_waits_unseen",
                 Loss,
                 "waits begun by a wakeup whose end the sched_switch tracepoint did not report, where the wakeup programs are left out (6.18+): their start is unknown, and they are not recorded",
+            ),
+            Counter::SlowLimited => (
+                "slow_waits_limited",
+                Loss,
+                "slow waits (--slower) over the per-CPU rate limit: counted in the figures, but no record of them was sent",
             ),
             Counter::BlameMapFull => (
                 "blame_map_full",

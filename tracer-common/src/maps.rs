@@ -120,6 +120,13 @@ pub const GLOBAL_LAYOUT: &str = "LAYOUT";
 /// Name of the read-only global that turns the selection lookups on (u32, 0 or 1).
 pub const GLOBAL_SELECTIONS: &str = "SELECTIONS";
 
+/// Name of the read-only global holding the slow-wait threshold in ns (u64;
+/// 0, the default, sends none).
+pub const GLOBAL_SLOWER: &str = "SLOWER";
+/// Name of the read-only global holding how many slow-wait records each CPU
+/// may send a second (u64).
+pub const GLOBAL_SLOW_RATE: &str = "SLOW_RATE";
+
 /// Default capacity of the per-cgroup map; userspace may override it.
 pub const DEFAULT_MAX_CGROUPS: u32 = 4096;
 /// Capacity of the selection maps (selected processes and threads).
@@ -251,6 +258,11 @@ pub struct CpuState {
     /// earlier began before the tracer could see it (see
     /// `crate::wake_stamp`).
     pub first_switch: u64,
+    /// The slow wait being reported from this CPU (`--slower`), and its rate
+    /// limit. Here rather than in a map of its own: the wait's end has this
+    /// entry at hand, and a lookup there would add a path to every wait's
+    /// end, which the verifier checks on every path of `sched_switch`.
+    pub slow: SlowWait,
     /// Event counters ([`Counter`]) of the programs that ran on this CPU. Here
     /// rather than in a per-CPU map: the entry is looked up anyway, and an array
     /// lookup is inlined where a per-CPU map lookup is a helper call.
@@ -264,6 +276,26 @@ impl CpuState {
             *n = n.wrapping_add(1);
         }
     }
+}
+
+/// A slow wait to report, and the CPU's rate limit (see [`CpuState::slow`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SlowWait {
+    /// The task (an address, read with `bpf_probe_read_kernel`).
+    pub task: u64,
+    pub cgroup_id: u64,
+    pub throttled_by: u64,
+    pub end: u64,
+    pub total: u64,
+    pub throttled: u64,
+    pub contended: u64,
+    pub other: u64,
+    /// The second the CPU's count is of, and the count.
+    pub window: u64,
+    pub sent: u64,
+    /// 1 from the wait's noting to its report.
+    pub noted: u64,
 }
 
 /// Everything the kernel aggregates for one cgroup (or one selection): every
@@ -379,6 +411,8 @@ pub struct BlameValue {
 pub const RECORD_NEW_CGROUP: u32 = 1;
 pub const RECORD_EPISODE: u32 = 2;
 
+pub const RECORD_STALL: u32 = 3;
+
 /// Bytes of a cgroup's directory name carried in [`NewCgroupRecord`].
 pub const CGROUP_NAME_LEN: usize = 64;
 
@@ -419,9 +453,145 @@ pub struct EpisodeRecord {
 /// [`EpisodeRecord::episode_end`] of a cfs_rq without a throttle clock.
 pub const EPISODE_END_UNKNOWN: u64 = u64::MAX;
 
+/// Occupants named in a [`StallRecord`].
+pub const STALL_OCCUPANTS: usize = 4;
+
+/// Who ran on a slow wait's CPU during it, and for how long.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StallOccupant {
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ns: u64,
+    /// The process's name (its leader's `comm`), NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// [`StallRecord::flags`]: the CPU no longer remembered all the runs during
+/// the wait; the occupants are those of its end.
+pub const STALL_RUNS_PARTIAL: u32 = 1 << 0;
+
+/// One wait of at least the `--slower` threshold, sent as its task gets the
+/// CPU: a `runqslower` line with its causes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StallRecord {
+    pub kind: u32,
+    /// The CPU it ended on (a wait that moved began elsewhere).
+    pub cpu: u32,
+    pub tid: u32,
+    pub tgid: u32,
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_ns()` at its end; it began `wait_ns` before.
+    pub end: u64,
+    pub wait_ns: u64,
+    pub throttled_ns: u64,
+    pub contended_ns: u64,
+    pub other_ns: u64,
+    /// The cgroup whose quota ran out, if it began throttled; 0 otherwise.
+    pub throttled_by: u64,
+    /// Busy time of the CPU during the wait not in `occupants` (the runs of
+    /// others beyond the first four seen).
+    pub others_ns: u64,
+    /// `STALL_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+    /// The thread's name.
+    pub comm: [u8; COMM_LEN],
+    /// Its process's name.
+    pub process: [u8; COMM_LEN],
+    /// The longest runs of others on its CPU during the wait, by process.
+    pub occupants: [StallOccupant; STALL_OCCUPANTS],
+}
+
+impl StallOccupant {
+    /// Adds `ns` of `who`'s to the slots: to its own, or a free one, or in
+    /// place of the shortest if longer; what no slot keeps goes to `others`.
+    #[inline(always)]
+    pub fn add(
+        slots: &mut [StallOccupant; STALL_OCCUPANTS],
+        others: &mut u64,
+        who: &Occupant,
+        ns: u64,
+    ) {
+        let mut shortest = 0;
+        let mut shortest_ns = u64::MAX;
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.ns == 0 || (slot.cgroup_id == who.cgroup_id && slot.tgid == who.tgid) {
+                slot.cgroup_id = who.cgroup_id;
+                slot.tgid = who.tgid;
+                slot.comm = who.comm;
+                slot.ns = slot.ns.wrapping_add(ns);
+                return;
+            }
+            if slot.ns < shortest_ns {
+                shortest = i;
+                shortest_ns = slot.ns;
+            }
+        }
+        if ns <= shortest_ns {
+            *others = others.wrapping_add(ns);
+            return;
+        }
+        if let Some(slot) = slots.get_mut(shortest) {
+            *others = others.wrapping_add(slot.ns);
+            *slot = StallOccupant {
+                cgroup_id: who.cgroup_id,
+                tgid: who.tgid,
+                _pad: 0,
+                ns,
+                comm: who.comm,
+            };
+        }
+    }
+}
+
 const _: () = assert!(core::mem::size_of::<NewCgroupRecord>() == 80);
 const _: () = assert!(core::mem::size_of::<EpisodeRecord>() == 48);
+const _: () = assert!(core::mem::size_of::<StallRecord>() == 120 + 4 * 40);
 const _: () = assert!(core::mem::size_of::<ThrottleClock>() == 32);
 const _: () = assert!(core::mem::size_of::<Interval>() == 48);
 const _: () = assert!(core::mem::size_of::<CgroupStats>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TaskWait>() == 80);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+
+    use crate::account::tests::who;
+
+    #[test]
+    fn a_stall_keeps_its_four_longest_occupants_and_the_rest_as_others() {
+        let mut slots = [StallOccupant::default(); STALL_OCCUPANTS];
+        let mut others = 0;
+        for (cgroup, tgid, ns) in [
+            (1, 10, 100),
+            (2, 20, 50),
+            (1, 10, 100),
+            (3, 30, 40),
+            (4, 40, 30),
+        ] {
+            StallOccupant::add(&mut slots, &mut others, &who(cgroup, tgid), ns);
+        }
+        let kept: Vec<(u64, u64)> = slots.iter().map(|s| (s.cgroup_id, s.ns)).collect();
+        assert_eq!(
+            kept,
+            [(1, 200), (2, 50), (3, 40), (4, 30)],
+            "merged by process"
+        );
+        // Shorter than every slot: counted apart.
+        StallOccupant::add(&mut slots, &mut others, &who(5, 50), 20);
+        assert_eq!(others, 20);
+        // Longer than the shortest: takes its place, which goes to the others.
+        StallOccupant::add(&mut slots, &mut others, &who(6, 60), 45);
+        let kept: Vec<(u64, u64)> = slots.iter().map(|s| (s.cgroup_id, s.ns)).collect();
+        assert_eq!(kept, [(1, 200), (2, 50), (3, 40), (6, 45)]);
+        assert_eq!(others, 50);
+        let total: u64 = slots.iter().map(|s| s.ns).sum::<u64>() + others;
+        assert_eq!(total, 100 + 50 + 100 + 40 + 30 + 20 + 45, "nothing lost");
+    }
+}

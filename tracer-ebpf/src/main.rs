@@ -27,6 +27,7 @@ mod maps;
 mod programs;
 mod record;
 mod resync;
+mod slow;
 mod stats;
 mod task_storage;
 mod throttle;

@@ -11,6 +11,7 @@ use crate::kernel::{
 use crate::maps::{count, cpu_state, now};
 use crate::record::{record_run, record_wait};
 use crate::resync::{note_first_delay, switched_in_unseen};
+use crate::slow::{note_slow, report_noted};
 use crate::stats::{
     NO_SELECTION, Victims, cgroup_entry, cgroup_stats, forget_selected, record_selected_run,
     selecting, selection_stats, spilled_stats, victims_of,
@@ -212,7 +213,14 @@ pub(crate) fn wait_state(task: *mut Task, woken_unseen: bool) -> Option<&'static
 /// Ends the wait of `next`, just switched in on `cpu`, whose cgroup is the
 /// CPU's current occupant.
 #[inline(always)]
-fn end_wait(next: *mut Task, pid: u32, now: u64, cpu: u32, cs: &CpuState, stats: *mut CgroupStats) {
+fn end_wait(
+    next: *mut Task,
+    pid: u32,
+    now: u64,
+    cpu: u32,
+    cs: &mut CpuState,
+    stats: *mut CgroupStats,
+) {
     let woken_unseen = has_feature(FEATURE_WAKE_STAMP);
     let Some(state) = wait_state(next, woken_unseen) else {
         return;
@@ -235,6 +243,9 @@ fn end_wait(next: *mut Task, pid: u32, now: u64, cpu: u32, cs: &CpuState, stats:
                     let (total, parts) = woken_wait(since, now, cpu, cs);
                     record_wait(stats, total, parts);
                     count(Counter::WaitRecorded);
+                    let cgroup = cs.runs.current.cgroup_id;
+                    note_slow(cs, task, cgroup, 0, now, total, parts);
+                    report_noted(cpu);
                 }
                 return;
             }
@@ -257,6 +268,9 @@ fn end_wait(next: *mut Task, pid: u32, now: u64, cpu: u32, cs: &CpuState, stats:
     let (total, parts) = state.finish(now, last);
     record_wait(stats, total, parts);
     count(Counter::WaitRecorded);
+    let throttled_by = state.throttled_by;
+    note_slow(cs, task, victims.cgroup, throttled_by, now, total, parts);
+    report_noted(cpu);
     for selection in [victims.process, victims.thread] {
         if selection == NO_SELECTION {
             continue;

@@ -25,6 +25,7 @@ use crate::kernel::{
 use crate::maps::{count, cpu_state};
 use crate::programs::{begin_woken_at, wait_state};
 use crate::record::record_wait;
+use crate::slow::{note_slow, report_noted};
 use crate::stats::{NO_SELECTION, Victims, cgroup_entry, selection_stats, victims_of};
 use crate::store::Task;
 use crate::throttle::throttle_clock;
@@ -35,6 +36,8 @@ use crate::throttle::throttle_clock;
 #[repr(C)]
 pub struct MissedEnd {
     wait: TaskWait,
+    /// The task (an address, for a slow-wait record).
+    task: u64,
     end: u64,
     cfs_rq: u64,
     throttle: u64,
@@ -59,6 +62,9 @@ pub fn switched_in_unseen(prev: *mut Task, now: u64, cpu: u32, cs: &mut CpuState
     if arrived != 0 && missed_wait(prev, arrived, cpu, cs) {
         // SAFETY: a tracepoint program, preemption off.
         unsafe { tracer_close_missed(cpu) };
+        // From here, not from `tracer_close_missed`: three frames deep,
+        // 5.10's verifier counts 576 bytes of stack.
+        report_noted(cpu);
     }
 }
 
@@ -144,6 +150,7 @@ fn missed_wait(prev: *mut Task, arrived: u64, cpu: u32, cs: &CpuState) -> bool {
         unsafe {
             core::ptr::copy_nonoverlapping(state, &raw mut (*slot).wait, 1);
             (*slot).end = arrived;
+            (*slot).task = prev as u64;
             (*slot).cfs_rq = cfs_rq as u64;
             match throttle_clock::<Direct>(cfs_rq, arrived) {
                 Some(clock) => {
@@ -200,6 +207,17 @@ pub unsafe extern "C" fn tracer_close_missed(cpu: u32) -> i32 {
     };
     record_wait(stats, total, parts);
     count(Counter::WaitRecorded);
+    let task = args.task as *const u8;
+    let throttled_by = args.wait.throttled_by;
+    note_slow(
+        cs,
+        task,
+        args.victims.cgroup,
+        throttled_by,
+        end,
+        total,
+        parts,
+    );
     for selection in [args.victims.process, args.victims.thread] {
         if selection == NO_SELECTION {
             continue;

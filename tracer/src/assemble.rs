@@ -295,6 +295,9 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
         threads,
         intervals: Vec::new(),
         trigger: None,
+        slower_ns: 0,
+        stalls: Vec::new(),
+        stalls_omitted: 0,
     }
 }
 

@@ -138,6 +138,16 @@ pub struct RecordArgs {
     /// timeline takes this resolution [default: 1s, without the lines].
     #[arg(short, long, value_name = "D", value_parser = parse_interval)]
     pub interval: Option<Duration>,
+    /// Show each run-queue wait of at least D as it ends, with its split and
+    /// who held its CPU meanwhile (a `runqslower` with causes), and keep them
+    /// in the dump (`stalls[]`). Waits shorter than D cost nothing more.
+    #[arg(long, value_name = "D", value_parser = parse_slower)]
+    pub slower: Option<Duration>,
+    /// With --slower: how many of them each CPU may send a second; the rest
+    /// are counted (`slow_waits_limited`).
+    #[arg(long, value_name = "N", default_value_t = crate::stall::DEFAULT_RATE,
+          value_parser = clap::value_parser!(u64).range(1..=100_000), requires = "slower")]
+    pub slower_rate: u64,
 
     /// The capacity of one of the kernel's maps, as NAME=N (repeatable): BLAME,
     /// SELECTION_STATS, SELECT_PROCESS, SELECT_THREAD, EVENTS (bytes),
@@ -202,6 +212,18 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err(format!(
             "{text:?} is too short for an interval: at least {}ms (each one reads the kernel's maps)",
             MIN_INTERVAL.as_millis()
+        ));
+    }
+    Ok(d)
+}
+
+/// A `--slower` threshold: at least 1 µs (every wait would be a record below
+/// that, and the rate limit would drop most of them).
+fn parse_slower(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < Duration::from_micros(1) {
+        return Err(format!(
+            "{text:?} is too short for --slower: at least 1us; e.g. 10ms"
         ));
     }
     Ok(d)

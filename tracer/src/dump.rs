@@ -159,6 +159,10 @@ fn validate(rec: &mut Recording) -> anyhow::Result<()> {
         h.buckets = buckets;
     }
     crate::timeline::validate(&mut rec.intervals)?;
+    for (i, s) in rec.stalls.iter().enumerate() {
+        s.check()
+            .with_context(|| format!("corrupted: stalls[{i}] ({})", s.cgroup))?;
+    }
     for (i, c) in rec.cgroups.iter().enumerate() {
         ensure!(
             c.path.starts_with('/') || c.path.starts_with("?/"),

@@ -32,5 +32,6 @@ pub mod report;
 pub mod sample;
 pub mod selection;
 pub mod session;
+pub mod stall;
 pub mod timeline;
 pub mod verdict;

@@ -19,6 +19,7 @@ use crate::{
     histogram::{Summary, sparse_buckets, summarize},
     process::PidKind,
     selection::MatchedThread,
+    stall::Stall,
     timeline::{Interval, recorder::Fired},
     verdict::Verdict,
 };
@@ -280,6 +281,16 @@ pub struct Recording {
     /// The agent's flight recorder wrote it because this trigger was met.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Fired>,
+    /// `--slower`'s threshold (0: not given).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slower_ns: u64,
+    /// Waits of at least `--slower`, one by one, in time order (the longest
+    /// [`crate::stall::MAX_STALLS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stalls: Vec<Stall>,
+    /// Slow waits received but not kept, shorter than those kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stalls_omitted: u64,
 }
 
 impl Recording {

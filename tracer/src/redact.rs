@@ -89,6 +89,15 @@ pub fn redact(rec: &mut Recording) {
     if let Some(t) = &mut rec.trigger {
         map(&mut t.cgroup);
     }
+    for s in &mut rec.stalls {
+        map(&mut s.cgroup);
+        if let Some(by) = &mut s.throttled_by {
+            map(by);
+        }
+        for o in &mut s.occupants {
+            map(&mut o.cgroup);
+        }
+    }
 
     let host = placeholder("host", &rec.host);
     // Longest first, so that /a/b is replaced before /a.
@@ -150,11 +159,22 @@ mod tests {
             cgroup: "/svc".into(),
             at_ns: 1,
         });
+        // And a slow wait.
+        rec.stalls = vec![crate::stall::Stall {
+            cgroup: "/svc".into(),
+            throttled_by: Some("/svc".into()),
+            occupants: vec![crate::stall::StallOccupant {
+                cgroup: "/batch-neighbour".into(),
+                comm: "hog".into(),
+                ..Default::default()
+            }],
+            ..crate::stall::tests::stall(0, 30_000_000)
+        }];
         let before = dump::to_json(&rec).unwrap();
         assert!(before.contains("/svc") && before.contains("/neighbour"));
         redact(&mut rec);
         let after = dump::to_json(&rec).unwrap();
-        for secret in ["/svc", "/neighbour", "db-prod-17"] {
+        for secret in ["/svc", "/neighbour", "/batch-neighbour", "db-prod-17"] {
             assert!(
                 !after.contains(secret),
                 "{secret} left in the redacted dump"

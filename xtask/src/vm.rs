@@ -70,6 +70,9 @@ const VM_TESTS: &[&str] = &[
     "a_parent_quota_throttles_the_child_as_cpu_stat_local_says_on_tracepoints",
     "a_parent_quota_throttles_the_child_as_cpu_stat_local_says_on_fentry",
     "bursts_throttled_below_the_average_quota_are_flagged",
+    // stalls.rs
+    "slow_waits_of_a_quota_name_it_and_hold_its_throttled_time_on_tracepoints",
+    "slow_waits_of_a_quota_name_it_and_hold_its_throttled_time_on_fentry",
     // losses.rs
     "a_full_cgroup_map_counts_its_losses",
     "a_full_blame_map_counts_its_losses",

@@ -22,6 +22,8 @@ mod programs;
 mod record;
 #[path = "../resync.rs"]
 mod resync;
+#[path = "../slow.rs"]
+mod slow;
 #[path = "../stats.rs"]
 mod stats;
 #[path = "../throttle.rs"]

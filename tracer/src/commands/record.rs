@@ -17,6 +17,7 @@ use crate::{
     report::{self, TextOptions},
     sample::Sample,
     session::{self, Config, Session},
+    stall,
     timeline::{self, Interval, Timeline, render},
 };
 
@@ -40,6 +41,8 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         store: args.store,
         left_out: Vec::new(),
         tier: args.tier,
+        slower: args.slower,
+        slow_rate: args.slower_rate,
     })?;
     note!("Loading the programs...");
     let mut session = plan.start()?;
@@ -64,6 +67,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         .interval
         .map(|_| Lines::new(args.top, session.started_unix_ns()));
     let mut timeline = Timeline::default();
+    let mut stalls_printed = false;
     let mut last = Sample::default();
     // Ticks from the attach, so that intervals are whole and aligned with
     // the session's clock.
@@ -77,7 +81,10 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
             _ = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => break,
-            _ = drain.tick() => session.drain_events(),
+            _ = drain.tick() => {
+                session.drain_events();
+                print_stalls(&mut session, &mut stalls_printed)?;
+            }
             _ = tick.tick() => match session.sample() {
                 Ok(now) => {
                     let i = session.interval(&now, &last);
@@ -94,6 +101,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     }
 
     let end = session.detach()?;
+    print_stalls(&mut session, &mut stalls_printed)?;
     let i = session.interval(&end, &last);
     if i.duration_ns > 0 {
         if let Some(lines) = &mut lines {
@@ -126,6 +134,24 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
             ..TextOptions::default()
         },
     ))
+}
+
+/// `--slower`'s waits received since the last call, one line each, with a
+/// header before the first.
+fn print_stalls(session: &mut Session, printed: &mut bool) -> anyhow::Result<()> {
+    let new = session.take_new_stalls();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    if !*printed {
+        text.push_str(&stall::header());
+        *printed = true;
+    }
+    for s in &new {
+        text.push_str(&stall::line(s));
+    }
+    super::print(&text)
 }
 
 /// `--interval`'s lines: a header before the first, then each interval's.

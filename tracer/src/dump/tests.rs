@@ -9,10 +9,24 @@ pub(super) const V0: &str = include_str!("../../tests/fixtures/record-v0.json");
 const DUMP_V1: &str = include_str!("../../tests/fixtures/dump-v1.json");
 
 /// The version 0 fixture as this tracer writes it, with a timeline of two
-/// intervals, each holding every cgroup's waits.
+/// intervals, each holding every cgroup's waits, and a slow wait.
 pub(super) fn v1() -> String {
     let mut rec = parse(V0.as_bytes()).unwrap();
     rec.intervals = crate::timeline::tests::timeline_of(&rec, 2);
+    rec.slower_ns = 20_000_000;
+    rec.stalls = vec![crate::stall::Stall {
+        throttled_ns: 20_000_000,
+        contended_ns: 10_000_000,
+        other_ns: 0,
+        throttled_by: Some("/svc".into()),
+        occupants: vec![crate::stall::StallOccupant {
+            cgroup: "/batch".into(),
+            tgid: 9,
+            comm: "hog".into(),
+            ns: 10_000_000,
+        }],
+        ..crate::stall::tests::stall(100_000_000, 30_000_000)
+    }];
     to_json(&rec).unwrap()
 }
 
@@ -26,6 +40,39 @@ fn a_timeline_reads_back_as_written() {
         text.contains("When: the 5 worst moments of 2 intervals"),
         "{text}"
     );
+}
+
+#[test]
+fn slow_waits_read_back_as_written_and_are_reported() {
+    let mut rec = parse(V0.as_bytes()).unwrap();
+    rec.slower_ns = 20_000_000;
+    let mut slow = crate::stall::tests::stall(1_500_000_000, 80_000_000);
+    slow.throttled_ns = 79_000_000;
+    slow.other_ns = 1_000_000;
+    slow.throttled_by = Some("/svc".into());
+    rec.stalls = vec![crate::stall::tests::stall(500_000_000, 25_000_000), slow];
+    rec.events.set(tracer_common::maps::Counter::SlowLimited, 3);
+    let back = parse(to_json(&rec).unwrap().as_bytes()).unwrap();
+    assert_eq!(back.stalls, rec.stalls);
+    assert_eq!(back.slower_ns, 20_000_000);
+    let text = render(&back, TextOptions::default());
+    assert!(
+        text.contains("Slow waits (at least 20.0 ms): 2 recorded, 2 kept; 105 ms waiting, of which 79.0 ms throttled"),
+        "{text}"
+    );
+    assert!(text.contains("3 more were over the rate limit"), "{text}");
+    // The longest first.
+    let listed = &text[text.find("The 2 longest").unwrap()..];
+    assert!(
+        listed.find("80.0 ms").unwrap() < listed.find("25.0 ms").unwrap(),
+        "{listed}"
+    );
+    assert!(listed.contains("throttled by /svc"), "{listed}");
+    // A crafted one whose parts do not add up is refused, naming it.
+    let mut bad = rec.clone();
+    bad.stalls[1].throttled_ns = u64::MAX;
+    let e = parse(to_json(&bad).unwrap().as_bytes()).unwrap_err();
+    assert!(format!("{e:#}").contains("stalls[1]"), "{e:#}");
 }
 
 #[test]

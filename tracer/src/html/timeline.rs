@@ -10,6 +10,7 @@ use super::escape;
 use crate::{
     format::{fmt_ns, percent},
     recording::Recording,
+    stall::{self, Stall},
     timeline::{Interval, IntervalCgroup},
 };
 
@@ -112,6 +113,8 @@ pub fn figures(rec: &Recording, path: &str) -> String {
         HEIGHT + 12.0,
         end_ns as f64 / 1e9
     );
+    let stalls = stall_points(rec, path, end_ns);
+    svg.push_str(&stalls);
     if let Some(t) = &rec.trigger {
         let x = x_of(t.at_ns, end_ns);
         let _ = write!(
@@ -124,8 +127,14 @@ pub fn figures(rec: &Recording, path: &str) -> String {
     svg.push_str("</svg>");
     let mut out = format!(
         "<figure>{svg}<figcaption>Over time: the share of each interval ({}) its threads \
-         waited, by cause{}.</figcaption></figure>\n",
+         waited, by cause{}{}.</figcaption></figure>\n",
         fmt_ns(intervals[0].duration_ns),
+        if stalls.is_empty() {
+            ""
+        } else {
+            "; each dot at the top is a slow wait (--slower), coloured by its main cause \
+             (hover for its record)"
+        },
         if rec.trigger.is_some() {
             "; the black line is the moment the recorder's trigger was met"
         } else {
@@ -133,6 +142,39 @@ pub fn figures(rec: &Recording, path: &str) -> String {
         }
     );
     out.push_str(&heatmap(&rows, end_ns));
+    out
+}
+
+/// Slow-wait dots a timeline shows at most: the longest.
+const MAX_DOTS: usize = 500;
+
+/// `path`'s slow waits as dots along the top of its timeline, each coloured
+/// by its largest cause, its record in its tooltip.
+fn stall_points(rec: &Recording, path: &str, end_ns: u64) -> String {
+    let mut ours: Vec<&Stall> = rec.stalls.iter().filter(|s| s.cgroup == path).collect();
+    ours.sort_by_key(|s| std::cmp::Reverse(s.wait_ns));
+    ours.truncate(MAX_DOTS);
+    let colours: Vec<(&str, &str)> = super::parts()
+        .into_iter()
+        .skip(1)
+        .map(|(name, colour, _)| (name, colour))
+        .collect();
+    let mut out = String::new();
+    for s in ours {
+        let by_cause = [s.throttled_ns, s.contended_ns, s.other_ns];
+        let main = (0..by_cause.len())
+            .max_by_key(|&i| by_cause[i])
+            .unwrap_or(0);
+        let (name, colour) = colours.get(main).copied().unwrap_or(("other", "#8c959f"));
+        let x = x_of(s.at_ns, end_ns);
+        let _ = write!(
+            out,
+            "<circle class=\"stall\" data-at-ns=\"{}\" data-cause=\"{name}\" cx=\"{x:.2}\" cy=\"5\" \
+             r=\"3.5\" fill=\"{colour}\" stroke=\"#1f2328\" stroke-width=\"0.5\"><title>{}</title></circle>",
+            s.at_ns,
+            escape(stall::line(s).trim_end())
+        );
+    }
     out
 }
 

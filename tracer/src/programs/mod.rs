@@ -22,8 +22,9 @@ pub use tier::{Tier, TierChoice, fentry_layout, fentry_unavailable};
 use tracer_common::{
     layout::KernelLayout,
     maps::{
-        CgroupStats, GLOBAL_LAYOUT, GLOBAL_SELECTIONS, MAP_CGROUP_STATS, MAP_CPU_STATE,
-        MAP_SELECTION_STATS, MAP_SPILL, MAP_TASK_WAIT, SPILL_PER_CPU,
+        CgroupStats, GLOBAL_LAYOUT, GLOBAL_SELECTIONS, GLOBAL_SLOW_RATE, GLOBAL_SLOWER,
+        MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_SELECTION_STATS, MAP_SPILL, MAP_TASK_WAIT,
+        SPILL_PER_CPU,
     },
 };
 
@@ -43,6 +44,10 @@ pub struct LoadOptions {
     /// Probes (by target) loaded but not attached, required or not: the
     /// tests leave one out to provoke the loss its absence causes.
     pub left_out: Vec<String>,
+    /// Slow-wait threshold in ns (0: none are sent), and how many each CPU
+    /// may send a second.
+    pub slower_ns: u64,
+    pub slow_rate: u64,
 }
 
 /// Programs loaded and attached.
@@ -166,6 +171,8 @@ fn load_object(
         .allow_unsupported_maps()
         .override_global(GLOBAL_LAYOUT, layout, true)
         .override_global(GLOBAL_SELECTIONS, &selections, true)
+        .override_global(GLOBAL_SLOWER, &options.slower_ns, true)
+        .override_global(GLOBAL_SLOW_RATE, &options.slow_rate, true)
         .map_max_entries(MAP_CGROUP_STATS, max_cgroups)
         .map_max_entries(MAP_CPU_STATE, cpus)
         .map_max_entries(MAP_SPILL, cpus * SPILL_PER_CPU);

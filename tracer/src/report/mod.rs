@@ -443,6 +443,8 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         out.push_str(&worst(rec.started_unix_ns, &rec.intervals, WORST_MOMENTS));
     }
 
+    stalls::section(&mut out, rec);
+
     for c in rec.cgroups.iter().take(options.details) {
         cgroup_details(&mut out, c, &rec.intervals);
     }
@@ -500,5 +502,6 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
     out
 }
 
+mod stalls;
 #[cfg(test)]
 mod tests;

@@ -173,6 +173,9 @@ fn recording() -> Recording {
         }],
         intervals: Vec::new(),
         trigger: None,
+        slower_ns: 0,
+        stalls: Vec::new(),
+        stalls_omitted: 0,
     }
 }
 

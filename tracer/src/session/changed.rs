@@ -115,7 +115,7 @@ pub fn changed(stamps: &Stamps, since: u32, ids: impl Iterator<Item = u64>) -> V
 }
 
 /// `CLOCK_MONOTONIC`, the programs' clock (`bpf_ktime_get_ns`).
-fn monotonic_ns() -> u64 {
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -15,7 +15,8 @@ use tracer_common::blame_cache::BlameCache;
 use tracer_common::maps::{
     BlameKey, BlameValue, CgroupStats, Counter, CpuState, EpisodeRecord, MAP_BLAME,
     MAP_BLAME_CACHE, MAP_CGROUP_STAMPS, MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_EVENTS, MAP_HOT_STATS,
-    MAP_SPILL, NewCgroupRecord, RECORD_EPISODE, RECORD_NEW_CGROUP, Stamps, TaggedStats,
+    MAP_SPILL, NewCgroupRecord, RECORD_EPISODE, RECORD_NEW_CGROUP, RECORD_STALL, StallRecord,
+    Stamps, TaggedStats,
 };
 
 use super::hot::HotSlots;
@@ -29,6 +30,8 @@ pub enum Record {
     NewCgroup { id: u64, name: String },
     /// A throttle episode ended.
     Episode(EpisodeRecord),
+    /// A slow wait ended (`--slower`).
+    Stall(Box<StallRecord>),
 }
 
 impl Record {
@@ -50,6 +53,12 @@ impl Record {
                 Some(Self::Episode(unsafe {
                     std::ptr::read_unaligned(bytes.as_ptr().cast())
                 }))
+            }
+            RECORD_STALL if bytes.len() >= size_of::<StallRecord>() => {
+                // SAFETY: as above.
+                Some(Self::Stall(Box::new(unsafe {
+                    std::ptr::read_unaligned(bytes.as_ptr().cast())
+                })))
             }
             _ => None,
         }

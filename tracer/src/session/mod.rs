@@ -25,7 +25,7 @@ use tracer_common::{
     maps::{Counter, DEFAULT_MAX_CGROUPS, MAP_SELECTION_STATS},
 };
 
-pub use self::maps::Record;
+pub use self::maps::{Record, nul_terminated};
 use self::{
     accumulate::Accumulated, changed::ChangedReader, maps::Kernel, quotas::Quotas,
     selections::Selections,
@@ -39,6 +39,7 @@ use crate::{
     programs::{self, LoadOptions, Store, StoreChoice, Tier, TierChoice},
     recording::{ProbeStatus, QuotaInfo, Recording},
     sample::Sample,
+    stall::{Stall, Stalls},
     timeline::Interval,
     verdict,
 };
@@ -63,6 +64,10 @@ pub struct Config {
     /// Probes (by target) not to attach: for tests that provoke the loss a
     /// missing probe causes. Empty in the tracer's own use.
     pub left_out: Vec<String>,
+    /// Send a record of each wait at least this long (`--slower`).
+    pub slower: Option<Duration>,
+    /// How many of those records each CPU may send a second.
+    pub slow_rate: u64,
 }
 
 impl Default for Config {
@@ -76,6 +81,8 @@ impl Default for Config {
             map_sizes: Vec::new(),
             store: StoreChoice::Auto,
             left_out: Vec::new(),
+            slower: None,
+            slow_rate: crate::stall::DEFAULT_RATE,
         }
     }
 }
@@ -118,6 +125,13 @@ pub struct Session {
     detached_at: Option<Instant>,
     /// The scheduler's slice, read once.
     slice_ns: u64,
+    /// When the programs were attached, on their clock.
+    started_ns: u64,
+    /// `--slower`'s threshold (0: not given).
+    slower_ns: u64,
+    /// Slow waits (`--slower`), and those not yet taken to be shown.
+    stalls: Stalls,
+    new_stalls: Vec<Stall>,
 }
 
 /// What [`Session::prepare`] checked and found: everything needed to load
@@ -193,6 +207,8 @@ impl Plan {
                 map_sizes: config.map_sizes.clone(),
                 selections: !selections.is_empty(),
                 left_out: config.left_out.clone(),
+                slower_ns: config.slower.map_or(0, |d| (d.as_nanos() as u64).max(1)),
+                slow_rate: config.slow_rate,
             },
             &btf,
         )?;
@@ -220,6 +236,11 @@ impl Plan {
                 .unwrap_or(0),
             detached_at: None,
             slice_ns: host::scheduler_slice_ns().unwrap_or(verdict::DEFAULT_SLICE_NS),
+            started_ns: changed::monotonic_ns()
+                .saturating_sub(attached_at.elapsed().as_nanos() as u64),
+            slower_ns: config.slower.map_or(0, |d| d.as_nanos() as u64),
+            stalls: Stalls::default(),
+            new_stalls: Vec::new(),
         };
         session.selections.select_pids(&mut session.kernel)?;
         session.selections.scan_threads(&mut session.kernel);
@@ -264,19 +285,7 @@ impl Session {
     /// slot; throttle episodes), and what is due: new threads to select,
     /// blame to drain, spill slots to free. Call it every [`DRAIN_EVERY`].
     pub fn drain_events(&mut self) {
-        let mut announced = Vec::new();
-        for record in self.kernel.records() {
-            match record {
-                Record::NewCgroup { id, name } => {
-                    announced.push(id);
-                    self.changed.announced(id);
-                    // Resolving now rescans the hierarchy once for a cgroup first seen.
-                    self.resolver.resolve(id);
-                    self.names.insert(id, name);
-                }
-                Record::Episode(episode) => self.acc.add_episode(&episode),
-            }
-        }
+        let announced = self.take_records();
         // A cgroup announced has just had its first event: a free hot slot
         // saves the programs a hash lookup at each of its next ones.
         let _ = self.kernel.claim_hot_slots(announced);
@@ -293,6 +302,38 @@ impl Session {
             self.last_spill_fold = Instant::now();
             let _ = self.acc.fold_spill(&mut self.kernel, events);
         }
+    }
+
+    /// Slow waits received since the last call (`--slower`), to show as they
+    /// come.
+    pub fn take_new_stalls(&mut self) -> Vec<Stall> {
+        std::mem::take(&mut self.new_stalls)
+    }
+
+    /// Handles the ring buffer's records; returns the cgroups announced.
+    fn take_records(&mut self) -> Vec<u64> {
+        let mut announced = Vec::new();
+        for record in self.kernel.records() {
+            match record {
+                Record::NewCgroup { id, name } => {
+                    announced.push(id);
+                    self.changed.announced(id);
+                    // Resolving now rescans the hierarchy once for a cgroup first seen.
+                    self.resolver.resolve(id);
+                    self.names.insert(id, name);
+                }
+                Record::Episode(episode) => self.acc.add_episode(&episode),
+                Record::Stall(record) => {
+                    let (resolver, names) = (&mut self.resolver, &self.names);
+                    let stall = Stall::from_record(&record, self.started_ns, |id| {
+                        path_of(resolver, names, id)
+                    });
+                    self.new_stalls.push(stall.clone());
+                    self.stalls.push(stall);
+                }
+            }
+        }
+        announced
     }
 
     fn drain_blame(&mut self) -> anyhow::Result<()> {
@@ -312,6 +353,8 @@ impl Session {
     pub fn detach(&mut self) -> anyhow::Result<Sample> {
         if self.detached_at.is_none() {
             self.detached_at = Some(self.kernel.detach());
+            // The records sent last: slow waits among them.
+            self.take_records();
             // What the CPUs' blame caches held when the programs went.
             let cached = self.kernel.cached_blame()?;
             self.acc.add_blame(cached);
@@ -464,7 +507,7 @@ impl Session {
             })
             .collect();
         let selections = self.selections.describe(hierarchy);
-        assemble::recording(
+        let mut rec = assemble::recording(
             &window,
             &Context {
                 header: &header,
@@ -474,7 +517,11 @@ impl Session {
                 filter: &self.filter,
                 shared: &shared,
             },
-        )
+        );
+        rec.slower_ns = self.slower_ns;
+        rec.stalls = self.stalls.sorted();
+        rec.stalls_omitted = self.stalls.omitted;
+        rec
     }
 }
 

@@ -53,9 +53,16 @@ enum Variant {
     Baseline,
     Tracer,
     Runqlat,
+    /// This build with slow-wait records (`--slower`).
+    Slower,
     /// The `--compare` build.
     Compared,
 }
+
+/// `--slower` of [`Variant::Slower`]: above the ping-pong's waits, below
+/// some of the contended service's (four hogs' slices), so that its cost
+/// there includes records sent.
+const SLOWER: &str = "10ms";
 
 impl Variant {
     fn label(self) -> &'static str {
@@ -63,6 +70,7 @@ impl Variant {
             Variant::Baseline => "nothing attached",
             Variant::Tracer => "tracer record",
             Variant::Runqlat => "runqlat (libbpf-tools)",
+            Variant::Slower => "tracer record --slower 10ms",
             Variant::Compared => "tracer record (compared)",
         }
     }
@@ -77,7 +85,12 @@ struct Tracers {
 impl Tracers {
     /// The variants each round runs, in a rotating order.
     fn variants(&self) -> Vec<Variant> {
-        let mut all = vec![Variant::Baseline, Variant::Tracer, Variant::Runqlat];
+        let mut all = vec![
+            Variant::Baseline,
+            Variant::Tracer,
+            Variant::Runqlat,
+            Variant::Slower,
+        ];
         if self.compared.is_some() {
             all.push(Variant::Compared);
         }
@@ -158,16 +171,17 @@ fn start(mut cmd: Command, ready: &str, from_stderr: bool) -> anyhow::Result<Att
 }
 
 fn attach(variant: Variant, tracers: &Tracers) -> anyhow::Result<Attached> {
-    let record = |tracer: &Path| {
+    let record = |tracer: &Path, args: &[&str]| {
         let mut cmd = Command::new(tracer);
-        cmd.arg("record");
+        cmd.arg("record").args(args);
         start(cmd, "Tracing", true)
     };
     match variant {
         Variant::Baseline => Ok(Attached(None)),
-        Variant::Tracer => record(&tracers.this),
+        Variant::Tracer => record(&tracers.this, &[]),
+        Variant::Slower => record(&tracers.this, &["--slower", SLOWER]),
         Variant::Compared => match &tracers.compared {
-            Some(path) => record(path),
+            Some(path) => record(path, &[]),
             None => bail!("no build to compare with (--compare)"),
         },
         Variant::Runqlat => {

@@ -203,6 +203,12 @@ fn summarise(results: &[(Variant, Vec<Sample>)]) -> (f64, f64) {
     }
     let tracer = per_switch[Variant::Tracer.label()];
     let runqlat = per_switch[Variant::Runqlat.label()];
+    if let Some(slower) = per_switch.get(Variant::Slower.label()) {
+        println!(
+            "with --slower: {slower:.0} ns per switch in programs, {:+.0} ns beside the tracer without it",
+            slower - tracer
+        );
+    }
     println!(
         "in programs per switch: tracer {tracer:.0} ns, runqlat {runqlat:.0} ns: {:.2}x (target: at most 0.5x: {})",
         tracer / runqlat,
