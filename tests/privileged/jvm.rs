@@ -22,7 +22,7 @@ pub fn tests() -> Vec<Trial> {
 
 /// Two threads allocate short-lived arrays as fast as they can for `args[0]` ms:
 /// young collections, one after the other.
-const PROGRAM: &str = r#"
+pub(crate) const PROGRAM: &str = r#"
 public class Alloc {
     public static void main(String[] args) throws Exception {
         final long until = System.nanoTime() + Long.parseLong(args[0]) * 1_000_000L;

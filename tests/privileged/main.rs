@@ -10,6 +10,7 @@ mod attribution;
 mod bursts;
 mod cli;
 mod dump;
+mod gc_pauses;
 mod jvm;
 mod losses;
 mod recorder;
@@ -56,6 +57,7 @@ fn main() {
     tests.extend(bursts::tests());
     tests.extend(stalls::tests());
     tests.extend(jvm::tests());
+    tests.extend(gc_pauses::tests());
     tests.extend(cli::tests());
     tests.extend(dump::tests());
     tests.extend(agent::tests());

@@ -39,6 +39,7 @@ fn quota_stalls(tier: TierChoice) -> TestResult {
     let hog = Worker::start(Load::Spin, &cg, busy)?;
     std::thread::sleep(Duration::from_millis(200));
     let threshold = Duration::from_millis(20);
+    let before = monotonic_ns();
     let session = match crate::start_or_skip_fentry(Config {
         tier,
         pids: vec![hog.pid],
@@ -48,6 +49,7 @@ fn quota_stalls(tier: TierChoice) -> TestResult {
         Ok(session) => session,
         Err(skipped) => return Ok(skipped),
     };
+    let after = monotonic_ns();
     std::thread::sleep(TRACE_FOR);
     let rec = session.stop()?;
     let entry = cgroup_in(&rec, &cg)?;
@@ -63,6 +65,12 @@ fn quota_stalls(tier: TierChoice) -> TestResult {
     ));
     check(!ours.is_empty(), || {
         "no slow wait of the hog's cgroup".into()
+    })?;
+    // The stalls' moments count from the attach, on the programs' clock:
+    // the recording says when that was, between the test's readings.
+    let start = rec.started_monotonic_ns.ok_or("no started_monotonic_ns")?;
+    check((before..=after).contains(&start), || {
+        format!("started_monotonic_ns {start} outside [{before}, {after}]")
     })?;
     let threshold_ns = threshold.as_nanos() as u64;
     if let Some(short) = rec.stalls.iter().find(|s| s.wait_ns < threshold_ns) {
@@ -93,4 +101,15 @@ fn quota_stalls(tier: TierChoice) -> TestResult {
         format!("the records hold {in_records} ns of the cgroup's {traced} ns throttled")
     })?;
     Ok(Completion::Completed)
+}
+
+/// `CLOCK_MONOTONIC`, the programs' clock.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

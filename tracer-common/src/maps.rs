@@ -258,15 +258,16 @@ pub struct CpuState {
     /// earlier began before the tracer could see it (see
     /// `crate::wake_stamp`).
     pub first_switch: u64,
-    /// The slow wait being reported from this CPU (`--slower`), and its rate
-    /// limit. Here rather than in a map of its own: the wait's end has this
-    /// entry at hand, and a lookup there would add a path to every wait's
-    /// end, which the verifier checks on every path of `sched_switch`.
-    pub slow: SlowWait,
     /// Event counters ([`Counter`]) of the programs that ran on this CPU. Here
     /// rather than in a per-CPU map: the entry is looked up anyway, and an array
     /// lookup is inlined where a per-CPU map lookup is a helper call.
     pub counters: [u64; Counter::COUNT as usize],
+    /// The slow wait being reported from this CPU (`--slower`), and its rate
+    /// limit. Here rather than in a map of its own: the wait's end has this
+    /// entry at hand, and a lookup there would add a path to every wait's
+    /// end, which the verifier checks on every path of `sched_switch`. Last,
+    /// after the fields every switch touches, so that it moves none of them.
+    pub slow: SlowWait,
 }
 
 impl CpuState {

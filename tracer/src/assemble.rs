@@ -43,6 +43,8 @@ pub struct Header {
     pub state: String,
     /// When the programs were attached.
     pub started_unix_ns: u64,
+    /// The same on `CLOCK_MONOTONIC`, the programs' clock (0: unknown).
+    pub started_monotonic_ns: u64,
     pub probes: Vec<ProbeStatus>,
     /// The scheduler's slice the verdicts measure waits against.
     pub slice_ns: u64,
@@ -286,6 +288,8 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
         tier: h.tier.clone(),
         state: h.state.clone(),
         started_unix_ns: h.started_unix_ns + window.offset_ns,
+        started_monotonic_ns: (h.started_monotonic_ns != 0)
+            .then(|| h.started_monotonic_ns + window.offset_ns),
         duration_ns,
         probes: h.probes.clone(),
         sched_slice_ns: h.slice_ns,

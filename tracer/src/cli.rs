@@ -86,6 +86,17 @@ pub struct ReportArgs {
     /// each interval (the `top` of each), as `record --interval` printed them.
     #[arg(long, conflicts_with = "html")]
     pub intervals: bool,
+
+    /// Add a table of the JVM's stop-the-world pauses in this HotSpot GC log
+    /// (-Xlog:gc:file=gc.log:timenanos,uptime,level,tags): how long its GC
+    /// threads waited in each, and why (from the dump's --slower waits).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["html", "intervals"])]
+    pub gc_log: Option<PathBuf>,
+
+    /// Add a table of these windows (CSV of start,end,label; CLOCK_MONOTONIC
+    /// ns or RFC 3339): how long threads waited in each, and why.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["html", "intervals"])]
+    pub windows: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +154,16 @@ pub struct RecordArgs {
     /// in the dump (`stalls[]`). Waits shorter than D cost nothing more.
     #[arg(long, value_name = "D", value_parser = parse_slower)]
     pub slower: Option<Duration>,
+    /// After the report, a table of the JVM's stop-the-world pauses in this
+    /// HotSpot GC log (-Xlog:gc:file=gc.log:timenanos,uptime,level,tags): how
+    /// long its GC threads waited in each, and why. Needs --slower.
+    #[arg(long, value_name = "FILE", requires = "slower")]
+    pub gc_log: Option<PathBuf>,
+    /// After the report, a table of these windows (CSV of start,end,label;
+    /// CLOCK_MONOTONIC ns or RFC 3339): how long threads waited in each.
+    /// Needs --slower.
+    #[arg(long, value_name = "FILE", requires = "slower")]
+    pub windows: Option<PathBuf>,
     /// With --slower: how many of them each CPU may send a second; the rest
     /// are counted (`slow_waits_limited`).
     #[arg(long, value_name = "N", default_value_t = crate::stall::DEFAULT_RATE,

@@ -35,3 +35,4 @@ pub mod session;
 pub mod stall;
 pub mod timeline;
 pub mod verdict;
+pub mod windows;

@@ -261,6 +261,12 @@ pub struct Recording {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub state: String,
     pub started_unix_ns: u64,
+    /// The same moment on `CLOCK_MONOTONIC`, the programs' clock (and
+    /// Java's `System.nanoTime()`): what places a GC log's `timenanos` or
+    /// other monotonic stamps on the recording exactly (absent in older
+    /// dumps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_monotonic_ns: Option<u64>,
     /// From the moment the programs were attached to the moment they were detached.
     pub duration_ns: u64,
     pub probes: Vec<ProbeStatus>,

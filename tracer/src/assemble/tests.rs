@@ -19,6 +19,7 @@ fn header() -> Header {
         tier: "tracepoints".into(),
         state: "task local storage".into(),
         started_unix_ns: 1_000,
+        started_monotonic_ns: 500,
         probes: Vec::new(),
         slice_ns: crate::verdict::DEFAULT_SLICE_NS,
     }

@@ -19,6 +19,7 @@ use crate::{
     session::{self, Config, Session},
     stall,
     timeline::{self, Interval, Timeline, render},
+    windows,
 };
 
 pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
@@ -133,7 +134,11 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
             top: args.top,
             ..TextOptions::default()
         },
-    ))
+    ))?;
+    // Last: the dump and the report are out whatever becomes of these files.
+    let tables =
+        windows::render::from_files(&recording, args.gc_log.as_deref(), args.windows.as_deref())?;
+    super::print(&tables)
 }
 
 /// `--slower`'s waits received since the last call, one line each, with a

@@ -9,6 +9,7 @@ use crate::{
     dump, html,
     report::{self, TextOptions},
     timeline::render,
+    windows,
 };
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
@@ -23,12 +24,20 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             super::note!("Wrote {}", out.display());
             Ok(())
         }
-        None => super::print(&report::render(
-            &rec,
-            TextOptions {
-                top: args.top,
-                ..TextOptions::default()
-            },
-        )),
+        None => {
+            let mut text = report::render(
+                &rec,
+                TextOptions {
+                    top: args.top,
+                    ..TextOptions::default()
+                },
+            );
+            text.push_str(&windows::render::from_files(
+                &rec,
+                args.gc_log.as_deref(),
+                args.windows.as_deref(),
+            )?);
+            super::print(&text)
+        }
     }
 }

@@ -89,6 +89,7 @@ fn recording() -> Recording {
         tier: String::new(),
         state: String::new(),
         started_unix_ns: 0,
+        started_monotonic_ns: None,
         duration_ns: 2_000_000_000,
         probes: vec![
             ProbeStatus {

@@ -490,6 +490,7 @@ impl Session {
             tier: self.tier.describe(),
             state: self.store.describe().into(),
             started_unix_ns: self.started_unix_ns,
+            started_monotonic_ns: self.started_ns,
             probes: self.probes.clone(),
             slice_ns: self.slice_ns,
         };
