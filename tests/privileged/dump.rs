@@ -408,6 +408,41 @@ fn html_in_chromium() -> TestResult {
         "slow waits: {} dots on {path}'s timeline, main causes {causes:?}",
         ours.len()
     ));
+
+    // A JVM's recording with its GC log (`record --slower 2ms --gc-log`, a
+    // G1 JVM under a 25 % quota beside a hog; the slow waits of other
+    // threads than its GC threads taken out, to keep it small): each pause
+    // a band on the timeline of the JVM's cgroup, at its moment.
+    let (rec, dom) = fixture_page("dump-gc.json")?;
+    let jvm = rec
+        .gc_pauses
+        .iter()
+        .find_map(|p| p.cgroup.clone())
+        .ok_or("the GC fixture has no pause with a cgroup")?;
+    let (_, timeline) = group_timeline(&dom, &jvm)?;
+    let pauses: Vec<_> = rec
+        .gc_pauses
+        .iter()
+        .filter(|p| p.cgroup.as_deref() == Some(jvm.as_str()))
+        .collect();
+    check(pauses.len() >= 3, || {
+        format!("the GC fixture has {} pauses of {jvm}", pauses.len())
+    })?;
+    for p in &pauses {
+        let band = format!("class=\"gc-pause\" data-at-ns=\"{}\"", p.at_ns);
+        check(timeline.contains(&band), || {
+            format!("no band {band} on the timeline")
+        })?;
+    }
+    check(
+        timeline.matches("class=\"gc-pause\"").count() == pauses.len(),
+        || "bands for pauses of other cgroups".into(),
+    )?;
+    screenshot()?;
+    measured(format!(
+        "GC pauses: {} bands on {jvm}'s timeline",
+        pauses.len()
+    ));
     Ok(Completion::Completed)
 }
 

@@ -184,6 +184,18 @@ fn run(dir: &Path, cpu: usize, squeezed: bool) -> Result<Run, libtest_mimic::Fai
         )
     })?;
     let explained = explain(&windows, &rec.stalls, |s| render::is_gc_thread(&s.comm));
+    // As `record --gc-log` keeps them in the dump: every pause, and those
+    // whose GC threads waited in the JVM's own cgroup.
+    let kept = render::gc_pause_records(&rec, &log, "gc.log")?;
+    check(kept.len() == explained.len(), || {
+        format!("{} pauses kept of {}", kept.len(), explained.len())
+    })?;
+    check(
+        kept.iter()
+            .filter_map(|p| p.cgroup.as_deref())
+            .all(|c| c == cg.path),
+        || format!("pauses placed in other cgroups than {}: {kept:?}", cg.path),
+    )?;
     let sum = |f: fn(&tracer::windows::explain::Explained) -> u64| explained.iter().map(f).sum();
     Ok(Run {
         pauses: explained.len(),

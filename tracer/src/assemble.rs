@@ -302,6 +302,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
         slower_ns: 0,
         stalls: Vec::new(),
         stalls_omitted: 0,
+        gc_pauses: Vec::new(),
     }
 }
 

@@ -159,6 +159,10 @@ fn validate(rec: &mut Recording) -> anyhow::Result<()> {
         h.buckets = buckets;
     }
     crate::timeline::validate(&mut rec.intervals)?;
+    for (i, p) in rec.gc_pauses.iter().enumerate() {
+        p.check()
+            .with_context(|| format!("corrupted: gc_pauses[{i}] ({})", p.kind))?;
+    }
     for (i, s) in rec.stalls.iter().enumerate() {
         s.check()
             .with_context(|| format!("corrupted: stalls[{i}] ({})", s.cgroup))?;

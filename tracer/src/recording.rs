@@ -22,6 +22,7 @@ use crate::{
     stall::Stall,
     timeline::{Interval, recorder::Fired},
     verdict::Verdict,
+    windows::GcPause,
 };
 
 /// A duration distribution: the summary figures, and the whole distribution as
@@ -297,6 +298,9 @@ pub struct Recording {
     /// Slow waits received but not kept, shorter than those kept.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub stalls_omitted: u64,
+    /// `record --gc-log`: the JVM's pauses in the recording, explained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gc_pauses: Vec<GcPause>,
 }
 
 impl Recording {

@@ -89,6 +89,14 @@ pub fn redact(rec: &mut Recording) {
     if let Some(t) = &mut rec.trigger {
         map(&mut t.cgroup);
     }
+    for p in &mut rec.gc_pauses {
+        for c in p.throttled_by.iter_mut().chain(p.cgroup.iter_mut()) {
+            map(c);
+        }
+        if let Some(o) = &mut p.top_occupant {
+            map(&mut o.cgroup);
+        }
+    }
     for s in &mut rec.stalls {
         map(&mut s.cgroup);
         if let Some(by) = &mut s.throttled_by {
@@ -174,7 +182,22 @@ mod tests {
         assert!(before.contains("/svc") && before.contains("/neighbour"));
         redact(&mut rec);
         let after = dump::to_json(&rec).unwrap();
-        for secret in ["/svc", "/neighbour", "/batch-neighbour", "db-prod-17"] {
+        rec.gc_pauses = vec![crate::windows::GcPause {
+            throttled_by: Some("/svc".into()),
+            cgroup: Some("/svc".into()),
+            top_occupant: Some(crate::windows::PauseOccupant {
+                cgroup: "/gc-neighbour".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        for secret in [
+            "/svc",
+            "/neighbour",
+            "/batch-neighbour",
+            "/gc-neighbour",
+            "db-prod-17",
+        ] {
             assert!(
                 !after.contains(secret),
                 "{secret} left in the redacted dump"

@@ -112,6 +112,17 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     }
     let mut recording = session.recording(&end, None);
     recording.intervals = timeline.into_intervals();
+    // The JVM's pauses, explained, go into the dump; a log that cannot be
+    // read loses nothing else.
+    if let Some(path) = &args.gc_log {
+        let name = path.display().to_string();
+        match windows::render::read(path, "--gc-log")
+            .and_then(|text| windows::render::gc_pause_records(&recording, &text, &name))
+        {
+            Ok(pauses) => recording.gc_pauses = pauses,
+            Err(e) => note!("No GC pauses: {e:#}"),
+        }
+    }
     if let Some(lines) = &lines
         && lines.printed
     {
@@ -135,10 +146,14 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
             ..TextOptions::default()
         },
     ))?;
-    // Last: the dump and the report are out whatever becomes of these files.
-    let tables =
-        windows::render::from_files(&recording, args.gc_log.as_deref(), args.windows.as_deref())?;
-    super::print(&tables)
+    // Last: the dump and the report are out whatever becomes of this file.
+    match windows::render::from_files(&recording, None, args.windows.as_deref()) {
+        Ok(tables) => super::print(&tables),
+        Err(e) => {
+            note!("No window table: {e:#}");
+            Ok(())
+        }
+    }
 }
 
 /// `--slower`'s waits received since the last call, one line each, with a

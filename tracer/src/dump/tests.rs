@@ -27,7 +27,48 @@ pub(super) fn v1() -> String {
         }],
         ..crate::stall::tests::stall(100_000_000, 30_000_000)
     }];
+    rec.gc_pauses = vec![pause()];
     to_json(&rec).unwrap()
+}
+
+/// A GC pause as `record --gc-log` keeps it.
+fn pause() -> crate::windows::GcPause {
+    crate::windows::GcPause {
+        at_ns: 90_000_000,
+        duration_ns: 40_000_000,
+        kind: "GC(3) Pause Young (Normal) (G1 Evacuation Pause)".into(),
+        gc_threads: 2,
+        stalled_ns: 30_000_000,
+        throttled_ns: 20_000_000,
+        contended_ns: 10_000_000,
+        other_ns: 0,
+        throttled_by: Some("/svc".into()),
+        top_occupant: Some(crate::windows::PauseOccupant {
+            cgroup: "/batch".into(),
+            comm: "hog".into(),
+            ns: 10_000_000,
+        }),
+        cgroup: Some("/svc".into()),
+    }
+}
+
+#[test]
+fn gc_pauses_read_back_as_written_and_are_reported() {
+    let rec = parse(v1().as_bytes()).unwrap();
+    assert_eq!(rec.gc_pauses, [pause()]);
+    let text = render(&rec, TextOptions::default());
+    assert!(
+        text.contains("GC pauses (recorded): 1 in the recording: of 40.0 ms of their time, GC threads waited 30.0 ms: 20.0 ms throttled by /svc's quota, 10.0 ms behind /batch"),
+        "{text}"
+    );
+    // Parts that do not add up, or a stall longer than the pause: refused.
+    for (throttled, stalled) in [(25_000_000, 30_000_000), (30_000_000, 50_000_000)] {
+        let mut bad = rec.clone();
+        bad.gc_pauses[0].throttled_ns = throttled;
+        bad.gc_pauses[0].stalled_ns = stalled;
+        let e = parse(to_json(&bad).unwrap().as_bytes()).unwrap_err();
+        assert!(format!("{e:#}").contains("gc_pauses[0]"), "{e:#}");
+    }
 }
 
 #[test]

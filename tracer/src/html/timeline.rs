@@ -12,6 +12,7 @@ use crate::{
     recording::Recording,
     stall::{self, Stall},
     timeline::{Interval, IntervalCgroup},
+    windows::GcPause,
 };
 
 const WIDTH: f64 = 640.0;
@@ -115,6 +116,8 @@ pub fn figures(rec: &Recording, path: &str) -> String {
     );
     let stalls = stall_points(rec, path, end_ns);
     svg.push_str(&stalls);
+    let pauses = pause_bands(rec, path, end_ns);
+    svg.push_str(&pauses);
     if let Some(t) = &rec.trigger {
         let x = x_of(t.at_ns, end_ns);
         let _ = write!(
@@ -127,8 +130,14 @@ pub fn figures(rec: &Recording, path: &str) -> String {
     svg.push_str("</svg>");
     let mut out = format!(
         "<figure>{svg}<figcaption>Over time: the share of each interval ({}) its threads \
-         waited, by cause{}{}.</figcaption></figure>\n",
+         waited, by cause{}{}{}.</figcaption></figure>\n",
         fmt_ns(intervals[0].duration_ns),
+        if pauses.is_empty() {
+            ""
+        } else {
+            "; each violet band is a GC pause of the JVM's log (--gc-log), hover for what held \
+             its GC threads up"
+        },
         if stalls.is_empty() {
             ""
         } else {
@@ -173,6 +182,48 @@ fn stall_points(rec: &Recording, path: &str, end_ns: u64) -> String {
              r=\"3.5\" fill=\"{colour}\" stroke=\"#1f2328\" stroke-width=\"0.5\"><title>{}</title></circle>",
             s.at_ns,
             escape(stall::line(s).trim_end())
+        );
+    }
+    out
+}
+
+/// The GC pauses of `path`'s JVM (`gc_pauses[]`) as bands across its
+/// timeline, the longest [`MAX_DOTS`], each explained in its tooltip.
+fn pause_bands(rec: &Recording, path: &str, end_ns: u64) -> String {
+    let mut ours: Vec<&GcPause> = rec
+        .gc_pauses
+        .iter()
+        .filter(|p| p.cgroup.as_deref() == Some(path))
+        .collect();
+    ours.sort_by_key(|p| std::cmp::Reverse(p.duration_ns));
+    ours.truncate(MAX_DOTS);
+    let mut out = String::new();
+    for p in ours {
+        let x = x_of(p.at_ns, end_ns);
+        let w = (x_of(p.at_ns.saturating_add(p.duration_ns), end_ns) - x).max(1.0);
+        let _ = write!(
+            out,
+            "<rect class=\"gc-pause\" data-at-ns=\"{}\" x=\"{x:.2}\" y=\"0\" width=\"{w:.2}\" \
+             height=\"{HEIGHT:.0}\" fill=\"#8250df\" fill-opacity=\"0.3\"><title>{}</title></rect>",
+            p.at_ns,
+            escape(&format!(
+                "+{:.3} s {}: {}; GC threads stalled {} (throttled {}{}, contended {}{}, other {})",
+                p.at_ns as f64 / 1e9,
+                p.kind,
+                fmt_ns(p.duration_ns),
+                fmt_ns(p.stalled_ns),
+                fmt_ns(p.throttled_ns),
+                p.throttled_by
+                    .as_ref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default(),
+                fmt_ns(p.contended_ns),
+                p.top_occupant
+                    .as_ref()
+                    .map(|o| format!(" behind {} ({})", o.comm, o.cgroup))
+                    .unwrap_or_default(),
+                fmt_ns(p.other_ns)
+            ))
         );
     }
     out

@@ -444,6 +444,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
     }
 
     stalls::section(&mut out, rec);
+    out.push_str(&crate::windows::render::recorded(rec));
 
     for c in rec.cgroups.iter().take(options.details) {
         cgroup_details(&mut out, c, &rec.intervals);

@@ -177,6 +177,7 @@ fn recording() -> Recording {
         slower_ns: 0,
         stalls: Vec::new(),
         stalls_omitted: 0,
+        gc_pauses: Vec::new(),
     }
 }
 

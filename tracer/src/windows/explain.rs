@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Window;
+use super::{GcPause, PauseOccupant, Window};
 use crate::stall::Stall;
 
 /// One window and what held it up.
@@ -35,6 +35,55 @@ pub struct Explained {
     /// Who held their CPUs longest during their waits in it: (cgroup,
     /// process name, ns).
     pub top_occupant: Option<(String, String, u64)>,
+    /// The cgroup of the threads that waited in it, the one most named.
+    pub cgroup: Option<String>,
+}
+
+impl Explained {
+    /// As a dump keeps a GC pause; `None` for a window not wholly in the
+    /// recording.
+    pub fn to_pause(&self) -> Option<GcPause> {
+        Some(GcPause {
+            at_ns: u64::try_from(self.start_ns).ok()?,
+            duration_ns: self.duration_ns,
+            kind: self.label.clone(),
+            gc_threads: u32::try_from(self.threads).unwrap_or(u32::MAX),
+            stalled_ns: self.stalled_ns,
+            throttled_ns: self.throttled_ns,
+            contended_ns: self.contended_ns,
+            other_ns: self.other_ns,
+            throttled_by: self.throttled_by.clone(),
+            top_occupant: self
+                .top_occupant
+                .as_ref()
+                .map(|(cgroup, comm, ns)| PauseOccupant {
+                    cgroup: cgroup.clone(),
+                    comm: comm.clone(),
+                    ns: *ns,
+                }),
+            cgroup: self.cgroup.clone(),
+        })
+    }
+
+    /// A GC pause a dump kept, to render.
+    pub fn of_pause(p: &GcPause) -> Self {
+        Self {
+            label: p.kind.clone(),
+            start_ns: i128::from(p.at_ns),
+            duration_ns: p.duration_ns,
+            threads: p.gc_threads as usize,
+            stalled_ns: p.stalled_ns,
+            throttled_ns: p.throttled_ns,
+            contended_ns: p.contended_ns,
+            other_ns: p.other_ns,
+            throttled_by: p.throttled_by.clone(),
+            top_occupant: p
+                .top_occupant
+                .as_ref()
+                .map(|o| (o.cgroup.clone(), o.comm.clone(), o.ns)),
+            cgroup: p.cgroup.clone(),
+        }
+    }
 }
 
 /// Each of `windows` explained by the waits in `stalls` that `matters`.
@@ -83,11 +132,13 @@ fn one(w: &Window, stalls: &[&Stall]) -> Explained {
     e.stalled_ns = covered;
     // The split of the threads' summed waiting, scaled to the wall time.
     let (mut split, mut by, mut occupants) = ([0f64; 3], BTreeMap::new(), BTreeMap::new());
+    let mut cgroups = BTreeMap::new();
     for (from, to, s) in &parts {
         let share = (to - from) as f64 / s.wait_ns.max(1) as f64;
         split[0] += s.throttled_ns as f64 * share;
         split[1] += s.contended_ns as f64 * share;
         split[2] += s.other_ns as f64 * share;
+        *cgroups.entry(s.cgroup.clone()).or_insert(0u64) += to - from;
         if let Some(b) = &s.throttled_by {
             *by.entry(b.clone()).or_insert(0u64) += to - from;
         }
@@ -105,6 +156,10 @@ fn one(w: &Window, stalls: &[&Stall]) -> Explained {
         e.other_ns = covered.saturating_sub(e.throttled_ns + e.contended_ns);
     }
     e.throttled_by = by.into_iter().max_by_key(|(_, ns)| *ns).map(|(b, _)| b);
+    e.cgroup = cgroups
+        .into_iter()
+        .max_by_key(|(_, ns)| *ns)
+        .map(|(c, _)| c);
     e.top_occupant = occupants
         .into_iter()
         .max_by(|a, b| a.1.total_cmp(&b.1))
@@ -156,6 +211,11 @@ mod tests {
         assert_eq!((e.throttled_ns, e.contended_ns, e.other_ns), (36, 44, 0));
         assert_eq!(e.throttled_by.as_deref(), Some("/svc"));
         assert_eq!(e.top_occupant, Some(("/batch".into(), "hog".into(), 60)));
+        assert_eq!(e.cgroup.as_deref(), Some("/svc"));
+        // As a dump keeps it, and back.
+        let kept = e.to_pause().unwrap();
+        kept.check().unwrap();
+        assert_eq!(Explained::of_pause(&kept), *e);
     }
 
     #[test]

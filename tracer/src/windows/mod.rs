@@ -5,6 +5,8 @@
 //! the programs' own (`CLOCK_MONOTONIC`: the GC log's `timenanos`, a CSV's
 //! nanoseconds), to the millisecond where it is the wall clock.
 
+use serde::{Deserialize, Serialize};
+
 pub mod csv;
 pub mod explain;
 pub mod gc_log;
@@ -56,6 +58,64 @@ impl TimeBase {
             ),
         };
         Some(i128::from(at) - i128::from(base))
+    }
+}
+
+/// A GC pause as a dump keeps it (`gc_pauses[]`, `record --gc-log`): the
+/// pause table's row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcPause {
+    /// When it began, from the recording's start.
+    pub at_ns: u64,
+    pub duration_ns: u64,
+    /// `GC(n)` and what the log calls it.
+    pub kind: String,
+    /// The GC threads that waited in it.
+    pub gc_threads: u32,
+    /// Wall time in it during which at least one of them waited.
+    pub stalled_ns: u64,
+    pub throttled_ns: u64,
+    pub contended_ns: u64,
+    pub other_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_by: Option<String>,
+    /// Who held their CPUs longest: `{cgroup, comm, ns}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_occupant: Option<PauseOccupant>,
+    /// The GC threads' cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+/// [`GcPause::top_occupant`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseOccupant {
+    pub cgroup: String,
+    pub comm: String,
+    pub ns: u64,
+}
+
+impl GcPause {
+    /// Checks what the report relies on: its parts add up to its stalled
+    /// time, which its length holds.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let parts = [self.throttled_ns, self.contended_ns, self.other_ns]
+            .iter()
+            .try_fold(0u64, |a, &b| a.checked_add(b));
+        anyhow::ensure!(
+            parts == Some(self.stalled_ns) && self.stalled_ns <= self.duration_ns,
+            "its throttled, contended and other time do not add up to its stalled_ns {}, or \
+             that exceeds its duration_ns {}",
+            self.stalled_ns,
+            self.duration_ns
+        );
+        anyhow::ensure!(
+            self.at_ns.checked_add(self.duration_ns).is_some(),
+            "at_ns {} + duration_ns {} overflows",
+            self.at_ns,
+            self.duration_ns
+        );
+        Ok(())
     }
 }
 

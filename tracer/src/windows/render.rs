@@ -6,14 +6,13 @@ use std::fmt::Write as _;
 use anyhow::bail;
 
 use super::{
-    TimeBase, Window, csv,
+    GcPause, TimeBase, Window, csv,
     explain::{Explained, explain},
     gc_log,
 };
 use crate::{
     format::{fmt_ns, visible},
     recording::Recording,
-    stall::Stall,
 };
 
 /// Rows a table lists at most: the windows held up longest.
@@ -49,21 +48,6 @@ pub fn from_files(
     gc_log: Option<&std::path::Path>,
     windows: Option<&std::path::Path>,
 ) -> anyhow::Result<String> {
-    let read = |path: &std::path::Path, what: &str| -> anyhow::Result<String> {
-        use anyhow::Context as _;
-        let size = std::fs::metadata(path)
-            .with_context(|| format!("{what} {}", path.display()))?
-            .len();
-        if size > MAX_FILE_BYTES {
-            bail!(
-                "{what} {}: {size} bytes, over the {} MiB this reads; cut it to the recording's time",
-                path.display(),
-                MAX_FILE_BYTES >> 20
-            );
-        }
-        let bytes = std::fs::read(path).with_context(|| format!("{what} {}", path.display()))?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
     let mut out = String::new();
     if let Some(path) = gc_log {
         let text = read(path, "--gc-log")?;
@@ -78,23 +62,21 @@ pub fn from_files(
     Ok(out)
 }
 
-/// The pause table of a GC log's text against `rec`.
-pub fn gc_pauses(rec: &Recording, text: &str, source: &str) -> anyhow::Result<String> {
+/// A GC log's pauses placed on `rec`'s axis, and how many lines were
+/// skipped; an error if none can be placed.
+fn place_gc(rec: &Recording, text: &str, source: &str) -> anyhow::Result<(Vec<Window>, u64)> {
     let log = gc_log::parse(text);
     let base = TimeBase::of(rec);
-    let mut unplaced = 0;
     let windows: Vec<Window> = log
         .pauses
         .iter()
         .filter_map(|p| {
-            let w = Window::ending(
+            Window::ending(
                 p.end,
                 p.duration_ns,
                 format!("GC({}) {}", p.gc, p.kind),
                 &base,
-            );
-            unplaced += u64::from(w.is_none());
-            w
+            )
         })
         .collect();
     if !log.pauses.is_empty() && windows.is_empty() {
@@ -103,21 +85,80 @@ pub fn gc_pauses(rec: &Recording, text: &str, source: &str) -> anyhow::Result<St
              start); log with -Xlog:gc:file=gc.log:timenanos,uptime,level,tags"
         );
     }
+    Ok((windows, log.skipped))
+}
+
+/// The pauses of a GC log's text in `rec`, as its dump keeps them.
+pub fn gc_pause_records(rec: &Recording, text: &str, source: &str) -> anyhow::Result<Vec<GcPause>> {
+    let (windows, _) = place_gc(rec, text, source)?;
+    let (inside, _) = inside(rec, &windows);
+    Ok(explain(&inside, &rec.stalls, |s| is_gc_thread(&s.comm))
+        .iter()
+        .filter_map(Explained::to_pause)
+        .collect())
+}
+
+/// The text of a `--gc-log` or `--windows` file (`what`), refused unread if
+/// larger than [`MAX_FILE_BYTES`].
+pub fn read(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("{what} {}", path.display()))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        bail!(
+            "{what} {}: {size} bytes, over the {} MiB this reads; cut it to the recording's time",
+            path.display(),
+            MAX_FILE_BYTES >> 20
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("{what} {}", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The pause table of a GC log's text against `rec`.
+pub fn gc_pauses(rec: &Recording, text: &str, source: &str) -> anyhow::Result<String> {
+    let (windows, skipped) = place_gc(rec, text, source)?;
+    let (inside, outside) = inside(rec, &windows);
+    let explained = explain(&inside, &rec.stalls, |s| is_gc_thread(&s.comm));
     let mut out = table(
         rec,
-        &windows,
-        |s| is_gc_thread(&s.comm),
+        &explained,
+        outside,
         &format!("GC pauses ({})", visible(source)),
         "GC threads",
     );
-    if log.skipped > 0 {
+    if skipped > 0 {
         let _ = writeln!(
             out,
-            "  {} lines named a pause but did not read as one",
-            log.skipped
+            "  {skipped} lines named a pause but did not read as one"
         );
     }
     Ok(out)
+}
+
+/// The pause table of the pauses a dump kept (`gc_pauses[]`), if any.
+pub fn recorded(rec: &Recording) -> String {
+    if rec.gc_pauses.is_empty() {
+        return String::new();
+    }
+    let explained: Vec<Explained> = rec.gc_pauses.iter().map(Explained::of_pause).collect();
+    format!(
+        "\n{}",
+        table(rec, &explained, 0, "GC pauses (recorded)", "GC threads")
+    )
+}
+
+/// The windows that overlap the recording, and how many do not.
+fn inside(rec: &Recording, windows: &[Window]) -> (Vec<Window>, usize) {
+    let end = i128::from(rec.duration_ns);
+    let inside: Vec<Window> = windows
+        .iter()
+        .filter(|w| w.end_ns > 0 && w.start_ns < end)
+        .cloned()
+        .collect();
+    let outside = windows.len() - inside.len();
+    (inside, outside)
 }
 
 /// The window table of a `--windows` CSV's text against `rec`: every
@@ -137,10 +178,12 @@ pub fn csv_windows(rec: &Recording, text: &str, source: &str) -> String {
             })
         })
         .collect();
+    let (inside, outside) = inside(rec, &windows);
+    let explained = explain(&inside, &rec.stalls, |_| true);
     let mut out = table(
         rec,
-        &windows,
-        |_| true,
+        &explained,
+        outside,
         &format!("Windows ({})", visible(source)),
         "threads",
     );
@@ -155,19 +198,11 @@ pub fn csv_windows(rec: &Recording, text: &str, source: &str) -> String {
 
 fn table(
     rec: &Recording,
-    windows: &[Window],
-    matters: impl Fn(&Stall) -> bool,
+    explained: &[Explained],
+    outside: usize,
     title: &str,
     who: &str,
 ) -> String {
-    let end = i128::from(rec.duration_ns);
-    let inside: Vec<Window> = windows
-        .iter()
-        .filter(|w| w.end_ns > 0 && w.start_ns < end)
-        .cloned()
-        .collect();
-    let outside = windows.len() - inside.len();
-    let explained = explain(&inside, &rec.stalls, matters);
     let total: u64 = explained.iter().map(|e| e.duration_ns).sum();
     let sum = |f: fn(&Explained) -> u64| explained.iter().map(f).sum::<u64>();
     let stalled = sum(|e| e.stalled_ns);
@@ -183,7 +218,7 @@ fn table(
         },
         fmt_ns(total),
         fmt_ns(stalled),
-        causes(&explained),
+        causes(explained),
     );
     if rec.slower_ns > 0 {
         let _ = writeln!(
