@@ -89,6 +89,19 @@ fn gc_pauses() -> TestResult {
                 )
             })?;
         }
+        // And in a diff of the two dumps, as `tracer diff` prints it.
+        let diff = tracer::diff::render(&squeezed.rec, &alone.rec, 5);
+        let throttled = diff
+            .lines()
+            .skip_while(|l| !l.starts_with("GC pauses"))
+            .find(|l| l.trim_start().starts_with("throttled"))
+            .unwrap_or_default()
+            .to_owned();
+        measured(format!("diff: {}", throttled.trim()));
+        check(
+            throttled.ends_with("-> 0.0 % of the pauses' time") && !throttled.contains(" 0.0 % ->"),
+            || format!("the diff does not tell them apart: {diff}"),
+        )?;
         // Told apart by physics, whatever else runs on the host: only the
         // JVM under a quota can be throttled, and by its own cgroup's quota.
         check(alone.throttled_ns == 0, || {
@@ -197,6 +210,8 @@ fn run(dir: &Path, cpu: usize, squeezed: bool) -> Result<Run, libtest_mimic::Fai
         || format!("pauses placed in other cgroups than {}: {kept:?}", cg.path),
     )?;
     let sum = |f: fn(&tracer::windows::explain::Explained) -> u64| explained.iter().map(f).sum();
+    let mut rec = rec;
+    rec.gc_pauses = kept;
     Ok(Run {
         pauses: explained.len(),
         duration_ns: sum(|e| e.duration_ns),

@@ -163,7 +163,46 @@ pub fn render(before: &Recording, after: &Recording, top: usize) -> String {
             let _ = writeln!(out, "\n{label}: {}", shown.join(", "));
         }
     }
+    gc_pauses(&mut out, before, after);
     out
+}
+
+/// The JVM's pauses (`record --gc-log`) of both dumps: how much of their
+/// time its GC threads stalled, and why, as shares of the pauses' time.
+fn gc_pauses(out: &mut String, before: &Recording, after: &Recording) {
+    if before.gc_pauses.is_empty() && after.gc_pauses.is_empty() {
+        return;
+    }
+    // (pauses, their time, stalled, throttled, contended, longest stall).
+    let figures = |r: &Recording| {
+        r.gc_pauses
+            .iter()
+            .fold((0u64, 0u64, 0u64, 0u64, 0u64, 0u64), |f, p| {
+                (
+                    f.0 + 1,
+                    f.1 + p.duration_ns,
+                    f.2 + p.stalled_ns,
+                    f.3 + p.throttled_ns,
+                    f.4 + p.contended_ns,
+                    f.5.max(p.stalled_ns),
+                )
+            })
+    };
+    let (b, a) = (figures(before), figures(after));
+    let _ = writeln!(out, "\nGC pauses (--gc-log): {} -> {}", b.0, a.0);
+    let _ = writeln!(out, "  pause time   {}", change_ns(b.1, a.1));
+    for (label, bv, av) in [
+        ("stalled", b.2, a.2),
+        ("throttled", b.3, a.3),
+        ("contended", b.4, a.4),
+    ] {
+        let _ = writeln!(
+            out,
+            "  {label:<12} {} of the pauses' time",
+            change_share(share(bv, b.1), share(av, a.1))
+        );
+    }
+    let _ = writeln!(out, "  worst stall  {}", change_ns(b.5, a.5));
 }
 
 #[cfg(test)]
@@ -255,5 +294,39 @@ mod tests {
         let rec = fixture();
         let text = render(&rec, &rec, 10);
         assert!(text.contains("(+0 %)") && !text.contains("only "), "{text}");
+    }
+
+    #[test]
+    fn gc_pauses_squeezed_and_alone_are_told_apart() {
+        let pause = |stalled_ns: u64, throttled_ns: u64| crate::windows::GcPause {
+            duration_ns: 50_000_000,
+            stalled_ns,
+            throttled_ns,
+            contended_ns: stalled_ns - throttled_ns,
+            ..Default::default()
+        };
+        let mut before = fixture();
+        before.gc_pauses = vec![pause(40_000_000, 30_000_000), pause(20_000_000, 0)];
+        let mut after = fixture();
+        after.gc_pauses = vec![pause(0, 0), pause(500_000, 0), pause(0, 0)];
+        let text = render(&before, &after, 10);
+        let gc: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("GC pauses"))
+            .collect();
+        assert_eq!(gc[0], "GC pauses (--gc-log): 2 -> 3", "{text}");
+        assert_eq!(
+            gc[2], "  stalled      60.0 % -> 0.3 % of the pauses' time",
+            "{text}"
+        );
+        assert_eq!(
+            gc[3], "  throttled    30.0 % -> 0.0 % of the pauses' time",
+            "{text}"
+        );
+        assert!(
+            gc[5].starts_with("  worst stall  40.0 ms -> 500 µs"),
+            "{text}"
+        );
+        assert!(!render(&fixture(), &fixture(), 10).contains("GC pauses"));
     }
 }
