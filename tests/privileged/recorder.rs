@@ -19,10 +19,114 @@ use crate::{
 };
 
 pub fn tests() -> Vec<Trial> {
-    vec![privileged(
-        "a_recorder_trigger_writes_the_seconds_before_it",
-        trigger_dump,
-    )]
+    vec![
+        privileged(
+            "a_recorder_trigger_writes_the_seconds_before_it",
+            trigger_dump,
+        ),
+        privileged(
+            "post_dump_writes_a_recorder_dump_for_an_authenticated_client_only",
+            post_dump,
+        ),
+    ]
+}
+
+/// `POST /dump` writes what the recorder holds, as SIGUSR2 does, for a
+/// client with the web configuration's password; a wrong or missing one
+/// gets 401 and writes nothing.
+fn post_dump() -> TestResult {
+    let bin = or_skip!(bin());
+    let scratch = Scratch::new("post-dump")?;
+    let dumps = PathBuf::from(scratch.file("dumps"));
+    let hash = bcrypt::hash("dump-secret", 4)?;
+    let web = scratch.file("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  oncall: '{hash}'\n"))?;
+    let config = scratch.file("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval = \"500ms\"\nlock_file = \"{}\"\n[dumps]\ndir = \"{}\"\nevery = \"10m\"\n\
+             [recorder]\nminutes = 1\n",
+            scratch.file("agent.lock"),
+            dumps.display()
+        ),
+    )?;
+    let mut agent = Agent::spawn(
+        &bin,
+        &["--config", &config, "--web-config", &web],
+        &scratch.0,
+    )?;
+    // `oncall:dump-secret` and `oncall:guess`, base64.
+    let right = "Basic b25jYWxsOmR1bXAtc2VjcmV0".to_owned();
+    let wrong = "Basic b25jYWxsOmd1ZXNz".to_owned();
+    // Ready once an authenticated scrape gets data.
+    agent.wait_ready(|addr| status(addr, "GET /metrics", Some(&right)) == Some(200))?;
+    let addr = agent.addr;
+    std::thread::sleep(Duration::from_secs(2));
+    let refused = [
+        status(addr, "POST /dump", None),
+        status(addr, "POST /dump", Some(&wrong)),
+    ];
+    let accepted = status(addr, "POST /dump", Some(&right));
+    let found = wait_for("a recorder dump", Duration::from_secs(20), || {
+        recorder_dumps(&dumps).first().cloned()
+    });
+    // Time for any dump a refused request would have caused.
+    std::thread::sleep(Duration::from_secs(1));
+    let written = recorder_dumps(&dumps);
+    let (_, log) = agent.terminate(Duration::from_secs(30))?;
+    measured(format!(
+        "refused {refused:?}, accepted {accepted:?}; {} recorder dumps written",
+        written.len()
+    ));
+    check(refused == [Some(401), Some(401)], || {
+        format!("unauthenticated POSTs got {refused:?}")
+    })?;
+    check(accepted == Some(202), || {
+        format!("the right password got {accepted:?}: {log}")
+    })?;
+    let path = found.map_err(|e| format!("{e:#}; the agent's log:\n{log}"))?;
+    check(written.len() == 1, || {
+        format!("{} recorder dumps: {written:?}", written.len())
+    })?;
+    let rec = dump::read(&path)?;
+    check(rec.intervals.len() >= 2 && rec.trigger.is_none(), || {
+        format!(
+            "the dump holds {} intervals, trigger {:?}",
+            rec.intervals.len(),
+            rec.trigger
+        )
+    })?;
+    Ok(Completion::Completed)
+}
+
+/// The status of `line` (method and path) with this `Authorization`.
+fn status(addr: std::net::SocketAddr, line: &str, authorization: Option<&str>) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{line} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n").ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    String::from_utf8_lossy(&out)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn recorder_dumps(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with("-recorder.json"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// How long the agent runs before the hog starts: what the dump must hold

@@ -87,7 +87,13 @@ impl Agent {
     /// `/metrics` answers with data.
     pub fn start(bin: &Path, args: &[&str], scratch: &Path) -> anyhow::Result<Self> {
         let mut agent = Self::spawn(bin, args, scratch)?;
-        let addr = agent.addr;
+        agent.wait_ready(|addr| matches!(http_get(addr, "/metrics", None), Ok((200, _))))?;
+        Ok(agent)
+    }
+
+    /// Waits until `answers` says the agent serves data, or it exits.
+    pub fn wait_ready(&mut self, answers: impl Fn(SocketAddr) -> bool) -> anyhow::Result<()> {
+        let addr = self.addr;
         // Loading the programs takes 20 to 30 s of a debug build in the
         // kernel matrix's emulated guests (the verifier's time, mostly); the
         // agent answers 503 meanwhile, so this limit is all the wait there is.
@@ -95,15 +101,15 @@ impl Agent {
             "the agent's first snapshot",
             Duration::from_secs(60),
             || {
-                if agent.exited() {
+                if self.exited() {
                     return Some(false);
                 }
-                matches!(http_get(addr, "/metrics", None), Ok((200, _))).then_some(true)
+                answers(addr).then_some(true)
             },
         )
-        .with_context(|| format!("the agent's log: {}", agent.log()))?;
-        ensure!(ready, "the agent exited at start: {}", agent.log());
-        Ok(agent)
+        .with_context(|| format!("the agent's log: {}", self.log()))?;
+        ensure!(ready, "the agent exited at start: {}", self.log());
+        Ok(())
     }
 
     /// Starts `bin agent --listen <free port> <args>` without waiting for it.

@@ -353,6 +353,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .recorder
         .clone()
         .map(|r| flight::Flight::new(r, window_start.clone()));
+    // A recorder dump needs the recorder and somewhere to write it.
+    if flight.is_some() && config.dumps.is_some() {
+        published.set_recorder();
+    }
     let mut agent = Agent {
         exporter: Exporter::new(config.export_limit, config.filter.clone()),
         occupancy: Occupancy::default(),
@@ -430,6 +434,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 agent.flight_tick();
             }
             _ = user2.recv() => agent.flight_dump(None),
+            _ = published.dump_requested() => agent.flight_dump(None),
             _ = user1.recv() => {
                 if agent.config.dumps.is_none() {
                     eprintln!("tracer agent: SIGUSR1 ignored: dumps are disabled (--no-dumps)");

@@ -32,6 +32,11 @@ impl Current {
 
 /// Serves the last snapshot.
 pub struct Published {
+    /// `POST /dump` asked for a recorder dump; at most one waits (a
+    /// permit), however many clients ask.
+    dump_requests: tokio::sync::Notify,
+    /// Whether the agent has a flight recorder to dump.
+    recorder: std::sync::atomic::AtomicBool,
     current: Mutex<Option<Arc<Current>>>,
     interval: Duration,
     /// The probes attached, for `/health`: set once they are.
@@ -44,6 +49,8 @@ impl Published {
 
     pub fn new(interval: Duration) -> Self {
         Self {
+            dump_requests: tokio::sync::Notify::new(),
+            recorder: std::sync::atomic::AtomicBool::new(false),
             current: Mutex::new(None),
             interval,
             probes: OnceLock::new(),
@@ -60,6 +67,17 @@ impl Published {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(current));
     }
 
+    /// Says the agent has a flight recorder, which `POST /dump` dumps.
+    pub fn set_recorder(&self) {
+        self.recorder
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits for a `POST /dump`.
+    pub async fn dump_requested(&self) {
+        self.dump_requests.notified().await
+    }
+
     /// Names the probes attached, once they are.
     pub fn set_probes(&self, probes: String) {
         let _ = self.probes.set(probes);
@@ -74,6 +92,22 @@ impl Published {
 }
 
 impl http::Handler for Published {
+    fn post(&self, path: &str) -> Response {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        match path {
+            "/dump" if self.recorder.load(std::sync::atomic::Ordering::Relaxed) => {
+                self.dump_requests.notify_one();
+                Response::new(
+                    202,
+                    TEXT,
+                    "a recorder dump is being written to the dump directory\n",
+                )
+            }
+            "/dump" => Response::new(409, TEXT, "no [recorder] is configured: nothing to dump\n"),
+            _ => Response::new(404, TEXT, "not found\n"),
+        }
+    }
+
     fn handle(&self, path: &str, accept: &str) -> Response {
         const TEXT: &str = "text/plain; charset=utf-8";
         match path {
@@ -168,5 +202,22 @@ mod tests {
         assert_eq!(health.status, 200, "{}", health.body);
         assert!(health.body.contains("\"probes\":\"sched_switch\""));
         assert_eq!(published.handle("/nowhere", "").status, 404);
+    }
+
+    #[tokio::test]
+    async fn a_post_asks_for_a_recorder_dump_once_however_often_it_comes() {
+        use http::Handler as _;
+        let published = Published::new(Duration::from_secs(1));
+        assert_eq!(published.post("/dump").status, 409, "no recorder");
+        assert_eq!(published.post("/other").status, 404);
+        published.set_recorder();
+        for _ in 0..3 {
+            assert_eq!(published.post("/dump").status, 202);
+        }
+        // One request waits, however many came.
+        published.dump_requested().await;
+        let again =
+            tokio::time::timeout(Duration::from_millis(50), published.dump_requested()).await;
+        assert!(again.is_err(), "a second dump asked for by the same burst");
     }
 }

@@ -22,6 +22,10 @@ impl Handler for Echo {
     fn handle(&self, path: &str, _: &str) -> Response {
         Response::new(200, "text/plain", format!("you asked for {path}"))
     }
+
+    fn post(&self, path: &str) -> Response {
+        Response::new(202, "text/plain", format!("you posted {path}"))
+    }
 }
 
 /// An authority, and a certificate it signed for 127.0.0.1 with its key, in
@@ -77,6 +81,16 @@ async fn get_tls(
     ca: &rustls::pki_types::CertificateDer<'static>,
     authorization: Option<&str>,
 ) -> String {
+    request_tls(addr, ca, "GET /metrics", authorization).await
+}
+
+/// `line` (method and path) over TLS, trusting `ca`: the whole response.
+async fn request_tls(
+    addr: SocketAddr,
+    ca: &rustls::pki_types::CertificateDer<'static>,
+    line: &str,
+    authorization: Option<&str>,
+) -> String {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let config =
@@ -94,7 +108,7 @@ async fn get_tls(
     let auth = authorization
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
-    tls.write_all(format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())
+    tls.write_all(format!("{line} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())
         .await
         .unwrap();
     let mut out = Vec::new();
@@ -175,4 +189,42 @@ fn a_key_of_another_certificate_is_refused_at_start() {
         .err()
         .expect("refused");
     assert!(format!("{e:#}").contains("no PEM private key"), "{e:#}");
+}
+
+#[tokio::test]
+async fn a_post_is_answered_only_behind_basic_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certificates(dir.path());
+    let (_server, addr) = start(web_config(dir.path(), "server.key").access().unwrap());
+    let ok = request_tls(
+        addr,
+        &ca,
+        "POST /dump",
+        Some(&basic("prometheus", "s3cret")),
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 202 "), "{ok}");
+    assert!(ok.ends_with("you posted /dump"), "{ok}");
+    for wrong in [Some(basic("prometheus", "guess")), None] {
+        let out = request_tls(addr, &ca, "POST /dump", wrong.as_deref()).await;
+        assert!(out.starts_with("HTTP/1.1 401 "), "{wrong:?}: {out}");
+    }
+    let other = request_tls(
+        addr,
+        &ca,
+        "DELETE /dump",
+        Some(&basic("prometheus", "s3cret")),
+    )
+    .await;
+    assert!(other.starts_with("HTTP/1.1 405 "), "{other}");
+    // TLS without users: anyone who reaches the port could, so nobody may.
+    let text = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
+    let access = WebConfig::parse(text, dir.path())
+        .unwrap()
+        .access()
+        .unwrap();
+    let (_server, addr) = start(access);
+    let out = request_tls(addr, &ca, "POST /dump", None).await;
+    assert!(out.starts_with("HTTP/1.1 403 "), "{out}");
+    assert!(out.contains("basic_auth_users"), "{out}");
 }

@@ -105,6 +105,7 @@ async fn answer(
     let Some(request) = request::parse(head) else {
         return (Response::new(400, TEXT, "bad request\n"), "");
     };
+    let authenticated = access.as_ref().is_some_and(|a| a.users.is_some());
     if let Some(access) = access {
         if !access.authorized(request.authorization).await {
             return (
@@ -113,8 +114,18 @@ async fn answer(
             );
         }
     }
-    if request.method != "GET" {
-        return (Response::new(405, TEXT, "only GET\n"), "");
+    match request.method {
+        "GET" => (handler.handle(request.path, request.accept), ""),
+        // A POST acts (writes a dump): never for whoever can reach the port.
+        "POST" if !authenticated => (
+            Response::new(
+                403,
+                TEXT,
+                "POST needs basic authentication: basic_auth_users in the --web-config file\n",
+            ),
+            "",
+        ),
+        "POST" => (handler.post(request.path), ""),
+        _ => (Response::new(405, TEXT, "only GET, and POST /dump\n"), ""),
     }
-    (handler.handle(request.path, request.accept), "")
 }

@@ -1,5 +1,6 @@
-//! The agent's HTTP endpoint: `GET /metrics` and `GET /health`, nothing else,
-//! over TLS and behind basic authentication if the web configuration asks.
+//! The agent's HTTP endpoint: `GET /metrics`, `GET /health` and, for a
+//! client that authenticated, `POST /dump`, nothing else, over TLS and
+//! behind basic authentication if the web configuration asks.
 //! A few lines over tokio rather than a web framework: one scraper, a few
 //! requests a minute.
 //!
@@ -58,6 +59,12 @@ impl Response {
 /// Answers requests; implemented by the agent's shared state.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, path: &str, accept: &str) -> Response;
+
+    /// A `POST`, which only an authenticated client gets here (see
+    /// `conn::answer`).
+    fn post(&self, _path: &str) -> Response {
+        Response::new(405, "text/plain; charset=utf-8", "only GET\n")
+    }
 }
 
 /// Where connections come from: a TCP listener, or a stand-in in tests.

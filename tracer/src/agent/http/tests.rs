@@ -68,6 +68,17 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 #[test]
+fn a_post_without_a_web_configuration_is_refused() {
+    let (_server, addr) = start(Arc::new(Echo::default()), Limits::default());
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "POST /dump HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 403 "), "{out}");
+}
+
+#[test]
 fn serves_over_tcp() {
     let (_server, addr) = start(Arc::default(), Limits::default());
     let out = get(addr, "/health");
