@@ -145,9 +145,14 @@ fn run(dir: &Path, cpu: usize, squeezed: bool) -> Result<Run, libtest_mimic::Fai
     } else {
         None
     };
-    let session = crate::start_session(Config {
-        slower: Some(Duration::from_millis(1)),
-        slow_rate: 10_000,
+    // As `record --gc-log` traces: every wait of the GC threads.
+    let mut session = crate::start_session(Config {
+        threads: render::GC_THREAD_PATTERNS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect(),
+        slow_selected: true,
+        slow_rate: tracer::stall::SELECTED_RATE,
         ..Config::default()
     })?;
     let log_path = dir.join(if squeezed {
@@ -168,7 +173,19 @@ fn run(dir: &Path, cpu: usize, squeezed: bool) -> Result<Run, libtest_mimic::Fai
         log_path.display(),
         dir.display()
     );
-    let out = Command::new("sh").args(["-c", &script]).output()?;
+    let mut java = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // As `record` does: the ring buffer's records read, and new threads
+    // named like GC threads selected (a scan a second), while it runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while java.try_wait()?.is_none() && std::time::Instant::now() < deadline {
+        session.drain_events();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = java.wait_with_output()?;
     let rec = session.stop()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     check(out.status.success() && stdout.contains("done"), || {

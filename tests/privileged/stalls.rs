@@ -30,8 +30,10 @@ pub fn tests() -> Vec<Trial> {
 /// throttled: with `--slower 20ms` each such wait is a record that names the
 /// hog's cgroup as the quota's owner, and the records' throttled time is
 /// nearly all the cgroup's (at most all of it: they are some of its waits).
-/// The hog is selected too (`--pid`): the selections' code beside the
-/// records' is the most the verifier is asked to walk.
+/// The hog is selected too (`--pid`), and every wait of threads of a name
+/// nothing has is asked for (as `--gc-log` asks for the GC threads'): the
+/// selections' code beside the records' is the most the verifier is asked
+/// to walk.
 fn quota_stalls(tier: TierChoice) -> TestResult {
     let (_, busy) = or_skip!(cpus());
     let cg = TestCgroup::create("slower")?;
@@ -43,6 +45,8 @@ fn quota_stalls(tier: TierChoice) -> TestResult {
     let session = match crate::start_or_skip_fentry(Config {
         tier,
         pids: vec![hog.pid],
+        threads: vec!["no-such-thread*".into()],
+        slow_selected: true,
         slower: Some(threshold),
         ..Config::default()
     })? {

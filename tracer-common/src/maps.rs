@@ -123,6 +123,9 @@ pub const GLOBAL_SELECTIONS: &str = "SELECTIONS";
 /// Name of the read-only global holding the slow-wait threshold in ns (u64;
 /// 0, the default, sends none).
 pub const GLOBAL_SLOWER: &str = "SLOWER";
+/// Name of the read-only global that, non-zero, sends every wait of a
+/// `--threads`-selected thread as a slow-wait record (u64; `--gc-log`).
+pub const GLOBAL_SLOW_SELECTED: &str = "SLOW_SELECTED";
 /// Name of the read-only global holding how many slow-wait records each CPU
 /// may send a second (u64).
 pub const GLOBAL_SLOW_RATE: &str = "SLOW_RATE";
@@ -297,6 +300,8 @@ pub struct SlowWait {
     pub sent: u64,
     /// 1 from the wait's noting to its report.
     pub noted: u64,
+    /// Its thread's `--threads` selection (`u32::MAX`: none).
+    pub thread: u64,
 }
 
 /// Everything the kernel aggregates for one cgroup (or one selection): every

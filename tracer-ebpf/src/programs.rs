@@ -244,7 +244,7 @@ fn end_wait(
                     record_wait(stats, total, parts);
                     count(Counter::WaitRecorded);
                     let cgroup = cs.runs.current.cgroup_id;
-                    note_slow(cs, task, cgroup, 0, now, total, parts);
+                    note_slow(cs, task, cgroup, 0, now, total, parts, NO_SELECTION);
                     report_noted(cpu);
                 }
                 return;
@@ -269,7 +269,16 @@ fn end_wait(
     record_wait(stats, total, parts);
     count(Counter::WaitRecorded);
     let throttled_by = state.throttled_by;
-    note_slow(cs, task, victims.cgroup, throttled_by, now, total, parts);
+    note_slow(
+        cs,
+        task,
+        victims.cgroup,
+        throttled_by,
+        now,
+        total,
+        parts,
+        victims.thread,
+    );
     report_noted(cpu);
     for selection in [victims.process, victims.thread] {
         if selection == NO_SELECTION {

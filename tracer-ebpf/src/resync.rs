@@ -217,6 +217,7 @@ pub unsafe extern "C" fn tracer_close_missed(cpu: u32) -> i32 {
         end,
         total,
         parts,
+        args.victims.thread,
     );
     for selection in [args.victims.process, args.victims.thread] {
         if selection == NO_SELECTION {

@@ -22,6 +22,7 @@ use tracer_common::{
 
 use crate::kernel::{Probe, Reader as _, layout};
 use crate::maps::{EVENTS, count, cpu_state};
+use crate::stats::NO_SELECTION;
 
 /// The threshold in ns; 0 sends none.
 #[unsafe(no_mangle)]
@@ -31,9 +32,26 @@ pub(crate) static SLOWER: u64 = 0;
 #[unsafe(no_mangle)]
 pub(crate) static SLOW_RATE: u64 = 0;
 
+/// Non-zero: every wait of a thread `--threads` selected is sent, however
+/// short (`--gc-log`: the GC threads' waits in each pause).
+#[unsafe(no_mangle)]
+pub(crate) static SLOW_SELECTED: u64 = 0;
+
 #[inline(always)]
 fn threshold() -> u64 {
     unsafe { core::ptr::read_volatile(&raw const SLOWER) }
+}
+
+/// Whether every wait of a selected thread is sent.
+#[inline(always)]
+fn of_selected() -> bool {
+    unsafe { core::ptr::read_volatile(&raw const SLOW_SELECTED) != 0 }
+}
+
+/// Whether any wait may be sent: the verifier drops what follows if not.
+#[inline(always)]
+fn enabled() -> bool {
+    threshold() != 0 || of_selected()
 }
 
 /// How many records each CPU may send a second.
@@ -45,15 +63,17 @@ fn rate() -> u64 {
 /// Sends the record of the wait [`note_slow`] noted on `cpu`, if it is slow.
 #[inline(always)]
 pub(crate) fn report_noted(cpu: u32) {
-    if threshold() != 0 {
+    if enabled() {
         // SAFETY: a tracepoint program, preemption off.
         unsafe { tracer_report_slow(cpu) };
     }
 }
 
 /// Notes the wait of `task` (in `cgroup_id`) that ended at `end` in its
-/// CPU's state `cs`, for [`report_noted`].
+/// CPU's state `cs`, for [`report_noted`]; `thread` is its `--threads`
+/// selection, if any.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn note_slow(
     cs: &mut CpuState,
     task: *const u8,
@@ -62,12 +82,15 @@ pub(crate) fn note_slow(
     end: u64,
     total: u64,
     parts: Split,
+    thread: u32,
 ) {
-    if threshold() == 0 {
+    if !enabled() {
         return;
     }
     let slow = &mut cs.slow;
     slow.noted = 1;
+    // As it is: comparing here would split the verifier's paths.
+    slow.thread = u64::from(thread);
     slow.task = task as u64;
     slow.cgroup_id = cgroup_id;
     slow.throttled_by = throttled_by;
@@ -94,7 +117,9 @@ pub unsafe extern "C" fn tracer_report_slow(cpu: u32) -> i32 {
         return 0;
     }
     cs.slow.noted = 0;
-    if cs.slow.total < threshold() {
+    let threshold = threshold();
+    let slow_enough = threshold != 0 && cs.slow.total >= threshold;
+    if !slow_enough && !(cs.slow.thread != u64::from(NO_SELECTION) && of_selected()) {
         return 0;
     }
     let second = cs.slow.end / 1_000_000_000;

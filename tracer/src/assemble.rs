@@ -300,6 +300,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
         intervals: Vec::new(),
         trigger: None,
         slower_ns: 0,
+        stalls_of_selected: false,
         stalls: Vec::new(),
         stalls_omitted: 0,
         gc_pauses: Vec::new(),

@@ -156,8 +156,9 @@ pub struct RecordArgs {
     pub slower: Option<Duration>,
     /// After the report, a table of the JVM's stop-the-world pauses in this
     /// HotSpot GC log (-Xlog:gc:file=gc.log:timenanos,uptime,level,tags): how
-    /// long its GC threads waited in each, and why. Needs --slower.
-    #[arg(long, value_name = "FILE", requires = "slower")]
+    /// long its GC threads waited in each, and why. Every wait of the GC
+    /// threads is recorded (they are selected by name, as --threads does).
+    #[arg(long, value_name = "FILE")]
     pub gc_log: Option<PathBuf>,
     /// After the report, a table of these windows (CSV of start,end,label;
     /// CLOCK_MONOTONIC ns or RFC 3339): how long threads waited in each.
@@ -167,7 +168,7 @@ pub struct RecordArgs {
     /// With --slower: how many of them each CPU may send a second; the rest
     /// are counted (`slow_waits_limited`).
     #[arg(long, value_name = "N", default_value_t = crate::stall::DEFAULT_RATE,
-          value_parser = clap::value_parser!(u64).range(1..=100_000), requires = "slower")]
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub slower_rate: u64,
 
     /// The capacity of one of the kernel's maps, as NAME=N (repeatable): BLAME,

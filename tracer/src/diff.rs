@@ -180,10 +180,10 @@ fn gc_pauses(out: &mut String, before: &Recording, after: &Recording) {
             .fold((0u64, 0u64, 0u64, 0u64, 0u64, 0u64), |f, p| {
                 (
                     f.0 + 1,
-                    f.1 + p.duration_ns,
-                    f.2 + p.stalled_ns,
-                    f.3 + p.throttled_ns,
-                    f.4 + p.contended_ns,
+                    f.1.saturating_add(p.duration_ns),
+                    f.2.saturating_add(p.stalled_ns),
+                    f.3.saturating_add(p.throttled_ns),
+                    f.4.saturating_add(p.contended_ns),
                     f.5.max(p.stalled_ns),
                 )
             })

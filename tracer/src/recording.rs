@@ -291,6 +291,10 @@ pub struct Recording {
     /// `--slower`'s threshold (0: not given).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub slower_ns: u64,
+    /// Every wait of the `--threads` selections is in `stalls[]`, however
+    /// short (`record --gc-log`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stalls_of_selected: bool,
     /// Waits of at least `--slower`, one by one, in time order (the longest
     /// [`crate::stall::MAX_STALLS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

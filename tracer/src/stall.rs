@@ -23,6 +23,8 @@ pub const MAX_STALLS: usize = 10_000;
 
 /// How many slow-wait records each CPU may send a second by default.
 pub const DEFAULT_RATE: u64 = 100;
+/// ... and at least, when every wait of the GC threads is sent (`--gc-log`).
+pub const SELECTED_RATE: u64 = 5_000;
 
 /// Who ran on a slow wait's CPU during it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

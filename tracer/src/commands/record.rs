@@ -33,17 +33,33 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
 
+    // With a GC log, every wait of the JVM's stop-the-world threads is sent,
+    // however short: what held up each pause.
+    let mut threads = args.threads.clone();
+    if args.gc_log.is_some() {
+        for pattern in windows::render::GC_THREAD_PATTERNS {
+            if !threads.iter().any(|t| t == pattern) {
+                threads.push((*pattern).to_owned());
+            }
+        }
+    }
     let plan = Session::prepare(Config {
         filter: CgroupFilter::only(args.cgroups.clone()),
         pids: args.pids.clone(),
-        threads: args.threads.clone(),
+        threads,
         max_cgroups: args.max_cgroups,
         map_sizes: args.map_sizes.clone(),
         store: args.store,
         left_out: Vec::new(),
         tier: args.tier,
         slower: args.slower,
-        slow_rate: args.slower_rate,
+        // A pause's GC threads may wait thousands of times a second.
+        slow_rate: if args.gc_log.is_some() {
+            args.slower_rate.max(crate::stall::SELECTED_RATE)
+        } else {
+            args.slower_rate
+        },
+        slow_selected: args.gc_log.is_some(),
     })?;
     note!("Loading the programs...");
     let mut session = plan.start()?;

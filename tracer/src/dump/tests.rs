@@ -412,3 +412,32 @@ fn symbolic_links_are_not_followed() {
     let err = format!("{:#}", check_writable(&link).unwrap_err());
     assert!(err.contains("symbolic link"), "{err}");
 }
+
+#[test]
+fn figures_that_add_up_past_u64_render_without_a_panic() {
+    let mut rec = parse(v1().as_bytes()).unwrap();
+    let huge = u64::MAX / 2 + 1;
+    rec.stalls = vec![crate::stall::tests::stall(0, huge); 2];
+    rec.gc_pauses = vec![
+        crate::windows::GcPause {
+            duration_ns: huge,
+            stalled_ns: huge,
+            throttled_ns: huge,
+            ..pause()
+        };
+        2
+    ];
+    rec.gc_pauses.iter_mut().for_each(|p| {
+        p.at_ns = 0;
+        p.contended_ns = 0;
+        p.other_ns = 0;
+    });
+    let back = parse(to_json(&rec).unwrap().as_bytes()).unwrap();
+    let text = render(&back, TextOptions::default());
+    assert!(
+        text.contains("Slow waits") && text.contains("GC pauses (recorded)"),
+        "{text}"
+    );
+    let _ = crate::diff::render(&back, &back, 5);
+    let _ = crate::html::render(&back, 5);
+}

@@ -22,9 +22,9 @@ pub use tier::{Tier, TierChoice, fentry_layout, fentry_unavailable};
 use tracer_common::{
     layout::KernelLayout,
     maps::{
-        CgroupStats, GLOBAL_LAYOUT, GLOBAL_SELECTIONS, GLOBAL_SLOW_RATE, GLOBAL_SLOWER,
-        MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_SELECTION_STATS, MAP_SPILL, MAP_TASK_WAIT,
-        SPILL_PER_CPU,
+        CgroupStats, GLOBAL_LAYOUT, GLOBAL_SELECTIONS, GLOBAL_SLOW_RATE, GLOBAL_SLOW_SELECTED,
+        GLOBAL_SLOWER, MAP_CGROUP_STATS, MAP_CPU_STATE, MAP_SELECTION_STATS, MAP_SPILL,
+        MAP_TASK_WAIT, SPILL_PER_CPU,
     },
 };
 
@@ -48,6 +48,8 @@ pub struct LoadOptions {
     /// may send a second.
     pub slower_ns: u64,
     pub slow_rate: u64,
+    /// Send every wait of a `--threads`-selected thread too.
+    pub slow_selected: bool,
 }
 
 /// Programs loaded and attached.
@@ -164,6 +166,7 @@ fn load_object(
     max_cgroups: u32,
 ) -> anyhow::Result<Ebpf> {
     let selections = u32::from(options.selections);
+    let slow_selected = u64::from(options.slow_selected);
     let mut loader = EbpfLoader::new();
     loader
         .btf(Some(btf))
@@ -173,6 +176,7 @@ fn load_object(
         .override_global(GLOBAL_SELECTIONS, &selections, true)
         .override_global(GLOBAL_SLOWER, &options.slower_ns, true)
         .override_global(GLOBAL_SLOW_RATE, &options.slow_rate, true)
+        .override_global(GLOBAL_SLOW_SELECTED, &slow_selected, true)
         .map_max_entries(MAP_CGROUP_STATS, max_cgroups)
         .map_max_entries(MAP_CPU_STATE, cpus)
         .map_max_entries(MAP_SPILL, cpus * SPILL_PER_CPU);

@@ -247,7 +247,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
             clock(
                 rec.started_unix_ns
                     .saturating_sub(rec.intervals.first().map_or(0, |i| i.start_ns))
-                    + t.at_ns
+                    .saturating_add(t.at_ns)
             ),
             t.at_ns as f64 / 1e9
         );

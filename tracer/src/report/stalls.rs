@@ -20,8 +20,10 @@ pub(super) fn section(out: &mut String, rec: &Recording) {
     if rec.stalls.is_empty() && limited == 0 {
         return;
     }
-    let total = rec.stalls.len() as u64 + rec.stalls_omitted;
-    let sum = |f: fn(&stall::Stall) -> u64| rec.stalls.iter().map(f).sum::<u64>();
+    let total = (rec.stalls.len() as u64).saturating_add(rec.stalls_omitted);
+    // Saturating: a crafted dump's figures may add up past u64.
+    let sum =
+        |f: fn(&stall::Stall) -> u64| rec.stalls.iter().map(f).fold(0u64, u64::saturating_add);
     let _ = writeln!(out);
     let _ = writeln!(
         out,

@@ -175,6 +175,7 @@ fn recording() -> Recording {
         intervals: Vec::new(),
         trigger: None,
         slower_ns: 0,
+        stalls_of_selected: false,
         stalls: Vec::new(),
         stalls_omitted: 0,
         gc_pauses: Vec::new(),

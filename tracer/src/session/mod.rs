@@ -68,6 +68,9 @@ pub struct Config {
     pub slower: Option<Duration>,
     /// How many of those records each CPU may send a second.
     pub slow_rate: u64,
+    /// Also send every wait of the threads `threads` selects, however short
+    /// (`--gc-log`: the GC threads' waits in each pause).
+    pub slow_selected: bool,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             left_out: Vec::new(),
             slower: None,
             slow_rate: crate::stall::DEFAULT_RATE,
+            slow_selected: false,
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct Session {
     started_ns: u64,
     /// `--slower`'s threshold (0: not given).
     slower_ns: u64,
+    /// Every wait of the selected threads is sent.
+    slow_selected: bool,
     /// Slow waits (`--slower`), and those not yet taken to be shown.
     stalls: Stalls,
     new_stalls: Vec<Stall>,
@@ -209,6 +215,7 @@ impl Plan {
                 left_out: config.left_out.clone(),
                 slower_ns: config.slower.map_or(0, |d| (d.as_nanos() as u64).max(1)),
                 slow_rate: config.slow_rate,
+                slow_selected: config.slow_selected && !config.threads.is_empty(),
             },
             &btf,
         )?;
@@ -239,6 +246,7 @@ impl Plan {
             started_ns: changed::monotonic_ns()
                 .saturating_sub(attached_at.elapsed().as_nanos() as u64),
             slower_ns: config.slower.map_or(0, |d| d.as_nanos() as u64),
+            slow_selected: config.slow_selected && !config.threads.is_empty(),
             stalls: Stalls::default(),
             new_stalls: Vec::new(),
         };
@@ -520,6 +528,7 @@ impl Session {
             },
         );
         rec.slower_ns = self.slower_ns;
+        rec.stalls_of_selected = self.slow_selected;
         rec.stalls = self.stalls.sorted();
         rec.stalls_omitted = self.stalls.omitted;
         rec

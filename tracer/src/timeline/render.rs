@@ -21,7 +21,7 @@ const CGROUP_WIDTH: usize = 32;
 fn when(started_unix_ns: u64, i: &Interval) -> String {
     format!(
         "{:<8} {:>8}",
-        clock(started_unix_ns + i.start_ns),
+        clock(started_unix_ns.saturating_add(i.start_ns)),
         format!("+{:.1}s", i.start_ns as f64 / 1e9)
     )
 }

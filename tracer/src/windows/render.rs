@@ -18,6 +18,13 @@ use crate::{
 /// Rows a table lists at most: the windows held up longest.
 const LISTED: usize = 20;
 
+/// The `--threads` patterns `record --gc-log` selects: the threads that work
+/// in a stop-the-world pause (G1's and Parallel's workers, the VM thread that
+/// runs the safepoint and Serial's collection, ZGC's and Shenandoah's
+/// workers); not the concurrent ones, which run between pauses.
+pub const GC_THREAD_PATTERNS: &[&str] =
+    &["GC Thread#*", "VM Thread", "ZWorker*", "Shenandoah GC T*"];
+
 /// HotSpot's garbage-collector threads, by the names the kernel keeps (15
 /// bytes), as OpenJDK 17 names them: G1's and Parallel's workers (`GC
 /// Thread#N`), G1's concurrent threads, the VM thread (the safepoint; the
@@ -203,8 +210,12 @@ fn table(
     title: &str,
     who: &str,
 ) -> String {
-    let total: u64 = explained.iter().map(|e| e.duration_ns).sum();
-    let sum = |f: fn(&Explained) -> u64| explained.iter().map(f).sum::<u64>();
+    // Saturating: a crafted dump's pauses may add up past u64.
+    let total = explained
+        .iter()
+        .map(|e| e.duration_ns)
+        .fold(0u64, u64::saturating_add);
+    let sum = |f: fn(&Explained) -> u64| explained.iter().map(f).fold(0u64, u64::saturating_add);
     let stalled = sum(|e| e.stalled_ns);
     let mut out = String::new();
     let _ = writeln!(
@@ -220,7 +231,9 @@ fn table(
         fmt_ns(stalled),
         causes(explained),
     );
-    if rec.slower_ns > 0 {
+    if rec.stalls_of_selected && who == "GC threads" {
+        let _ = writeln!(out, "  (every wait of the GC threads was recorded)");
+    } else if rec.slower_ns > 0 {
         let _ = writeln!(
             out,
             "  (from the waits of at least {} that --slower recorded: at least this much)",
@@ -281,14 +294,20 @@ fn head(label: &str, width: usize) -> String {
 
 /// ": 0.7 s throttled by /svc's quota, 0.2 s behind /batch, 1 ms other".
 fn causes(explained: &[Explained]) -> String {
-    let (throttled, contended, other) = explained.iter().fold((0, 0, 0), |(t, c, o), e| {
-        (t + e.throttled_ns, c + e.contended_ns, o + e.other_ns)
-    });
+    let (throttled, contended, other) =
+        explained.iter().fold((0u64, 0u64, 0u64), |(t, c, o), e| {
+            (
+                t.saturating_add(e.throttled_ns),
+                c.saturating_add(e.contended_ns),
+                o.saturating_add(e.other_ns),
+            )
+        });
     let most = |pick: fn(&Explained) -> Option<String>| {
         let mut counts = std::collections::BTreeMap::new();
         for e in explained {
             if let Some(k) = pick(e) {
-                *counts.entry(k).or_insert(0u64) += e.stalled_ns;
+                let n = counts.entry(k).or_insert(0u64);
+                *n = n.saturating_add(e.stalled_ns);
             }
         }
         counts.into_iter().max_by_key(|(_, n)| *n).map(|(k, _)| k)
