@@ -37,6 +37,9 @@ struct Run {
     /// Who the pauses say throttled them, and the JVM's cgroup.
     throttled_by: Vec<String>,
     cgroup: String,
+    /// How much later than its exact stamp each pause is placed by uptime
+    /// (negative: earlier).
+    uptime_late_ns: Vec<i128>,
 }
 
 fn gc_pauses() -> TestResult {
@@ -101,6 +104,27 @@ fn gc_pauses() -> TestResult {
         check(
             throttled.ends_with("-> 0.0 % of the pauses' time") && !throttled.contains(" 0.0 % ->"),
             || format!("the diff does not tell them apart: {diff}"),
+        )?;
+        // Placed by uptime, pauses are early by the JVM's start-up after its
+        // process started (its uptime counts from there: 31 to 55 ms here),
+        // the same for each (to the log's ms and the start's 10 ms tick).
+        let late = &squeezed.uptime_late_ns;
+        let (lo, hi) = (
+            late.iter().copied().min().unwrap_or(0),
+            late.iter().copied().max().unwrap_or(0),
+        );
+        measured(format!(
+            "placed by uptime and the process start: {} pauses {:.1} to {:.1} ms early",
+            late.len(),
+            -hi as f64 / 1e6,
+            -lo as f64 / 1e6
+        ));
+        check(
+            late.len() == squeezed.pauses
+                && lo >= -150_000_000
+                && hi <= 12_000_000
+                && hi - lo <= 15_000_000,
+            || format!("uptime placed {} pauses {lo} to {hi} ns off", late.len()),
         )?;
         // Told apart by physics, whatever else runs on the host: only the
         // JVM under a quota can be throttled, and by its own cgroup's quota.
@@ -181,7 +205,15 @@ fn run(dir: &Path, cpu: usize, squeezed: bool) -> Result<Run, libtest_mimic::Fai
     // As `record` does: the ring buffer's records read, and new threads
     // named like GC threads selected (a scan a second), while it runs.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // `sh` execs the JVM: the same pid. Its start, while it runs.
+    let mut jvm_start = None;
     while java.try_wait()?.is_none() && std::time::Instant::now() < deadline {
+        if jvm_start.is_none()
+            && std::fs::read_to_string(format!("/proc/{}/comm", java.id()))
+                .is_ok_and(|c| c.trim() == "java")
+        {
+            jvm_start = tracer::windows::jvm::start_monotonic_ns(java.id()).ok();
+        }
         session.drain_events();
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -216,7 +248,7 @@ fn run(dir: &Path, cpu: usize, squeezed: bool) -> Result<Run, libtest_mimic::Fai
     let explained = explain(&windows, &rec.stalls, |s| render::is_gc_thread(&s.comm));
     // As `record --gc-log` keeps them in the dump: every pause, and those
     // whose GC threads waited in the JVM's own cgroup.
-    let kept = render::gc_pause_records(&rec, &log, "gc.log")?;
+    let kept = render::gc_pause_records(&rec, &log, "gc.log", None)?;
     check(kept.len() == explained.len(), || {
         format!("{} pauses kept of {}", kept.len(), explained.len())
     })?;
@@ -226,6 +258,39 @@ fn run(dir: &Path, cpu: usize, squeezed: bool) -> Result<Run, libtest_mimic::Fai
             .all(|c| c == cg.path),
         || format!("pauses placed in other cgroups than {}: {kept:?}", cg.path),
     )?;
+    // The same log with its uptime alone (the `timenanos` stamps taken out),
+    // placed by the JVM's process start: each pause as far from where its
+    // exact stamp put it as the JVM's start is from the process's.
+    let uptime_only: String = log
+        .lines()
+        .map(|l| {
+            let mut parts: Vec<&str> = l.splitn(3, ']').collect();
+            if parts.len() == 3 && parts[1].ends_with("ns") {
+                parts.remove(1);
+            }
+            parts.join("]") + "\n"
+        })
+        .collect();
+    let base = TimeBase {
+        jvm_start_monotonic_ns: Some(jvm_start.ok_or("the JVM's start was not read")?),
+        ..TimeBase::of(&rec)
+    };
+    let late: Vec<i128> = gc_log::parse(&uptime_only)
+        .pauses
+        .iter()
+        .zip(&parsed.pauses)
+        .filter_map(|(by_uptime, exact)| {
+            check(
+                matches!(by_uptime.end, tracer::windows::Stamp::Uptime(_)),
+                || "the uptime-only log still has another clock".into(),
+            )
+            .ok()?;
+            let placed =
+                Window::ending(by_uptime.end, by_uptime.duration_ns, String::new(), &base)?;
+            let exact = Window::ending(exact.end, exact.duration_ns, String::new(), &base)?;
+            Some(placed.start_ns - exact.start_ns)
+        })
+        .collect();
     let sum = |f: fn(&tracer::windows::explain::Explained) -> u64| explained.iter().map(f).sum();
     let mut rec = rec;
     rec.gc_pauses = kept;
@@ -240,6 +305,7 @@ fn run(dir: &Path, cpu: usize, squeezed: bool) -> Result<Run, libtest_mimic::Fai
             .filter_map(|e| e.throttled_by.clone())
             .collect(),
         cgroup: cg.path.clone(),
+        uptime_late_ns: late,
         rec,
         log,
     })

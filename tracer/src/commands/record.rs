@@ -132,9 +132,15 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     // read loses nothing else.
     if let Some(path) = &args.gc_log {
         let name = path.display().to_string();
-        match windows::render::read(path, "--gc-log")
-            .and_then(|text| windows::render::gc_pause_records(&recording, &text, &name))
-        {
+        match windows::render::read(path, "--gc-log").and_then(|text| {
+            // An uptime-only log is placed by the JVM's start: the only
+            // --pid given, if the log has no pid decorator.
+            let jvm = match args.pids[..] {
+                [pid] => Some(pid),
+                _ => None,
+            };
+            windows::render::gc_pause_records(&recording, &text, &name, jvm)
+        }) {
             Ok(pauses) => recording.gc_pauses = pauses,
             Err(e) => note!("No GC pauses: {e:#}"),
         }

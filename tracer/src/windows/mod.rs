@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub mod csv;
 pub mod explain;
 pub mod gc_log;
+pub mod jvm;
 pub mod render;
 
 /// A moment, by the clock a source gave it on.

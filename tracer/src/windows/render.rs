@@ -71,9 +71,24 @@ pub fn from_files(
 
 /// A GC log's pauses placed on `rec`'s axis, and how many lines were
 /// skipped; an error if none can be placed.
-fn place_gc(rec: &Recording, text: &str, source: &str) -> anyhow::Result<(Vec<Window>, u64)> {
+/// `jvm` is the JVM's pid, for a log whose lines carry only its uptime (the
+/// log's `pid` decorator names it otherwise); its process must still run.
+fn place_gc(
+    rec: &Recording,
+    text: &str,
+    source: &str,
+    jvm: Option<u32>,
+) -> anyhow::Result<(Vec<Window>, u64)> {
     let log = gc_log::parse(text);
-    let base = TimeBase::of(rec);
+    let mut base = TimeBase::of(rec);
+    let uptime_only = !log.pauses.is_empty()
+        && log
+            .pauses
+            .iter()
+            .all(|p| matches!(p.end, super::Stamp::Uptime(_)));
+    if uptime_only && let Some(pid) = log.pid.or(jvm) {
+        base.jvm_start_monotonic_ns = Some(super::jvm::start_monotonic_ns(pid)?);
+    }
     let windows: Vec<Window> = log
         .pauses
         .iter()
@@ -89,15 +104,21 @@ fn place_gc(rec: &Recording, text: &str, source: &str) -> anyhow::Result<(Vec<Wi
     if !log.pauses.is_empty() && windows.is_empty() {
         bail!(
             "{source}: its pauses carry no clock the recording has (uptime alone needs the JVM's \
-             start); log with -Xlog:gc:file=gc.log:timenanos,uptime,level,tags"
+             pid: the log's pid decorator, or --pid, while the JVM runs); log with \
+             -Xlog:gc:file=gc.log:timenanos,uptime,level,tags"
         );
     }
     Ok((windows, log.skipped))
 }
 
 /// The pauses of a GC log's text in `rec`, as its dump keeps them.
-pub fn gc_pause_records(rec: &Recording, text: &str, source: &str) -> anyhow::Result<Vec<GcPause>> {
-    let (windows, _) = place_gc(rec, text, source)?;
+pub fn gc_pause_records(
+    rec: &Recording,
+    text: &str,
+    source: &str,
+    jvm: Option<u32>,
+) -> anyhow::Result<Vec<GcPause>> {
+    let (windows, _) = place_gc(rec, text, source, jvm)?;
     let (inside, _) = inside(rec, &windows);
     Ok(explain(&inside, &rec.stalls, |s| is_gc_thread(&s.comm))
         .iter()
@@ -125,7 +146,7 @@ pub fn read(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
 
 /// The pause table of a GC log's text against `rec`.
 pub fn gc_pauses(rec: &Recording, text: &str, source: &str) -> anyhow::Result<String> {
-    let (windows, skipped) = place_gc(rec, text, source)?;
+    let (windows, skipped) = place_gc(rec, text, source, None)?;
     let (inside, outside) = inside(rec, &windows);
     let explained = explain(&inside, &rec.stalls, |s| is_gc_thread(&s.comm));
     let mut out = table(
