@@ -41,7 +41,7 @@ fn quota_stalls(tier: TierChoice) -> TestResult {
     let hog = Worker::start(Load::Spin, &cg, busy)?;
     std::thread::sleep(Duration::from_millis(200));
     let threshold = Duration::from_millis(20);
-    let before = monotonic_ns();
+    let before = tracer::host::monotonic_ns();
     let session = match crate::start_or_skip_fentry(Config {
         tier,
         pids: vec![hog.pid],
@@ -53,7 +53,7 @@ fn quota_stalls(tier: TierChoice) -> TestResult {
         Ok(session) => session,
         Err(skipped) => return Ok(skipped),
     };
-    let after = monotonic_ns();
+    let after = tracer::host::monotonic_ns();
     std::thread::sleep(TRACE_FOR);
     let rec = session.stop()?;
     let entry = cgroup_in(&rec, &cg)?;
@@ -105,15 +105,4 @@ fn quota_stalls(tier: TierChoice) -> TestResult {
         format!("the records hold {in_records} ns of the cgroup's {traced} ns throttled")
     })?;
     Ok(Completion::Completed)
-}
-
-/// `CLOCK_MONOTONIC`, the programs' clock.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -35,3 +35,19 @@ pub fn scheduler_slice_ns() -> Option<u64> {
                 .filter(|&ns: &u64| ns > 0)
         })
 }
+
+/// Clock `id` in ns (`clock_gettime`).
+pub fn clock_ns(id: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `CLOCK_MONOTONIC`, the programs' clock (`bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}

@@ -46,7 +46,7 @@ impl ChangedReader {
     pub fn read(&mut self, kernel: &Kernel, drops: u64) -> anyhow::Result<&BTreeMap<u64, Totals>> {
         // Taken before reading: a stamp written while the read goes on is
         // newer, and the next read looks at it.
-        let began = stamp_at(monotonic_ns());
+        let began = stamp_at(crate::host::monotonic_ns());
         match self.since {
             Some(since) if drops == self.drops_seen => {
                 let stamps = kernel.stamps()?;
@@ -112,17 +112,6 @@ pub fn changed(stamps: &Stamps, since: u32, ids: impl Iterator<Item = u64>) -> V
         stamp != 0 && stamp.wrapping_sub(from) < u32::MAX / 2
     })
     .collect()
-}
-
-/// `CLOCK_MONOTONIC`, the programs' clock (`bpf_ktime_get_ns`).
-pub(super) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

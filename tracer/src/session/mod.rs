@@ -197,6 +197,11 @@ impl Plan {
             hierarchy,
             selections,
         } = self;
+        // 0: no threshold (the programs read it so); a duration below 1 ns
+        // is the least there is.
+        let slower_ns = config.slower.map_or(0, |d| (d.as_nanos() as u64).max(1));
+        // Waits of selected threads, if any are selected.
+        let slow_selected = config.slow_selected && !config.threads.is_empty();
         let store = config.store.resolve(&btf);
         let programs::Loaded {
             ebpf,
@@ -213,9 +218,9 @@ impl Plan {
                 map_sizes: config.map_sizes.clone(),
                 selections: !selections.is_empty(),
                 left_out: config.left_out.clone(),
-                slower_ns: config.slower.map_or(0, |d| (d.as_nanos() as u64).max(1)),
+                slower_ns,
                 slow_rate: config.slow_rate,
-                slow_selected: config.slow_selected && !config.threads.is_empty(),
+                slow_selected,
             },
             &btf,
         )?;
@@ -243,10 +248,10 @@ impl Plan {
                 .unwrap_or(0),
             detached_at: None,
             slice_ns: host::scheduler_slice_ns().unwrap_or(verdict::DEFAULT_SLICE_NS),
-            started_ns: changed::monotonic_ns()
+            started_ns: host::monotonic_ns()
                 .saturating_sub(attached_at.elapsed().as_nanos() as u64),
-            slower_ns: config.slower.map_or(0, |d| d.as_nanos() as u64),
-            slow_selected: config.slow_selected && !config.threads.is_empty(),
+            slower_ns,
+            slow_selected,
             stalls: Stalls::default(),
             new_stalls: Vec::new(),
         };

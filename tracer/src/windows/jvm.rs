@@ -12,13 +12,15 @@
 
 use anyhow::{Context as _, anyhow};
 
+use crate::host::{clock_ns, monotonic_ns};
+
 /// When process `pid` started, in `CLOCK_MONOTONIC` ns.
 pub fn start_monotonic_ns(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("the JVM (pid {pid}) is gone: its uptime cannot be placed"))?;
     // SAFETY: sysconf has no preconditions.
     let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
-    let boot_ahead = clock(libc::CLOCK_BOOTTIME).saturating_sub(clock(libc::CLOCK_MONOTONIC));
+    let boot_ahead = clock_ns(libc::CLOCK_BOOTTIME).saturating_sub(monotonic_ns());
     start_from(&stat, ticks, boot_ahead)
         .ok_or_else(|| anyhow!("cannot read the start of pid {pid} from /proc/{pid}/stat"))
 }
@@ -32,16 +34,6 @@ pub fn start_from(stat: &str, ticks: u64, boot_ahead: u64) -> Option<u64> {
     let start: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
     let boot_ns = start.checked_mul(1_000_000_000)? / ticks.max(1);
     boot_ns.checked_sub(boot_ahead)
-}
-
-fn clock(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]
@@ -66,6 +58,6 @@ mod tests {
     #[test]
     fn this_process_started_before_now() {
         let start = start_monotonic_ns(std::process::id()).unwrap();
-        assert!(start > 0 && start <= clock(libc::CLOCK_MONOTONIC));
+        assert!(start > 0 && start <= monotonic_ns());
     }
 }

@@ -147,12 +147,10 @@ pub fn read(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
 /// The pause table of a GC log's text against `rec`.
 pub fn gc_pauses(rec: &Recording, text: &str, source: &str) -> anyhow::Result<String> {
     let (windows, skipped) = place_gc(rec, text, source, None)?;
-    let (inside, outside) = inside(rec, &windows);
-    let explained = explain(&inside, &rec.stalls, |s| is_gc_thread(&s.comm));
-    let mut out = table(
+    let mut out = windows_table(
         rec,
-        &explained,
-        outside,
+        &windows,
+        |s| is_gc_thread(&s.comm),
         &format!("GC pauses ({})", visible(source)),
         "GC threads",
     );
@@ -206,12 +204,10 @@ pub fn csv_windows(rec: &Recording, text: &str, source: &str) -> String {
             })
         })
         .collect();
-    let (inside, outside) = inside(rec, &windows);
-    let explained = explain(&inside, &rec.stalls, |_| true);
-    let mut out = table(
+    let mut out = windows_table(
         rec,
-        &explained,
-        outside,
+        &windows,
+        |_| true,
         &format!("Windows ({})", visible(source)),
         "threads",
     );
@@ -222,6 +218,20 @@ pub fn csv_windows(rec: &Recording, text: &str, source: &str) -> String {
         let _ = writeln!(out, "  ... {} lines skipped in all", rows.skipped);
     }
     out
+}
+
+/// The table of `windows` that overlap the recording, explained by the
+/// waits that `matters`.
+fn windows_table(
+    rec: &Recording,
+    windows: &[Window],
+    matters: impl Fn(&crate::stall::Stall) -> bool,
+    title: &str,
+    who: &str,
+) -> String {
+    let (inside, outside) = inside(rec, windows);
+    let explained = explain(&inside, &rec.stalls, matters);
+    table(rec, &explained, outside, title, who)
 }
 
 fn table(
