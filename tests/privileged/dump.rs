@@ -403,10 +403,35 @@ fn html_in_chromium() -> TestResult {
     check(causes.len() >= 2, || {
         format!("the fixture's slow waits have one main cause only: {causes:?}")
     })?;
+    // Its quota ran out while it ran alone: those intervals are marked
+    // under the columns, and only those.
+    let throttled: Vec<_> = rec
+        .intervals
+        .iter()
+        .filter_map(|i| {
+            let c = i.cgroups.iter().find(|c| c.path == path)?;
+            (c.throttle_episodes > 0).then_some((i.start_ns, c.throttle_episodes))
+        })
+        .collect();
+    check(throttled.len() >= 3, || {
+        format!(
+            "the fixture has {} intervals with episodes",
+            throttled.len()
+        )
+    })?;
+    for (at, n) in &throttled {
+        let mark = format!("class=\"episodes\" data-start-ns=\"{at}\" data-count=\"{n}\"");
+        check(timeline.contains(&mark), || format!("no mark {mark}"))?;
+    }
+    check(
+        timeline.matches("class=\"episodes\"").count() == throttled.len(),
+        || "episode marks in intervals without episodes".into(),
+    )?;
     screenshot()?;
     measured(format!(
-        "slow waits: {} dots on {path}'s timeline, main causes {causes:?}",
-        ours.len()
+        "slow waits: {} dots on {path}'s timeline, main causes {causes:?}; {} intervals marked throttled",
+        ours.len(),
+        throttled.len()
     ));
 
     // A JVM's recording with its GC log (`record --slower 2ms --gc-log`, a

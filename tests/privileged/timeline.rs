@@ -14,10 +14,116 @@ use crate::{
 };
 
 pub fn tests() -> Vec<Trial> {
-    vec![privileged(
-        "intervals_show_when_a_neighbour_joined_and_who_it_was",
-        neighbour_joins,
-    )]
+    vec![
+        privileged(
+            "intervals_show_when_a_neighbour_joined_and_who_it_was",
+            neighbour_joins,
+        ),
+        privileged(
+            "throttle_episodes_are_placed_in_the_intervals_the_quota_ran_out",
+            episodes_in_time,
+        ),
+    ]
+}
+
+/// A hog under a 20 ms / 100 ms quota runs out of it every period, about
+/// five times in each 500 ms interval, until the quota is lifted 2 s into
+/// the session; from then on it is never throttled. The intervals must
+/// place the throttle episodes so: each one before the lift holds some, none
+/// after it holds any, and together they hold what `cpu.stat` counted.
+fn episodes_in_time() -> TestResult {
+    let (_, busy) = or_skip!(cpus());
+    let bin = or_skip!(bin());
+    let cg = TestCgroup::create("iv-quota")?;
+    cg.set_quota(20_000, 100_000)?;
+    let scratch = Scratch::new("episodes")?;
+    let out_path = scratch.0.join("episodes.json");
+    let out_arg = out_path.to_string_lossy().into_owned();
+    let _hog = Worker::start(Load::Spin, &cg, busy)?;
+    let mut child = start_tracing(
+        &bin,
+        &[
+            "record",
+            "--duration",
+            "4s",
+            "--interval",
+            "500ms",
+            "--cgroup",
+            &cg.path,
+            "--output",
+            &out_arg,
+        ],
+    )?;
+    let tracing = Instant::now();
+    let before = cg.cpu_stat()?;
+    std::thread::sleep(Duration::from_secs(2));
+    cg.lift_quota()?;
+    let lifted = tracing.elapsed().as_nanos() as u64;
+    let limit = if emulated() { 120 } else { 30 };
+    let (status, _) = finish(&mut child.0, Duration::from_secs(limit))?;
+    check(status.success(), || format!("exit status {status}"))?;
+    let kernel = before.delta(&cg.cpu_stat()?);
+
+    let rec = dump::read(&out_path)?;
+    let episodes = |i: &Interval| {
+        i.cgroups
+            .iter()
+            .find(|c| c.path == cg.path)
+            .map_or(0, |c| c.throttle_episodes)
+    };
+    let placed: Vec<(u64, u64)> = rec
+        .intervals
+        .iter()
+        .map(|i| (i.start_ns / 1_000_000, episodes(i)))
+        .collect();
+    let timed: u64 = placed.iter().map(|(_, n)| n).sum();
+    measured(format!(
+        "episodes per interval (ms from the start, count): {placed:?}; quota lifted at {} ms; \
+         cpu.stat counted {} throttled periods",
+        lifted / 1_000_000,
+        kernel.nr_throttled
+    ));
+    // The kernel counted from just after the attach: an episode either
+    // side of that moment may be in one count and not the other.
+    check(timed.abs_diff(kernel.nr_throttled) <= 1, || {
+        format!(
+            "the intervals hold {timed} episodes, cpu.stat counted {}",
+            kernel.nr_throttled
+        )
+    })?;
+    // A tenth of a second of slack around the lift: one period.
+    let slack = 150_000_000;
+    let quota_on: Vec<&Interval> = rec
+        .intervals
+        .iter()
+        .filter(|i| i.end_ns() + slack <= lifted)
+        .collect();
+    check(quota_on.len() >= 2, || {
+        format!("{} intervals ended before the lift", quota_on.len())
+    })?;
+    for i in quota_on {
+        check(episodes(i) >= 2, || {
+            format!(
+                "the interval at {} ns, quota on, holds {} episodes",
+                i.start_ns,
+                episodes(i)
+            )
+        })?;
+    }
+    for i in rec
+        .intervals
+        .iter()
+        .filter(|i| i.start_ns >= lifted + slack)
+    {
+        check(episodes(i) == 0, || {
+            format!(
+                "the interval at {} ns, after the lift at {lifted} ns, holds {} episodes",
+                i.start_ns,
+                episodes(i)
+            )
+        })?;
+    }
+    Ok(Completion::Completed)
 }
 
 /// When the neighbour joins, from the moment the session said it traced.

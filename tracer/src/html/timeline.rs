@@ -22,6 +22,10 @@ const HEIGHT: f64 = 110.0;
 const FIRST_POWER: u32 = 10;
 const LAST_POWER: u32 = 31;
 const ROW: f64 = 6.0;
+/// The strip under the columns that marks throttle episodes.
+const STRIP: f64 = 4.0;
+/// Below the strip: the axis' labels.
+const LABELS: f64 = HEIGHT + STRIP + 12.0;
 
 /// The stacked parts of a column, each cause's name and colour as the
 /// page's other charts draw it, and its ns.
@@ -67,7 +71,7 @@ pub fn figures(rec: &Recording, path: &str) -> String {
     let mut svg = format!(
         "<svg class=\"timeline\" width=\"{WIDTH:.0}\" height=\"{:.0}\" role=\"img\" \
          aria-label=\"waits per interval, by cause\">",
-        HEIGHT + 14.0
+        LABELS + 3.0
     );
     for (i, c) in &rows {
         let Some(c) = c else { continue };
@@ -109,11 +113,13 @@ pub fn figures(rec: &Recording, path: &str) -> String {
          <text x=\"{:.0}\" y=\"{:.0}\" font-size=\"10\" fill=\"#59636e\" text-anchor=\"end\">+{:.0} s</text>",
         at + 10.0,
         100.0,
-        HEIGHT + 12.0,
+        LABELS,
         WIDTH,
-        HEIGHT + 12.0,
+        LABELS,
         end_ns as f64 / 1e9
     );
+    let episodes = episode_marks(&rows, end_ns);
+    svg.push_str(&episodes);
     let stalls = stall_points(rec, path, end_ns);
     svg.push_str(&stalls);
     let pauses = pause_bands(rec, path, end_ns);
@@ -130,8 +136,14 @@ pub fn figures(rec: &Recording, path: &str) -> String {
     svg.push_str("</svg>");
     let mut out = format!(
         "<figure>{svg}<figcaption>Over time: the share of each interval ({}) its threads \
-         waited, by cause{}{}{}.</figcaption></figure>\n",
+         waited, by cause{}{}{}{}.</figcaption></figure>\n",
         fmt_ns(intervals[0].duration_ns),
+        if episodes.is_empty() {
+            ""
+        } else {
+            "; the strip under the columns marks the intervals in which its quota ran out \
+             (throttle episodes: hover for how many and how long)"
+        },
         if pauses.is_empty() {
             ""
         } else {
@@ -151,6 +163,44 @@ pub fn figures(rec: &Recording, path: &str) -> String {
         }
     );
     out.push_str(&heatmap(&rows, end_ns));
+    out
+}
+
+/// The intervals in which `path`'s cfs_rqs were throttled, as a strip under
+/// its columns: darker the more of the interval its CPUs spent throttled.
+fn episode_marks(rows: &[(&Interval, Option<&IntervalCgroup>)], end_ns: u64) -> String {
+    let colour = super::parts()
+        .into_iter()
+        .find(|(name, _, _)| *name == Cause::Throttled.name())
+        .map_or("#cf222e", |(_, colour, _)| colour);
+    let mut out = String::new();
+    for (i, c) in rows {
+        let Some(c) = c.filter(|c| c.throttle_episodes > 0) else {
+            continue;
+        };
+        let x = x_of(i.start_ns, end_ns);
+        let w = (x_of(i.end_ns(), end_ns) - x).max(1.0);
+        // Episodes on several CPUs overlap: the share can pass 100 %.
+        let share = percent(c.throttle_episode_ns, i.duration_ns);
+        let opacity = 0.35 + 0.65 * (share / 100.0).min(1.0);
+        let _ = write!(
+            out,
+            "<rect class=\"episodes\" data-start-ns=\"{}\" data-count=\"{}\" x=\"{x:.2}\" \
+             y=\"{:.1}\" width=\"{w:.2}\" height=\"{:.1}\" fill=\"{colour}\" fill-opacity=\"{opacity:.2}\">\
+             <title>{}</title></rect>",
+            i.start_ns,
+            c.throttle_episodes,
+            HEIGHT + 1.0,
+            STRIP - 1.0,
+            escape(&format!(
+                "+{:.1} s: {} throttle episode{} (its quota ran out), {} throttled in all",
+                i.start_ns as f64 / 1e9,
+                c.throttle_episodes,
+                if c.throttle_episodes == 1 { "" } else { "s" },
+                fmt_ns(c.throttle_episode_ns)
+            ))
+        );
+    }
     out
 }
 
@@ -328,6 +378,38 @@ mod tests {
         let html = figures(&rec, "/svc");
         assert!(html.contains("class=\"trigger\""), "{html}");
         assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn intervals_with_throttle_episodes_are_marked() {
+        let mut rec = recording();
+        for (k, n, ns) in [(1, 7, 560_000_000), (3, 1, 20_000_000)] {
+            let svc = rec.intervals[k]
+                .cgroups
+                .iter_mut()
+                .find(|c| c.path == "/svc");
+            let svc = svc.unwrap();
+            svc.throttle_episodes = n;
+            svc.throttle_episode_ns = ns;
+        }
+        let html = figures(&rec, "/svc");
+        assert_eq!(html.matches("class=\"episodes\"").count(), 2, "{html}");
+        let at = rec.intervals[1].start_ns;
+        assert!(
+            html.contains(&format!("data-start-ns=\"{at}\" data-count=\"7\"")),
+            "{html}"
+        );
+        assert!(html.contains("7 throttle episodes (its quota ran out), 560 ms"));
+        assert!(html.contains("1 throttle episode (its"));
+        assert!(html.contains("marks the intervals in which its quota ran out"));
+        // Other cgroups' timelines show none of them.
+        let other = rec.intervals[1]
+            .cgroups
+            .iter()
+            .find(|c| c.path != "/svc")
+            .unwrap();
+        assert!(!figures(&rec, &other.path.clone()).contains("class=\"episodes\""));
+        assert!(!figures(&recording(), "/svc").contains("class=\"episodes\""));
     }
 
     #[test]

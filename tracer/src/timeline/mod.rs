@@ -61,6 +61,12 @@ pub struct IntervalCgroup {
     pub hdr: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_occupant: Option<Occupant>,
+    /// Throttle episodes of its cfs_rqs seen to end in the interval (each
+    /// CPU's are apart), and their summed length: when its quota ran out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub throttle_episodes: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub throttle_episode_ns: u64,
     /// The waits as the tracer's buckets: what merging intervals adds up.
     /// Rebuilt from `hdr` when a dump is read.
     #[serde(skip)]
@@ -112,6 +118,12 @@ impl IntervalCgroup {
         self.contended_ns += other.contended_ns;
         self.other_ns += other.other_ns;
         self.on_cpu_ns += other.on_cpu_ns;
+        self.throttle_episodes = self
+            .throttle_episodes
+            .saturating_add(other.throttle_episodes);
+        self.throttle_episode_ns = self
+            .throttle_episode_ns
+            .saturating_add(other.throttle_episode_ns);
         // The larger of the two: the occupants of the two halves are not kept
         // apart, and the one that held the CPU longest in either is the one
         // to name.
@@ -175,6 +187,10 @@ impl Interval {
                         t.on_cpu.total_ns,
                     );
                     row.top_occupant = top_occupant(&window.blame, id, &mut path_of);
+                    if let Some(e) = window.episodes.get(&id) {
+                        row.throttle_episodes = e.durations.count;
+                        row.throttle_episode_ns = e.durations.total_ns;
+                    }
                     row
                 })
             })

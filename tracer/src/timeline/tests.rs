@@ -193,6 +193,47 @@ fn merged_occupants_keep_the_larger() {
     assert_eq!(a.duration_ns, 2_000_000_000);
 }
 
+/// A window's throttle episodes (three of 80 ms on two CPUs) are its row's,
+/// a merge adds them, and a dump keeps them.
+#[test]
+fn throttle_episodes_mark_the_interval_they_ended_in() {
+    let mut w = Sample {
+        elapsed_ns: 1_000_000_000,
+        ..Sample::default()
+    };
+    w.cgroups
+        .insert(1, totals(&[80_000_000; 3], 240_000_000, 0, 20_000_000));
+    w.cgroups.insert(2, totals(&[1_000], 0, 1_000, 1));
+    let mut durations = tracer_common::hist::LatencyHist::ZERO;
+    for _ in 0..3 {
+        durations.record(80_000_000);
+    }
+    w.episodes.insert(
+        1,
+        crate::sample::EpisodeTotals {
+            durations: SparseHist::from_hist(&durations),
+            ..Default::default()
+        },
+    );
+    let mut a = Interval::from_window(&w, 0, path_of, |_| true);
+    let row = |i: &Interval, path: &str| {
+        let c = i.cgroups.iter().find(|c| c.path == path).unwrap();
+        (c.throttle_episodes, c.throttle_episode_ns)
+    };
+    assert_eq!(row(&a, "/c1"), (3, 240_000_000));
+    assert_eq!(row(&a, "/c2"), (0, 0));
+    let b = Interval::from_window(&w, 1_000_000_000, path_of, |_| true);
+    a.absorb(b);
+    a.trim(usize::MAX);
+    assert_eq!(row(&a, "/c1"), (6, 480_000_000));
+    let json = serde_json::to_string(&a).unwrap();
+    // Rows without episodes say nothing of them: older readers and small dumps.
+    assert_eq!(json.matches("throttle_episodes").count(), 1, "{json}");
+    let mut back: Vec<Interval> = serde_json::from_str(&format!("[{json}]")).unwrap();
+    validate(&mut back).unwrap();
+    assert_eq!(row(&back[0], "/c1"), (6, 480_000_000));
+}
+
 #[test]
 fn intervals_read_back_from_json_with_their_histograms() {
     let mut w = Sample {
