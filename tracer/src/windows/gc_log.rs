@@ -14,7 +14,8 @@
 //!
 //! G1, Parallel and Serial log their pauses under `gc`; Shenandoah too (`Pause
 //! Init Mark`, `Pause Final Mark`, ...); ZGC under `gc,phases` (`-Xlog:gc*`),
-//! and generational ZGC (JDK 21+) with the generation first (`Y:`, `O:`).
+//! and generational ZGC (JDK 21+) with the generation first (`Y:`, `O:`; `y:`
+//! in a minor collection).
 //! Lines that start a pause (`gc,start`, no length) and every other line are
 //! not pauses. A line that names a pause of a collection (`GC(n) ... Pause`)
 //! but does not read as one is counted as skipped, never fatal.
@@ -222,77 +223,12 @@ fn iso8601_ns(text: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
+mod fixtures;
+
+#[cfg(test)]
 mod tests {
+    use super::fixtures::fixture;
     use super::*;
-
-    fn fixture(name: &str) -> GcLog {
-        let path = format!("{}/tests/fixtures/gc/{name}", env!("CARGO_MANIFEST_DIR"));
-        parse(&std::fs::read_to_string(path).unwrap())
-    }
-
-    #[test]
-    fn g1_pauses_with_timenanos_are_on_the_monotonic_clock() {
-        let log = fixture("jdk17-G1.log");
-        assert_eq!(log.skipped, 0);
-        assert_eq!(log.pauses.len(), 10);
-        assert_eq!(
-            log.pauses[0],
-            Pause {
-                gc: 0,
-                kind: "Pause Young (Normal) (G1 Evacuation Pause)".into(),
-                end: Stamp::Monotonic(16_760_701_278_697),
-                duration_ns: 4_237_000,
-            }
-        );
-        assert!(log.pauses.windows(2).all(|w| w[0].gc < w[1].gc));
-    }
-
-    #[test]
-    fn every_collector_of_jdk_17_and_25_reads() {
-        for (name, pauses, first) in [
-            ("jdk17-Parallel.log", 11, "Pause Young (Allocation Failure)"),
-            ("jdk17-Serial.log", 11, "Pause Young (Allocation Failure)"),
-            (
-                "jdk17-Shenandoah.log",
-                8,
-                "Pause Init Mark (unload classes)",
-            ),
-            ("jdk17-Z-gcstar.log", 6, "Pause Mark Start"),
-            (
-                "jdk17-G1-gcstar-time.log",
-                3,
-                "Pause Young (Normal) (G1 Evacuation Pause)",
-            ),
-            (
-                "jdk25-G1-gcstar.log",
-                3,
-                "Pause Young (Normal) (G1 Evacuation Pause)",
-            ),
-            ("jdk25-Z-gcstar.log", 7, "Y: Pause Mark Start (Major)"),
-            (
-                "jdk17-G1-default.log",
-                6,
-                "Pause Young (Normal) (G1 Evacuation Pause)",
-            ),
-        ] {
-            let log = fixture(name);
-            assert_eq!(log.skipped, 0, "{name}");
-            assert_eq!(log.pauses.len(), pauses, "{name}: {:?}", log.pauses);
-            assert_eq!(log.pauses[0].kind, first, "{name}");
-            assert!(log.pauses.iter().all(|p| p.duration_ns > 0), "{name}");
-        }
-        let full = fixture("jdk17-Parallel.log");
-        assert!(
-            full.pauses
-                .iter()
-                .any(|p| p.kind == "Pause Full (Ergonomics)")
-        );
-        let zgc = fixture("jdk25-Z-gcstar.log");
-        assert!(
-            zgc.pauses.iter().any(|p| p.kind == "O: Pause Mark End"),
-            "{zgc:?}"
-        );
-    }
 
     #[test]
     fn each_clock_is_read_from_its_decorator() {
