@@ -116,11 +116,13 @@ pub(crate) fn count(counter: Counter) {
     }
 }
 
-/// Timestamps come from `bpf_ktime_get_ns()`, not from the run queue's own
-/// clock: that one would be free to read, but the scheduler skips its update
-/// after a wakeup that preempts, so the woken task's wait would read as 0 where
-/// it was really a few microseconds. Wakeups, which the scheduler stamps just
-/// before their tracepoint, use it put on this clock (`tracer_common::clock`).
+/// The programs' clock, `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`). The run
+/// queue's own clock is free to read and stands for it, put on this clock
+/// (`tracer_common::clock`), where the scheduler has just updated it: at
+/// wakeups, and at switches but those after a wakeup that asked for the
+/// preemption, where the scheduler skips its update and the woken task's wait
+/// would read as 0 where it was the time the CPU took to reschedule (see
+/// `tracer_switch_time`).
 #[inline(always)]
 pub(crate) fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
