@@ -9,13 +9,9 @@
 //! clock is a plain load. It runs on `sched_clock`, though, which is offset from
 //! `CLOCK_MONOTONIC` and drifts from it by NTP's corrections (parts per million).
 //!
-//! So `sched_switch` reads its run queue's clock and, once every
-//! [`RESAMPLE_NS`], `bpf_ktime_get_ns()` beside it, and keeps their
-//! difference: the offset. A wakeup adds the offset of its run queue's CPU to
-//! that run queue's clock, and so does `sched_switch` between samples, where
-//! the scheduler has updated the clock for the switch (the helper was 45 of
-//! the 175 ns of a switch on an AMD EPYC VM: it reads the clocksource
-//! through an indirect call).
+//! So `sched_switch`, which reads `bpf_ktime_get_ns()` anyway, also reads its
+//! run queue's clock, and keeps their difference: the offset. A wakeup adds the
+//! offset of its run queue's CPU to that run queue's clock.
 //!
 //! `sched_switch` cannot take one sample as the offset: the scheduler may
 //! have skipped its clock update (after a wakeup that asked for a preemption,
@@ -72,24 +68,7 @@ impl ClockOffset {
     pub fn monotonic(&self, rq_clock: u64) -> Option<u64> {
         (self.sampled_at != 0).then(|| rq_clock.wrapping_add(self.offset))
     }
-
-    /// `rq_clock` on `CLOCK_MONOTONIC` if that is less than [`RESAMPLE_NS`]
-    /// after the last sample; `None` when a sample is due (before the first,
-    /// after that long, or for a clock that reads before the last sample).
-    #[inline(always)]
-    pub fn recent(&self, rq_clock: u64) -> Option<u64> {
-        let at = rq_clock.wrapping_add(self.offset);
-        (self.sampled_at != 0 && at.wrapping_sub(self.sampled_at) < RESAMPLE_NS).then_some(at)
-    }
 }
-
-/// How long `sched_switch` times switches by its run queue's clock (see
-/// [`ClockOffset::recent`]) before it reads `bpf_ktime_get_ns()` again to
-/// take a sample: 1.05 ms, in which `sched_clock` drifts from
-/// `CLOCK_MONOTONIC` by at most 0.5 µs (NTP's largest correction, 500 ppm).
-/// A busy CPU switches hundreds of times in that time and reads the time
-/// once.
-pub const RESAMPLE_NS: u64 = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -149,24 +128,6 @@ mod tests {
         }
         // 300 ns late, plus at most the rise allowed in one interval.
         assert!(worst <= 300 + (1_000_000 >> DRIFT_SHIFT), "{worst}");
-    }
-
-    #[test]
-    fn the_run_queue_clock_stands_for_the_time_until_a_sample_is_due() {
-        let off = 5_000_000;
-        let c = sampled(&[(10_000_000, 10_000_000 - off - 300)]);
-        // Within RESAMPLE_NS of the sample: the clock, on CLOCK_MONOTONIC.
-        let rq = 10_400_000 - off;
-        assert_eq!(c.recent(rq), Some(10_400_300));
-        assert_eq!(c.recent(rq), c.monotonic(rq));
-        // That long after it, or before it (a clock the scheduler did not
-        // update), or before any sample: a sample is due.
-        assert_eq!(c.recent(10_000_000 + RESAMPLE_NS - off), None);
-        assert_eq!(c.recent(9_000_000 - off), None);
-        assert_eq!(ClockOffset::UNSET.recent(rq), None);
-        // An offset either side of zero alike.
-        let ahead = sampled(&[(1_000_000, 4_000_000 - 400)]);
-        assert_eq!(ahead.recent(4_500_000), Some(1_500_400));
     }
 
     #[test]

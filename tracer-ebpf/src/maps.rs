@@ -116,13 +116,15 @@ pub(crate) fn count(counter: Counter) {
     }
 }
 
-/// The programs' clock, `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`). The run
-/// queue's own clock is free to read and stands for it, put on this clock
-/// (`tracer_common::clock`), where the scheduler has just updated it: at
-/// wakeups, and at switches but those after a wakeup that asked for the
-/// preemption, where the scheduler skips its update and the woken task's wait
-/// would read as 0 where it was the time the CPU took to reschedule (see
-/// `tracer_switch_time`).
+/// Timestamps come from `bpf_ktime_get_ns()`, not from the run queue's own
+/// clock: that one would be free to read, but the scheduler skips its update
+/// after a wakeup that preempts, so the woken task's wait would read as 0 where
+/// it was the time the CPU took to get to the switch. Telling that case by the
+/// woken task's stamp equal to the clock is not enough: a tick or another
+/// enqueue in between updates the clock, and measured so it was still up to
+/// 436 µs behind the time (README, Cost). Wakeups, which the scheduler stamps
+/// just before their tracepoint, use it put on this clock
+/// (`tracer_common::clock`).
 #[inline(always)]
 pub(crate) fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }

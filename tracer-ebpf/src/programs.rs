@@ -50,15 +50,21 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let Some(cs) = cpu_state(cpu) else {
         return 0;
     };
-    let clock = task_rq_clock(prev.cast()).unwrap_or(0);
-    let next_stamp = read::<u64>(next.cast(), layout!(task_last_queued)).unwrap_or(0);
-    // SAFETY: a tracepoint program, preemption off.
-    let now = unsafe { tracer_switch_time(cpu, clock, next_stamp) };
+    let now = now();
     cs.count(Counter::Switch);
     if cs.first_switch == 0 {
         cs.first_switch = now;
         note_first_delay(prev);
     }
+    // prev is on this CPU's run queue, whose clock wakeups read instead of
+    // the time (see tracer_common::clock). The idle task has one too. The
+    // switch itself reads the time: the scheduler may not have updated that
+    // clock for it (see `now`).
+    let clock = task_rq_clock(prev.cast()).unwrap_or(0);
+    if clock != 0 {
+        cs.clock.sample(now, clock);
+    }
+    let next_stamp = read::<u64>(next.cast(), layout!(task_last_queued)).unwrap_or(0);
 
     // The last switch reported here put another task on this CPU: prev's own
     // switch-in was not reported (see resync.rs).
@@ -76,7 +82,6 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     // wakeup, which overwrites it.
     if (preempt & 0xff != 0 || prev_state == TASK_RUNNING)
         && task_pid(prev.cast()).is_some_and(|pid| pid != 0)
-        && keeps_wait(prev)
     {
         begin_wait(prev, now, cpu, cs.runs.busy_at(now));
     }
@@ -117,62 +122,6 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         end_wait(next, next_pid, now, cpu, cs, stats, (next_stamp, clock));
     }
     0
-}
-
-/// The time of a switch on `cpu`, whose run queue's clock reads `clock`
-/// (0: unread), to a task whose enqueue stamp is `next_stamp` (0: none).
-///
-/// The task leaving is on this CPU's run queue, whose clock `__schedule` has
-/// just updated (the idle task has one too). Put on the programs' clock by
-/// the CPU's offset, it is the time without the helper call, the dearest
-/// part of a switch after the program's own entry; the helper is called,
-/// and the offset sampled, once every `RESAMPLE_NS` (see
-/// tracer_common::clock). The scheduler skips its update after a wakeup
-/// that asked for this preemption: the clock then still holds the wakeup's
-/// time, which is the woken task's stamp, and its wait would read as 0
-/// where it was the time the CPU took to reschedule. That is told by the
-/// stamp equal to the clock, and timed by the helper. Never earlier than the
-/// CPU's last switch.
-///
-/// A global function, verified once on its own: inlined, its two ways to
-/// the time doubled the states of all that follows in `sched_switch`.
-///
-/// # Safety
-/// Called from a tracepoint program, with preemption off.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub unsafe extern "C" fn tracer_switch_time(cpu: u32, clock: u64, next_stamp: u64) -> u64 {
-    let Some(cs) = cpu_state(cpu) else {
-        return now();
-    };
-    let t = match cs.clock.recent(clock) {
-        Some(t) if clock != 0 && next_stamp != clock => t,
-        _ => {
-            let t = now();
-            if clock != 0 {
-                cs.clock.sample(t, clock);
-            }
-            t
-        }
-    };
-    t.max(cs.runs.since)
-}
-
-/// Whether the wait of `prev`, switched out runnable, is begun in its state.
-///
-/// Where the wakeup programs are left out (6.18+, see
-/// `tracer_common::wake_stamp`), a task preempted without being throttled
-/// waits as a woken one does: it is never throttled while it is queued, and
-/// the kernel stamps it as it leaves the CPU still runnable
-/// (`sched_info_depart`), so its switch-in finds the whole wait there, as it
-/// finds a woken task's. Only a throttled task's wait needs what the switch
-/// out saw (its throttle clock, whose quota), and with `--pid` or
-/// `--threads` every wait goes through the state (see `end_wait`).
-#[inline(always)]
-fn keeps_wait(prev: *mut Task) -> bool {
-    !has_feature(FEATURE_WAKE_STAMP)
-        || selecting()
-        || is_throttled::<Direct>(prev.cast(), core::ptr::null())
 }
 
 /// Starts a wait of `task` on `cpu` at `now`, `busy` being that CPU's busy clock.
