@@ -25,6 +25,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             kernel: "all".to_owned(),
             release: false,
             scale: false,
+            online: 2,
             args: options.args,
         })
     });

@@ -34,6 +34,10 @@ pub struct Options {
     /// (`SCALE_TESTS`): per-CPU maps are sized by the possible CPUs.
     #[arg(long)]
     pub scale: bool,
+    /// Online vCPUs of the guests (`-smp N`). Emulated, each takes a host
+    /// thread: more than the host's cores run slower, not faster.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=192))]
+    pub online: u32,
     /// Arguments for the test binary in the guests, after `--` (e.g. a name
     /// filter); they replace the default selection (`VM_TESTS`).
     #[arg(last = true)]
@@ -210,7 +214,10 @@ pub fn run_matrix(options: Options) -> anyhow::Result<Vec<results::Row>> {
             plan(&listed, &options.args, &selection)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let maxcpus = options.scale.then_some(SCALE_CPUS);
+    let cpus = qemu::Cpus {
+        online: options.online,
+        possible: options.scale.then_some(SCALE_CPUS),
+    };
     if plans.iter().all(|p| p.invocations.is_empty()) {
         println!("vm: no privileged test matches {}", options.args.join(" "));
         return Ok(Vec::new());
@@ -232,12 +239,13 @@ pub fn run_matrix(options: Options) -> anyhow::Result<Vec<results::Row>> {
             size as f64 / 1048576.0,
             plan.invocations.len()
         );
-        rows.push(boot(&vm_dir, kernel, &initrd, plan, &binaries, maxcpus)?);
+        rows.push(boot(&vm_dir, kernel, &initrd, plan, &binaries, cpus)?);
     }
     println!();
     println!(
-        "vm: matrix (QEMU {}, 2 vCPUs, 2 GiB; cgroup mode in the guests):",
-        qemu::ACCELERATOR
+        "vm: matrix (QEMU {}, {} vCPUs, 2 GiB; cgroup mode in the guests):",
+        qemu::ACCELERATOR,
+        cpus.online
     );
     print!("{}", results::matrix(&rows));
     Ok(rows)

@@ -27,15 +27,12 @@ pub(super) fn boot(
     initrd: &Path,
     plan: &initramfs::Plan,
     binaries: &Binaries,
-    maxcpus: Option<u32>,
+    cpus: qemu::Cpus,
 ) -> anyhow::Result<Row> {
-    let name = match maxcpus {
-        Some(n) => format!("{} x{n}", kernel.series.name),
-        None => kernel.series.name.to_owned(),
-    };
+    let name = format!("{}{}", kernel.series.name, cpus.suffix());
     let dir = vm_dir.join(name.replace(' ', "-"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (outcome, mut report) = boot_once(&dir, kernel, initrd, plan, maxcpus)?;
+    let (outcome, mut report) = boot_once(&dir, kernel, initrd, plan, cpus)?;
     let mut verdict = verdict(&report, &outcome.exit);
     let mut seconds = outcome.elapsed.as_secs_f64();
     let mut note = String::new();
@@ -66,7 +63,7 @@ pub(super) fn boot(
             binaries.tests,
             &rerun,
         )?;
-        let (second, second_report) = boot_once(&dir, kernel, &image, &rerun, maxcpus)?;
+        let (second, second_report) = boot_once(&dir, kernel, &image, &rerun, cpus)?;
         verdict = self::verdict(&second_report, &second.exit);
         seconds += second.elapsed.as_secs_f64();
         report.replace(second_report);
@@ -118,13 +115,16 @@ fn boot_once(
     kernel: &kernels::Kernel,
     initrd: &Path,
     plan: &initramfs::Plan,
-    maxcpus: Option<u32>,
+    cpus: qemu::Cpus,
 ) -> anyhow::Result<(qemu::Outcome, GuestReport)> {
     println!();
     println!(
         "vm: booting {}{} ({} from {}) under QEMU {}; console log in {}",
         kernel.series.name,
-        maxcpus.map_or(String::new(), |n| format!(" with {n} possible CPUs")),
+        match cpus.possible {
+            Some(n) => format!(" with {} online and {n} possible CPUs", cpus.online),
+            None => format!(" with {} CPUs", cpus.online),
+        },
         kernel.package,
         kernel.series.suite,
         qemu::ACCELERATOR,
@@ -135,7 +135,7 @@ fn boot_once(
         initrd,
         dir,
         timeout: BOOT_ALLOWANCE + RUN_ALLOWANCE,
-        maxcpus,
+        cpus,
     })?;
     let stream = std::fs::read(&outcome.results)
         .map(|b| String::from_utf8_lossy(&b).into_owned())

@@ -29,9 +29,31 @@ pub struct Boot<'a> {
     /// Where console.log and results.log go.
     pub dir: &'a Path,
     pub timeout: Duration,
-    /// Possible CPUs beyond the two online ones (`-smp 2,maxcpus=N`): what
-    /// the kernel sizes per-CPU maps by.
-    pub maxcpus: Option<u32>,
+    pub cpus: Cpus,
+}
+
+/// A guest's vCPUs.
+#[derive(Clone, Copy, Debug)]
+pub struct Cpus {
+    /// Online (`-smp N`): 2 unless `--online` says otherwise.
+    pub online: u32,
+    /// Possible CPUs beyond the online ones (`-smp N,maxcpus=M`): what the
+    /// kernel sizes per-CPU maps by.
+    pub possible: Option<u32>,
+}
+
+impl Cpus {
+    /// How a guest of these CPUs is named: its directory and its row.
+    pub fn suffix(&self) -> String {
+        let mut s = String::new();
+        if self.online != 2 {
+            s.push_str(&format!(" {}cpu", self.online));
+        }
+        if let Some(n) = self.possible {
+            s.push_str(&format!(" x{n}"));
+        }
+        s
+    }
 }
 
 pub struct Outcome {
@@ -62,9 +84,10 @@ pub fn run(boot: &Boot) -> anyhow::Result<Outcome> {
         "-m",
         "2G",
         "-smp",
-        &boot
-            .maxcpus
-            .map_or("2".to_owned(), |n| format!("2,maxcpus={n}")),
+        &match boot.cpus.possible {
+            Some(n) => format!("{},maxcpus={n}", boot.cpus.online),
+            None => boot.cpus.online.to_string(),
+        },
     ])
     .args(["-nodefaults", "-display", "none", "-no-reboot"])
     .arg("-kernel")
@@ -72,7 +95,7 @@ pub fn run(boot: &Boot) -> anyhow::Result<Outcome> {
     .arg("-initrd")
     .arg(boot.initrd)
     .arg("-append")
-    .arg(command_line(boot.maxcpus))
+    .arg(command_line(boot.cpus.possible))
     .arg("-serial")
     .arg(format!("file:{}", console.display()))
     .arg("-serial")
