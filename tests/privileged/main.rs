@@ -13,6 +13,7 @@ mod dump;
 mod gc_pauses;
 mod jvm;
 mod losses;
+mod migration;
 mod recorder;
 mod scale;
 mod stalls;
@@ -53,6 +54,7 @@ fn main() {
     args.test_threads = Some(1);
     let mut tests = Vec::new();
     tests.extend(waits::tests());
+    tests.extend(migration::tests());
     tests.extend(attribution::tests());
     tests.extend(bursts::tests());
     tests.extend(stalls::tests());

@@ -8,8 +8,8 @@ use tracer::{histogram::Summary, recording::Recording, session::Config};
 use tracer_tests::{Load, TestCgroup, Worker, run_delay_ns};
 
 use crate::{
-    QUIET, TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, emulated, measured, or_skip,
-    privileged, schedstat_tolerance, share, unrelated_ns,
+    TRACE_FOR, TestResult, apart, cgroup_in, check, cpus, emulated, measured, or_skip, privileged,
+    schedstat_tolerance, share, unrelated_ns,
 };
 
 pub fn tests() -> Vec<Trial> {
@@ -22,10 +22,6 @@ pub fn tests() -> Vec<Trial> {
         privileged(
             "waits_begun_by_wakeups_match_schedstat_run_delay",
             wakeup_waits_match_schedstat,
-        ),
-        privileged(
-            "waits_that_migrate_still_match_schedstat_and_stay_contended",
-            migrating_waits,
         ),
         privileged(
             "first_waits_of_sleeping_and_new_threads_are_all_counted",
@@ -382,112 +378,5 @@ fn wakeup_waits_match_schedstat() -> TestResult {
             )
         },
     )?;
-    Ok(Completion::Completed)
-}
-
-/// Three unpinned hogs on two CPUs: the load balancer moves waiting tasks
-/// between CPUs, and each wait is split per CPU. One of the three waits at any
-/// moment, all of it behind the others, and the kernel's run delays agree.
-fn migrating_waits() -> TestResult {
-    let cpus = tracer_tests::online_cpus();
-    if cpus.len() != 2 {
-        return Ok(Completion::ignored_with(
-            "the arithmetic of this test assumes exactly two online CPUs",
-        ));
-    }
-    let cg = TestCgroup::create("migrate")?;
-    let workers: Vec<Worker> = (0..3)
-        .map(|_| Worker::start_anywhere(Load::Spin, &cg))
-        .collect::<anyhow::Result<_>>()?;
-    std::thread::sleep(Duration::from_millis(200));
-    let session = crate::start_session(Config {
-        pids: workers.iter().map(|w| w.pid).collect(),
-        ..Config::default()
-    })?;
-    let before: Vec<u64> = workers
-        .iter()
-        .map(|w| run_delay_ns(w.pid))
-        .collect::<anyhow::Result<_>>()?;
-    let from = std::time::Instant::now();
-    std::thread::sleep(TRACE_FOR);
-    let after: Vec<u64> = workers
-        .iter()
-        .map(|w| run_delay_ns(w.pid))
-        .collect::<anyhow::Result<_>>()?;
-    let window = from.elapsed();
-    let rec = session.stop()?;
-
-    // Three hogs wait at a steady rate: the kernel's figure over the session.
-    let kernel = crate::over_session(
-        after.iter().zip(&before).map(|(a, b)| a - b).sum(),
-        window,
-        &rec,
-    );
-    let traced: u64 = rec
-        .pids
-        .iter()
-        .map(|p| p.wait.runnable_wait.summary.total_ns)
-        .sum();
-    let contended: u64 = rec.pids.iter().map(|p| p.wait.causes.contended_ns).sum();
-    let migrated = rec.events.get(tracer_common::maps::Counter::WaitMigrated);
-    let e = cgroup_in(&rec, &cg)?;
-    measured(format!(
-        "{migrated} waits migrated; traced {traced} ns, schedstat {kernel} ns ({:.2} % apart); \
-         contended {:.1} % of the wait; cgroup waited {:.1} % of the time",
-        apart(traced, kernel) * 100.0,
-        share(contended, traced) * 100.0,
-        share(e.wait.runnable_wait.summary.total_ns, rec.duration_ns) * 100.0
-    ));
-    let ran = share(e.on_cpu.summary.total_ns, rec.duration_ns);
-    if migrated == 0 && ran < 2.0 - QUIET * 2.0 {
-        // Unrelated tasks busy on both CPUs (an emulator, once) leave the
-        // load balanced with the hogs where they are.
-        return Ok(Completion::ignored_with(format!(
-            "no waiting task was migrated: the hogs ran {ran:.2} CPUs of 2 beside unrelated load, \
-             which kept the load balancer from moving them"
-        )));
-    }
-    check(migrated > 0, || {
-        "no waiting task was migrated on a quiet host: nothing was tested".into()
-    })?;
-    // The two figures' windows differ by moments (the session's attach and
-    // detach, the reads of schedstat), scaled as a steady rate: a wait that
-    // straddles an edge falls on one side only. Quiet, waits are a slice;
-    // behind unrelated load they grow to hundreds of ms (8 % apart once,
-    // with an emulator busy on both CPUs), so the longest waits are allowed
-    // at each edge.
-    let edges: u64 = rec
-        .pids
-        .iter()
-        .map(|p| 2 * p.wait.runnable_wait.summary.max_ns)
-        .sum();
-    check(
-        traced.abs_diff(kernel) as f64 <= schedstat_tolerance() * kernel as f64 + edges as f64,
-        || {
-            format!(
-                "traced {traced} ns, schedstat run delay {kernel} ns, longest waits at the edges {edges} ns"
-            )
-        },
-    )?;
-    check(share(contended, traced) >= 0.95, || {
-        format!("only {contended} of {traced} ns contended on two busy CPUs")
-    })?;
-    // Three hogs on two CPUs: one waits at any moment, unless unrelated tasks
-    // took CPU time too (then the hogs ran less than two CPUs' worth and
-    // waited more, which schedstat has already checked).
-    let waited = share(e.wait.runnable_wait.summary.total_ns, rec.duration_ns);
-    if ran >= 2.0 - QUIET * 2.0 && !emulated() {
-        check((0.85..=1.15).contains(&waited), || {
-            format!(
-                "the cgroup waited {:.1} % of the time, expected 100 % ± 15",
-                waited * 100.0
-            )
-        })?;
-    } else {
-        measured(format!(
-            "the hogs ran {:.2} CPUs of 2: unrelated load; the 1-in-3 wait is not asserted",
-            ran
-        ));
-    }
     Ok(Completion::Completed)
 }

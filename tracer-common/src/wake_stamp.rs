@@ -71,6 +71,43 @@ pub fn unseen_since(arrived: u64, run_delay: u64, delay_seen: u64) -> Option<u64
     Some(arrived.saturating_sub(run_delay - delay_seen))
 }
 
+/// When the wait of a task queued by a wakeup the programs did not see, and
+/// moved to another CPU at `left` before it ran, began; `None` if it was not
+/// queued or cannot be dated.
+///
+/// The kernel dequeues the task for the move before `sched_migrate_task`
+/// fires: it has already added the wait so far to the run delay and cleared
+/// the enqueue stamp, so the stamp is no help. What the run delay grew by
+/// since the last switch-in seen (`delay_seen`, see [`delay_after`]) is that
+/// wait, as at an unreported switch-in ([`unseen_since`]). A task that never
+/// ran (`runs`, the kernel's `sched_info.pcount`, is 0) has waited all its
+/// run delay. A run delay that did not grow is a task not queued: a wakeup
+/// choosing its CPU.
+///
+/// `first_switch` is the first switch seen on the CPU it leaves: a wait begun
+/// before it is not counted, as in [`queued_since`].
+#[inline(always)]
+pub fn moved_since(
+    left: u64,
+    run_delay: u64,
+    delay_seen: u64,
+    runs: u64,
+    first_switch: u64,
+) -> Option<u64> {
+    let waited = if runs == 0 {
+        run_delay
+    } else if delay_seen != 0 && run_delay > delay_seen {
+        run_delay - delay_seen
+    } else {
+        return None;
+    };
+    let since = left.checked_sub(waited)?;
+    if waited == 0 || first_switch == 0 || since < first_switch {
+        return None;
+    }
+    Some(since)
+}
+
 /// What is known of a wait (not begun in the task's state) whose switch-in at
 /// `arrived` went unreported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,5 +383,36 @@ mod tests {
         // The oldest runs are forgotten: the CPU counts as busy since then.
         assert_eq!(c.busy_then(19_990, now), busy, "covered: idle since");
         assert_eq!(c.busy_then(10_002, now), busy.saturating_sub(now - 10_002));
+    }
+
+    #[test]
+    fn a_moved_wait_began_where_the_run_delay_grew_from() {
+        // Seen arriving with 5 ms of run delay; dequeued for the move at
+        // 10 s with 7 ms: it had waited 2 ms.
+        assert_eq!(
+            moved_since(10_000_000_000, 7_000_000, 5_000_000, 3, 1),
+            Some(9_998_000_000)
+        );
+        // Never ran: its whole run delay is the wait.
+        assert_eq!(
+            moved_since(10_000_000_000, 1_000, 0, 0, 1),
+            Some(9_999_999_000)
+        );
+    }
+
+    #[test]
+    fn a_move_of_a_task_not_queued_or_not_dated_begins_no_wait() {
+        // A wakeup choosing the CPU: the run delay did not grow.
+        assert_eq!(moved_since(10_000, 7_000, 7_000, 3, 1), None);
+        // No switch-in seen to count the growth from.
+        assert_eq!(moved_since(10_000, 7_000, 0, 3, 1), None);
+        // A new task placed before it ever waited.
+        assert_eq!(moved_since(10_000, 0, 0, 0, 1), None);
+        // Begun before the first switch seen on the CPU it left, or before
+        // any was seen.
+        assert_eq!(moved_since(10_000, 7_000, 5_000, 3, 9_000), None);
+        assert_eq!(moved_since(10_000, 7_000, 5_000, 3, 0), None);
+        // A run delay larger than the clock: not a wait of this session.
+        assert_eq!(moved_since(1_000, 7_000, 0, 0, 1), None);
     }
 }

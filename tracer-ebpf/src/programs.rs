@@ -28,7 +28,7 @@ use tracer_common::{
         FEATURE_EXIT_GROUP_DEAD, FEATURE_FENTRY, FEATURE_SWITCH_PREV_STATE, FEATURE_WAKE_STAMP,
     },
     maps::{CgroupStats, Counter, CpuState, TaskWait},
-    wake_stamp::{delay_after, queued_since},
+    wake_stamp::{delay_after, moved_since, queued_since},
 };
 
 /// The kernel's `TASK_RUNNING`.
@@ -454,20 +454,39 @@ pub fn sched_migrate_task(ctx: BtfTracePointContext) -> i32 {
         now()
     } else {
         // Not waiting: a wakeup picks its CPU before the task is queued. Or
-        // queued by a wakeup the programs do not see: its wait begins at
-        // its stamp, on the CPU it leaves.
-        let stamp = read::<u64>(t, layout!(task_last_queued)).unwrap_or(0);
-        if !woken_unseen || stamp == 0 {
+        // queued by a wakeup the programs do not see: its wait began on the
+        // CPU it leaves, when the run delay says (the kernel has dequeued
+        // it, and cleared its stamp; see `moved_since`).
+        if !woken_unseen {
             return 0;
         }
-        let now = now();
-        let Some(src) = kernel::cfs_rq_cpu(cfs_rq) else {
+        let run_delay = read::<u64>(t, layout!(task_run_delay)).unwrap_or(0);
+        let runs = read::<u64>(t, layout!(task_pcount)).unwrap_or(0);
+        let rq = kernel::cfs_rq_rq(cfs_rq);
+        let Some((src, src_state)) = rq
+            .and_then(kernel::rq_cpu)
+            .and_then(|src| cpu_state(src).map(|cs| (src, cs)))
+        else {
             return 0;
         };
-        match cpu_state(src) {
-            Some(src_state) if begin_woken_wait(state, stamp, cfs_rq, now, src, src_state) => now,
-            _ => return 0,
-        }
+        let now = now();
+        // The dequeue was timed by the run queue's clock, just updated.
+        let left = rq
+            .and_then(kernel::rq_clock)
+            .and_then(|clock| src_state.clock.monotonic(clock))
+            .map_or(now, |left| left.min(now));
+        let Some(since) = moved_since(
+            left,
+            run_delay,
+            state.delay_seen,
+            runs,
+            src_state.first_switch,
+        ) else {
+            return 0;
+        };
+        begin_woken_at(state, since, cfs_rq, now, src, src_state);
+        state.delay_seen = run_delay;
+        now
     };
     count(Counter::WaitMigrated);
     if let Some(old) = cpu_state(state.cpu)
