@@ -14,6 +14,7 @@ mod gc_pauses;
 mod jvm;
 mod losses;
 mod migration;
+mod pods;
 mod recorder;
 mod scale;
 mod stalls;
@@ -55,6 +56,7 @@ fn main() {
     let mut tests = Vec::new();
     tests.extend(waits::tests());
     tests.extend(migration::tests());
+    tests.extend(pods::tests());
     tests.extend(attribution::tests());
     tests.extend(bursts::tests());
     tests.extend(stalls::tests());

@@ -142,6 +142,56 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A cgroup at an exact path from the hierarchy's root (a Kubernetes
+/// layout, say), with the cgroups above it that did not exist: created from
+/// the top down, removed from the bottom up on drop. Ancestors that existed
+/// before are left alone.
+pub struct CgroupPath {
+    /// Created, top first; the last is the path itself.
+    created: Vec<TestCgroup>,
+}
+
+impl CgroupPath {
+    pub fn create(path: &str) -> anyhow::Result<Self> {
+        let hierarchy = CpuHierarchy::detect()?;
+        let mut created: Vec<TestCgroup> = Vec::new();
+        let mut at = String::new();
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        for (i, part) in parts.iter().enumerate() {
+            let parent = hierarchy.dir_of(if at.is_empty() { "/" } else { &at });
+            at = format!("{at}/{part}");
+            let leaf = i + 1 == parts.len();
+            if !leaf && hierarchy.dir_of(&at).exists() {
+                continue;
+            }
+            // cgroup v2: a child has the cpu controller only if its parent
+            // delegates it.
+            let delegate = parent.join("cgroup.subtree_control");
+            if delegate.exists() {
+                std::fs::write(&delegate, "+cpu").with_context(|| {
+                    format!("enabling the cpu controller in {}", delegate.display())
+                })?;
+            }
+            created.push(TestCgroup::at(at.clone())?);
+        }
+        anyhow::ensure!(!created.is_empty(), "{path:?} names no cgroup");
+        Ok(Self { created })
+    }
+
+    /// The cgroup at the path itself.
+    pub fn leaf(&self) -> &TestCgroup {
+        &self.created[self.created.len() - 1]
+    }
+}
+
+impl Drop for CgroupPath {
+    fn drop(&mut self) {
+        while let Some(cgroup) = self.created.pop() {
+            drop(cgroup);
+        }
+    }
+}
+
 /// Starts `program args` already inside `cgroup`: the child moves itself
 /// there between fork and exec, so even a process that lives a millisecond
 /// runs only in the cgroup.

@@ -22,6 +22,7 @@ use crate::{
     sample::{BlamePair, EpisodeTotals, Sample, Totals},
     selection::{MatchedThread, Target},
     verdict::{self, Facts, QuotaFacts},
+    workload::names::PodNames,
 };
 use tracer_common::maps::{Counter, VICTIM_SELECTION};
 
@@ -79,6 +80,8 @@ pub struct Context<'a> {
     /// Cgroups that hold unrelated processes: the root, and parents (which
     /// on cgroup v1 may have tasks of their own beside their children's).
     pub shared: &'a HashSet<String>,
+    /// The names of the node's pods and containers.
+    pub pods: &'a PodNames,
 }
 
 /// What a recording covers: the whole session up to a sample, or the window
@@ -169,6 +172,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
                 wait: wait_split(totals, &data.blame, id, ctx),
                 on_cpu: WaitHistogram::from_hist(&totals.on_cpu.to_hist()),
                 verdict: verdict::judge(&Facts::default()),
+                workload: Some(ctx.pods.identify(&path)),
                 path,
                 id,
             }
@@ -259,7 +263,10 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
             })
             .collect::<Vec<_>>(),
     );
-    cgroups.retain(|c| shown.allows(&c.path));
+    cgroups.retain(|c| match &c.workload {
+        Some(w) => shown.allows(&c.path, w),
+        None => shown.allows_path(&c.path),
+    });
     cgroups.sort_by(|a, b| {
         b.wait
             .runnable_wait
@@ -338,8 +345,11 @@ fn wait_split(
             processes.sort_by_key(|p| std::cmp::Reverse(p.ns));
             let ns = processes.iter().map(|p| p.ns).sum();
             processes.truncate(BLAME_PROCESSES);
+            let path = ctx.path_of(id);
+            let workload = ctx.pods.identify(&path);
             Blame {
-                path: ctx.path_of(id),
+                workload: workload.name().is_some().then_some(workload),
+                path,
                 id,
                 ns,
                 processes,
@@ -454,7 +464,7 @@ fn facts(
                 Some(pid) => format!("{} pid {pid}", p.comm),
             })
             .unwrap_or_default();
-        (b.path.clone(), b.ns as f64 / charged_others as f64, process)
+        (b.name(), b.ns as f64 / charged_others as f64, process)
     });
     Facts {
         duration_ns,

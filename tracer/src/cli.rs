@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
+    filter::Selector,
     format::parse_duration,
     programs::{StoreChoice, TierChoice},
 };
@@ -67,6 +68,11 @@ pub struct AgentArgs {
     /// `basic_auth_users`).
     #[arg(long, value_name = "FILE")]
     pub web_config: Option<PathBuf>,
+
+    /// The kubelet's pod log directory, whose entries name pods and
+    /// containers [default: /var/log/pods, or the config file's `pods_log_dir`].
+    #[arg(long, value_name = "DIR")]
+    pub pods_log_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +127,25 @@ pub struct RecordArgs {
     /// hierarchy, e.g. /kubepods/pod1); repeatable.
     #[arg(short, long = "cgroup", value_name = "PATH", value_parser = parse_cgroup_path)]
     pub cgroups: Vec<String>,
+
+    /// Report only this Kubernetes pod (NAMESPACE/NAME) and its containers;
+    /// repeatable. Names come from the kubelet's pod log directory.
+    #[arg(long = "pod", value_name = "NS/NAME", value_parser = Selector::pod)]
+    pub pods: Vec<Selector>,
+
+    /// Report only the pods of this namespace; repeatable. With --pod or
+    /// --container, what all of them name.
+    #[arg(long = "namespace", value_name = "NS", value_parser = Selector::namespace)]
+    pub namespaces: Vec<Selector>,
+
+    /// Report only containers of this name, in any pod; repeatable.
+    #[arg(long = "container", value_name = "NAME", value_parser = Selector::container)]
+    pub containers: Vec<Selector>,
+
+    /// The kubelet's pod log directory, whose entries
+    /// (<namespace>_<pod>_<uid>/<container>) name pods and containers.
+    #[arg(long, value_name = "DIR", default_value = crate::workload::names::PODS_LOG_DIR)]
+    pub pods_log_dir: PathBuf,
 
     /// Also report this process (all its threads) or thread on its own; repeatable.
     #[arg(short, long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]

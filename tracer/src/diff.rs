@@ -51,7 +51,11 @@ fn block(
 ) {
     let (db, da) = (before.duration_ns, after.duration_ns);
     let (wb, wa) = (&b.wait, &a.wait);
-    let _ = writeln!(out, "{}", visible(&b.path));
+    let name = a.name();
+    let _ = writeln!(out, "{}", visible(&name));
+    if name != a.path {
+        let _ = writeln!(out, "  cgroup       {}", visible(&a.path));
+    }
     let _ = writeln!(
         out,
         "  verdict      {} -> {}",

@@ -36,3 +36,4 @@ pub mod stall;
 pub mod timeline;
 pub mod verdict;
 pub mod windows;
+pub mod workload;

@@ -23,6 +23,7 @@ use crate::{
     timeline::{Interval, recorder::Fired},
     verdict::Verdict,
     windows::GcPause,
+    workload::Workload,
 };
 
 /// A duration distribution: the summary figures, and the whole distribution as
@@ -82,6 +83,25 @@ pub struct Blame {
     /// Contended time charged to it, weighted by how long it ran.
     pub ns: u64,
     pub processes: Vec<BlamedProcess>,
+    /// The pod, container or unit it is, where the path tells one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
+}
+
+impl Blame {
+    /// How it is named: `namespace/pod/container`, a unit, or its path.
+    pub fn name(&self) -> String {
+        name_of(self.workload.as_ref(), &self.path)
+    }
+}
+
+/// What a report calls a cgroup: its workload's name where it has one (a
+/// dump from before workloads were written has its path's), else its path.
+fn name_of(workload: Option<&Workload>, path: &str) -> String {
+    match workload {
+        Some(w) => w.display(path),
+        None => Workload::from_path(path).display(path),
+    }
 }
 
 /// The wait of a group of tasks, split by cause.
@@ -158,6 +178,39 @@ pub struct CgroupEntry {
     pub throttle_episodes: Option<Episodes>,
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// Who it is: a pod's container, a service... (absent in dumps from
+    /// before it was written; the path tells some of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
+}
+
+impl CgroupEntry {
+    /// How reports name it: see [`Blame::name`].
+    pub fn name(&self) -> String {
+        name_of(self.workload.as_ref(), &self.path)
+    }
+
+    /// Its workload, or what its path tells of it.
+    pub fn identity(&self) -> Workload {
+        self.workload
+            .clone()
+            .unwrap_or_else(|| Workload::from_path(&self.path))
+    }
+}
+
+/// What the cgroups a recording holds are called, by path: for rows that
+/// carry a path only (intervals, slow waits, GC pauses).
+pub struct Names(std::collections::HashMap<String, String>);
+
+impl Names {
+    /// The name of the cgroup at `path`: as the recording's entries name it,
+    /// or what the path tells.
+    pub fn of(&self, path: &str) -> String {
+        match self.0.get(path) {
+            Some(name) => name.clone(),
+            None => Workload::from_path(path).display(path),
+        }
+    }
 }
 
 /// A `--pid` selection.
@@ -308,6 +361,19 @@ pub struct Recording {
 }
 
 impl Recording {
+    /// What its cgroups are called (see [`Names`]).
+    pub fn names(&self) -> Names {
+        let blame = self
+            .cgroups
+            .iter()
+            .flat_map(|c| &c.wait.blame)
+            .chain(self.pids.iter().flat_map(|p| &p.wait.blame))
+            .chain(self.threads.iter().flat_map(|t| &t.wait.blame))
+            .map(|b| (b.path.clone(), b.name()));
+        let cgroups = self.cgroups.iter().map(|c| (c.path.clone(), c.name()));
+        Names(blame.chain(cgroups).collect())
+    }
+
     /// Every histogram in it, with where it is (for messages).
     pub fn histograms_mut(&mut self) -> Vec<(String, &mut WaitHistogram)> {
         let mut out = Vec::new();

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::recording::Recording;
+use crate::{recording::Recording, workload::Workload};
 
 /// FNV-1a, 32 bits: stable across Rust releases, unlike the std hasher.
 fn fnv1a(text: &str) -> u32 {
@@ -40,10 +40,56 @@ pub fn redact_path(path: &str) -> String {
     format!("{lead}/{}", parts.join("/"))
 }
 
-/// Replaces the host name and every cgroup path in `rec`, in the free text of
-/// the verdicts too.
+/// A workload's names and ids replaced, its kind, runtime and QoS class
+/// kept: they say what kind of thing waited, not which.
+pub fn redact_workload(w: &mut Workload) {
+    for (prefix, field) in [
+        ("ns", &mut w.namespace),
+        ("pod", &mut w.pod),
+        ("ctr", &mut w.container),
+        ("id", &mut w.container_id),
+        ("uid", &mut w.pod_uid),
+        ("unit", &mut w.unit),
+    ] {
+        if let Some(v) = field {
+            *v = placeholder(prefix, v);
+        }
+    }
+}
+
+/// Replaces the host name, every cgroup path and every workload's names in
+/// `rec`, in the free text of the verdicts too.
 pub fn redact(rec: &mut Recording) {
     let mut paths: BTreeMap<String, String> = BTreeMap::new();
+    // A workload's name as the verdicts wrote it, and what it becomes.
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut name = |workload: &mut Option<Workload>, path: &str| {
+        if let Some(w) = workload {
+            let before = w.name();
+            redact_workload(w);
+            if let (Some(before), Some(after)) = (before, w.name()) {
+                names.insert(before, after);
+            }
+        }
+        // A dump from before workloads were written: what its path told.
+        if let Some(before) = Workload::from_path(path).name() {
+            names.insert(before, redact_path(path));
+        }
+    };
+    for c in &mut rec.cgroups {
+        name(&mut c.workload, &c.path);
+        for b in &mut c.wait.blame {
+            name(&mut b.workload, &b.path);
+        }
+    }
+    for b in rec
+        .pids
+        .iter_mut()
+        .flat_map(|p| &mut p.wait.blame)
+        .chain(rec.threads.iter_mut().flat_map(|t| &mut t.wait.blame))
+    {
+        name(&mut b.workload, &b.path);
+    }
     let mut map = |p: &mut String| {
         let redacted = redact_path(p);
         paths.insert(p.clone(), redacted.clone());
@@ -109,8 +155,11 @@ pub fn redact(rec: &mut Recording) {
 
     let host = placeholder("host", &rec.host);
     // Longest first, so that /a/b is replaced before /a.
-    let mut replacements: Vec<(String, String)> =
-        paths.into_iter().filter(|(from, _)| from != "/").collect();
+    let mut replacements: Vec<(String, String)> = paths
+        .into_iter()
+        .chain(names)
+        .filter(|(from, _)| from != "/")
+        .collect();
     replacements.push((rec.host.clone(), host.clone()));
     replacements.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
     let scrub = |text: &mut String| {
@@ -137,6 +186,54 @@ pub fn redact(rec: &mut Recording) {
 mod tests {
     use super::*;
     use crate::dump;
+
+    /// A dump of two named pods: no namespace, pod, container, id or UID
+    /// is left, in the workloads, the blame rows or the verdicts; the kinds
+    /// and QoS classes stay, and the names still line up.
+    #[test]
+    fn a_redacted_dump_names_no_pod() {
+        let mut rec = dump::parse(include_bytes!("../tests/fixtures/dump-pods.json")).unwrap();
+        let before = dump::to_json(&rec).unwrap();
+        let secrets = [
+            "shop",
+            "api-7f9c4",
+            "nightly-report-x2k",
+            // (not "worker" alone: process names, kept, include kworker)
+            "\"container\":\"worker\"",
+            "1b2c3d4e",
+            "9a8b7c6d",
+            "4f1e9a0b2c3d",
+            "7c6d5e4f3a2b",
+        ];
+        for secret in secrets {
+            assert!(before.contains(secret), "the fixture names {secret}");
+        }
+        redact(&mut rec);
+        let after = dump::to_json(&rec).unwrap();
+        for secret in secrets {
+            assert!(
+                !after.contains(secret),
+                "{secret} left in the redacted dump"
+            );
+        }
+        let back = dump::parse(after.as_bytes()).unwrap();
+        let shop = back
+            .cgroups
+            .iter()
+            .find(|c| c.verdict.kind == crate::verdict::Kind::HostContention)
+            .expect("the waiting pod");
+        let w = shop.workload.as_ref().unwrap();
+        assert_eq!(w.kind, crate::workload::Kind::Container);
+        assert_eq!(w.qos.as_deref(), Some("burstable"));
+        assert!(shop.name().starts_with("ns-"), "{}", shop.name());
+        // Its verdict names its neighbour as its blame row does.
+        assert!(
+            shop.verdict.text.contains(&shop.wait.blame[0].name()),
+            "{} / {}",
+            shop.verdict.text,
+            shop.wait.blame[0].name()
+        );
+    }
 
     #[test]
     fn paths_keep_their_shape() {

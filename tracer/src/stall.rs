@@ -199,10 +199,10 @@ pub fn header() -> String {
 /// One slow wait as a line: when (seconds from the start), who, how long,
 /// its split, and its cause: the quota's owner, and who held the CPU most if
 /// it was contended a tenth of it or more.
-pub fn line(s: &Stall) -> String {
+pub fn line(s: &Stall, name: crate::timeline::render::NameOf) -> String {
     let mut cause = String::new();
     if let Some(by) = &s.throttled_by {
-        let _ = write!(cause, "throttled by {}", visible(by));
+        let _ = write!(cause, "throttled by {}", visible(&name(by)));
     }
     // Who ran meanwhile is the cause only of the contended part: while the
     // task was throttled, whoever ran did not keep it waiting.
@@ -217,7 +217,7 @@ pub fn line(s: &Stall) -> String {
             cause,
             "behind {} ({}, pid {}) {}",
             visible(&o.comm),
-            visible(&o.cgroup),
+            visible(&name(&o.cgroup)),
             o.tgid,
             fmt_ns(o.ns)
         );
@@ -232,7 +232,7 @@ pub fn line(s: &Stall) -> String {
         fmt_ns(s.throttled_ns),
         fmt_ns(s.contended_ns),
         fmt_ns(s.other_ns),
-        visible(&s.cgroup),
+        visible(&name(&s.cgroup)),
         cause
     )
 }
@@ -302,7 +302,7 @@ pub(crate) mod tests {
         assert_eq!(s.occupants.len(), 1, "empty slots left out");
         assert_eq!(s.top_occupant().map(|o| o.comm.as_str()), Some("batch"));
         s.check().unwrap();
-        let text = line(&s);
+        let text = line(&s, &|p: &str| p.to_owned());
         assert!(
             text.contains("throttled by /cg9; behind batch (/cg11, pid 99) 8.00 ms"),
             "{text}"
@@ -318,7 +318,7 @@ pub(crate) mod tests {
     fn a_line_shows_no_escape_sequence() {
         let mut s = stall(0, 25_000_000);
         s.comm = "\x1b]0;pwned\x07".into();
-        assert!(!line(&s).contains('\x1b'));
+        assert!(!line(&s, &|p: &str| p.to_owned()).contains('\x1b'));
     }
 
     #[test]

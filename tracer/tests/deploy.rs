@@ -150,6 +150,26 @@ fn the_daemonset_runs_a_valid_command_with_its_config_map() {
     // sees the first one's lock.
     let lock_dir = c.lock_file.parent().unwrap().to_str().unwrap().to_owned();
     assert!(yaml.contains(&format!("mountPath: {lock_dir}")));
+    // The kubelet's log directories, which name pods and containers, are the
+    // host's, read-only, where the configuration looks for them.
+    let pods = c.pods_log_dir.to_str().unwrap().to_owned();
+    let links = c.pods_log_dir.parent().unwrap().join("containers");
+    for dir in [pods.as_str(), links.to_str().unwrap()] {
+        let mount = format!("mountPath: {dir}");
+        let at = yaml.find(&mount).unwrap_or_else(|| panic!("no {mount}"));
+        assert!(
+            yaml[at..]
+                .lines()
+                .nth(1)
+                .unwrap()
+                .contains("readOnly: true"),
+            "{dir} is mounted read-only"
+        );
+        assert!(
+            yaml.contains(&format!("path: {dir}\n")),
+            "{dir} is a hostPath"
+        );
+    }
     let args_line = yaml
         .lines()
         .find(|l| l.trim_start().starts_with("args:"))

@@ -61,6 +61,16 @@ fn text_report_of_a_version_0_dump() {
     );
 }
 
+/// Two pods of two container runtimes' layouts, named from a kubelet log
+/// directory (`record --pods-log-dir`), one waiting behind the other.
+#[test]
+fn text_report_of_pods() {
+    check(
+        "report-pods.txt",
+        &report::render(&fixture("dump-pods.json"), TextOptions::default()),
+    );
+}
+
 #[test]
 fn html_report() {
     check("report.html", &html::render(&fixture("dump-v1.json"), 20));

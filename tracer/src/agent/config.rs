@@ -6,8 +6,10 @@
 //! web_config = "/etc/tracer/web.yml"  # TLS and basic auth (exporter-toolkit format); default: none
 //! interval = "5s"             # how often the kernel's maps are read
 //! export_limit = 200          # cgroups with series of their own; the rest are summed
-//! include = ["/kubepods"]     # export only cgroups under these paths (default: all)
-//! exclude = ["/kubepods/besteffort"]
+//! include = ["/kubepods"]     # export only these cgroups (default: all): path prefixes,
+//!                             # or namespace:NS, pod:NS/NAME, container:NAME
+//! exclude = ["/kubepods/besteffort", "namespace:kube-system"]
+//! pods_log_dir = "/var/log/pods"  # the kubelet's, whose entries name pods and containers
 //! top_occupants = 3           # occupants named per cgroup
 //! program_stats = true        # sample the programs' own cost (kernel BPF statistics)
 //!
@@ -39,7 +41,7 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::{
-    filter::CgroupFilter,
+    filter::{CgroupFilter, Selector},
     format::parse_duration,
     timeline::recorder::{Trigger, Watched},
 };
@@ -62,6 +64,8 @@ pub struct Config {
     pub web_config: Option<PathBuf>,
     /// The flight recorder, when configured.
     pub recorder: Option<Recorder>,
+    /// The kubelet's pod log directory (see [`crate::workload::names`]).
+    pub pods_log_dir: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +119,7 @@ impl Default for Config {
             lock_file: PathBuf::from("/run/tracer-agent.lock"),
             web_config: None,
             recorder: None,
+            pods_log_dir: PathBuf::from(crate::workload::names::PODS_LOG_DIR),
         }
     }
 }
@@ -132,6 +137,7 @@ struct File {
     program_stats: Option<bool>,
     lock_file: Option<PathBuf>,
     web_config: Option<PathBuf>,
+    pods_log_dir: Option<PathBuf>,
     dumps: Option<DumpsFile>,
     recorder: Option<RecorderFile>,
 }
@@ -232,6 +238,12 @@ fn duration(key: &str, text: &str) -> anyhow::Result<Duration> {
     parse_duration(text).map_err(|e| anyhow::anyhow!("{key}: {e}"))
 }
 
+fn selectors(key: &str, v: Vec<String>) -> anyhow::Result<Vec<Selector>> {
+    v.iter()
+        .map(|s| Selector::parse(s).map_err(|e| anyhow::anyhow!("{key}: {e}")))
+        .collect()
+}
+
 fn path_prefix(key: &str, p: String) -> anyhow::Result<String> {
     if !p.starts_with('/') {
         bail!("{key}: {p:?} must be a cgroup path starting with /");
@@ -256,16 +268,13 @@ impl Config {
             c.export_limit = n;
         }
         if let Some(v) = file.include {
-            c.filter.include = v
-                .into_iter()
-                .map(|p| path_prefix("include", p))
-                .collect::<anyhow::Result<_>>()?;
+            c.filter.include = selectors("include", v)?;
         }
         if let Some(v) = file.exclude {
-            c.filter.exclude = v
-                .into_iter()
-                .map(|p| path_prefix("exclude", p))
-                .collect::<anyhow::Result<_>>()?;
+            c.filter.exclude = selectors("exclude", v)?;
+        }
+        if let Some(d) = file.pods_log_dir {
+            c.pods_log_dir = d;
         }
         if let Some(n) = file.top_occupants {
             c.top_occupants = n;
@@ -380,8 +389,9 @@ mod tests {
             interval = "2s"
             web_config = "/etc/tracer/web.yml"
             export_limit = 50
-            include = ["/kubepods"]
-            exclude = ["/kubepods/besteffort"]
+            include = ["/kubepods", "namespace:shop"]
+            exclude = ["/kubepods/besteffort", "pod:shop/canary", "container:istio-proxy"]
+            pods_log_dir = "/host/var/log/pods"
             top_occupants = 5
             program_stats = false
             [dumps]
@@ -398,7 +408,21 @@ mod tests {
             (c.export_limit, c.top_occupants, c.program_stats),
             (50, 5, false)
         );
-        assert_eq!(c.filter.include, ["/kubepods"]);
+        assert_eq!(
+            c.filter.include,
+            [
+                Selector::Path("/kubepods".into()),
+                Selector::Namespace("shop".into())
+            ]
+        );
+        assert_eq!(
+            c.filter.exclude[1..],
+            [
+                Selector::Pod("shop".into(), "canary".into()),
+                Selector::Container("istio-proxy".into())
+            ]
+        );
+        assert_eq!(c.pods_log_dir, PathBuf::from("/host/var/log/pods"));
         let d = c.dumps.unwrap();
         assert_eq!((d.every, d.keep), (Duration::from_secs(300), 3));
     }
@@ -434,10 +458,10 @@ mod tests {
         );
         assert_eq!(r.triggers.len(), 2);
         assert_eq!(r.triggers[0].describe(), "throttled above 50 % for 5.00 s");
-        assert!(r.triggers[0].cgroups.allows("/kubepods/pod1"));
-        assert!(!r.triggers[0].cgroups.allows("/system.slice"));
+        assert!(r.triggers[0].cgroups.allows_path("/kubepods/pod1"));
+        assert!(!r.triggers[0].cgroups.allows_path("/system.slice"));
         assert_eq!(r.triggers[1].above, 20_000_000.0);
-        assert!(r.triggers[1].cgroups.allows("/anything"));
+        assert!(r.triggers[1].cgroups.allows_path("/anything"));
         assert_eq!(
             Config::parse("[recorder]").unwrap().recorder,
             Some(Recorder::default())

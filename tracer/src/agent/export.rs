@@ -14,6 +14,7 @@ use tracer_common::{causes::Causes, hist::bucket_range};
 use crate::{
     filter::CgroupFilter,
     sample::{BlamePair, EpisodeTotals, SparseHist, Totals},
+    workload::Workload,
 };
 
 /// The label of the summed series.
@@ -127,12 +128,19 @@ impl Exporter {
         }
     }
 
-    /// The slot of cgroup `id` at `path`, deciding it on first sight.
-    pub fn slot(&mut self, id: u64, path: &str) -> Slot {
+    /// The slot of cgroup `id` at `path`, holding `workload`, deciding it on
+    /// first sight: but a pod's cgroup that a selector by name skips is
+    /// decided again until its pod is named (the kubelet may write its log
+    /// directory after the cgroup is made).
+    pub fn slot(&mut self, id: u64, path: &str, workload: &Workload) -> Slot {
         if let Some(&s) = self.slots.get(&id) {
             return s;
         }
-        let slot = if !self.filter.allows(path) {
+        let slot = if !self.filter.allows(path, workload) {
+            let unnamed = workload.pod_uid.is_some() && workload.pod.is_none();
+            if unnamed && self.filter.needs_names() {
+                return Slot::Skipped;
+            }
             Slot::Skipped
         } else if self.own < self.limit {
             self.own += 1;
@@ -272,6 +280,7 @@ mod tests {
     use tracer_common::hist::LatencyHist;
 
     use super::*;
+    use crate::filter::Selector;
 
     fn series(wait: u64) -> Series {
         let mut h = LatencyHist::ZERO;
@@ -309,29 +318,66 @@ mod tests {
         let mut e = Exporter::new(
             2,
             CgroupFilter {
-                include: vec!["/k".into()],
-                exclude: vec!["/k/skip".into()],
+                include: vec![Selector::Path("/k".into())],
+                exclude: vec![Selector::Path("/k/skip".into())],
+                also: Vec::new(),
             },
         );
-        assert_eq!(e.slot(1, "/k/a"), Slot::Own);
-        assert_eq!(e.slot(2, "/system.slice"), Slot::Skipped);
-        assert_eq!(e.slot(3, "/k/skip/x"), Slot::Skipped);
-        assert_eq!(e.slot(4, "/k/b"), Slot::Own);
-        assert_eq!(e.slot(5, "/k/c"), Slot::Other);
-        assert_eq!(e.slot(1, "/k/a"), Slot::Own, "decided once");
+        assert_eq!(e.slot(1, "/k/a", &Workload::from_path("/k/a")), Slot::Own);
+        assert_eq!(
+            e.slot(2, "/system.slice", &Workload::from_path("/system.slice")),
+            Slot::Skipped
+        );
+        assert_eq!(
+            e.slot(3, "/k/skip/x", &Workload::from_path("/k/skip/x")),
+            Slot::Skipped
+        );
+        assert_eq!(e.slot(4, "/k/b", &Workload::from_path("/k/b")), Slot::Own);
+        assert_eq!(e.slot(5, "/k/c", &Workload::from_path("/k/c")), Slot::Other);
+        assert_eq!(
+            e.slot(1, "/k/a", &Workload::from_path("/k/a")),
+            Slot::Own,
+            "decided once"
+        );
         assert_eq!(e.exported(), 2);
         // An exported cgroup leaves: a new one gets the slot; a summed one stays summed.
         e.evict(1);
-        assert_eq!(e.slot(5, "/k/c"), Slot::Other);
-        assert_eq!(e.slot(6, "/k/d"), Slot::Own);
+        assert_eq!(e.slot(5, "/k/c", &Workload::from_path("/k/c")), Slot::Other);
+        assert_eq!(e.slot(6, "/k/d", &Workload::from_path("/k/d")), Slot::Own);
+    }
+
+    #[test]
+    fn a_pod_skipped_before_it_is_named_is_decided_again() {
+        let mut e = Exporter::new(
+            5,
+            CgroupFilter {
+                include: vec![Selector::Namespace("shop".into())],
+                ..CgroupFilter::default()
+            },
+        );
+        let path = "/kubepods/pod1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d/\
+                    0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let mut w = Workload::from_path(path);
+        assert_eq!(e.slot(1, path, &w), Slot::Skipped, "not named yet");
+        w.namespace = Some("shop".into());
+        w.pod = Some("api".into());
+        assert_eq!(e.slot(1, path, &w), Slot::Own, "named now");
+        let mut other = w.clone();
+        other.namespace = Some("batch".into());
+        assert_eq!(e.slot(2, path, &other), Slot::Skipped);
+        assert_eq!(
+            e.slot(2, path, &w),
+            Slot::Skipped,
+            "a named pod is decided once"
+        );
     }
 
     #[test]
     fn other_never_goes_down() {
         let mut e = Exporter::new(0, CgroupFilter::default());
         assert_eq!(e.other(), None, "no series before anything is summed");
-        assert_eq!(e.slot(1, "/a"), Slot::Other);
-        assert_eq!(e.slot(2, "/b"), Slot::Other);
+        assert_eq!(e.slot(1, "/a", &Workload::from_path("/a")), Slot::Other);
+        assert_eq!(e.slot(2, "/b", &Workload::from_path("/b")), Slot::Other);
         e.update_summed(1, series(1_000));
         e.update_summed(2, series(2_000));
         let before = e.other().unwrap();

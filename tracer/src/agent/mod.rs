@@ -84,8 +84,9 @@ impl Agent {
                 continue;
             }
             let path = self.session.path_of(id);
+            let workload = self.session.identify(&path);
             let series = || Series::from_totals(totals, now.episodes.get(&id));
-            match self.exporter.slot(id, &path) {
+            match self.exporter.slot(id, &path, &workload) {
                 Slot::Own if !gone.contains(&id) => {
                     let occupants = self
                         .occupancy
@@ -99,6 +100,7 @@ impl Agent {
                         quota_cpus: self.session.quota_of(&path).map(|q| q.quota.cpus()),
                         series: series(),
                         path,
+                        workload,
                         occupants,
                     });
                 }
@@ -316,7 +318,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         access.clone(),
         http::Limits::default(),
     )?;
-    let mut session = Session::start(session::Config::default())?;
+    let mut session = Session::start(session::Config {
+        pods_log_dir: config.pods_log_dir.clone(),
+        ..session::Config::default()
+    })?;
     let probes: Vec<String> = session
         .probes()
         .iter()

@@ -4,7 +4,13 @@
 use tracer_common::{causes::Causes, hist::LatencyHist};
 
 use super::*;
-use crate::{cpustat::Quota, sample::SparseHist, verdict::Kind};
+use crate::{
+    cpustat::Quota,
+    filter::Selector,
+    sample::SparseHist,
+    verdict::Kind,
+    workload::{Kind as WorkloadKind, names::PodNames},
+};
 
 const SEC: u64 = 1_000_000_000;
 
@@ -73,6 +79,7 @@ struct Fixture {
     filter: CgroupFilter,
     start_stats: BTreeMap<String, CpuStat>,
     shared: HashSet<String>,
+    pods: PodNames,
 }
 
 impl Fixture {
@@ -85,6 +92,7 @@ impl Fixture {
             filter: CgroupFilter::default(),
             start_stats: BTreeMap::new(),
             shared: HashSet::new(),
+            pods: PodNames::default(),
         }
     }
 
@@ -99,6 +107,7 @@ impl Fixture {
                 selections: &self.selections,
                 filter: &self.filter,
                 shared: &self.shared,
+                pods: &self.pods,
             },
         )
     }
@@ -418,4 +427,62 @@ fn unresolved_ids_and_unknown_quota_owners_are_named_so() {
     let mut ids: Vec<u64> = window.ids_named().collect();
     ids.sort_unstable();
     assert_eq!(ids, [9, 9], "the cgroup and its episodes; never 0");
+}
+
+/// A pod's container beside another namespace's: each is named
+/// `namespace/pod/container` from the kubelet's log directories, blame names
+/// the neighbour pod, and a namespace selector keeps one namespace.
+#[test]
+fn pods_are_named_blamed_and_selected_by_namespace() {
+    const UID_A: &str = "1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d";
+    const UID_B: &str = "2b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d";
+    let id = |c: char| c.to_string().repeat(64);
+    let svc = format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{}.scope",
+        UID_A.replace('-', "_"),
+        id('a')
+    );
+    let batch = format!("/kubepods/besteffort/pod{UID_B}/{}", id('b'));
+    let mut fx = Fixture::new(&[(1, svc.as_str()), (2, batch.as_str())]);
+    let (pod_a, pod_b) = (
+        format!("shop_api-7f9c_{UID_A}"),
+        format!("batch_nightly-report_{UID_B}"),
+    );
+    fx.pods = PodNames::from_entries(
+        [pod_a.as_str(), pod_b.as_str()],
+        [(pod_a.as_str(), "app"), (pod_b.as_str(), "worker")],
+        [],
+    );
+    let mut now = Sample {
+        elapsed_ns: 10 * SEC,
+        ..Sample::default()
+    };
+    now.cgroups
+        .insert(1, totals(50, 100_000_000, contended(5 * SEC), 5 * SEC));
+    now.cgroups
+        .insert(2, totals(1, 1_000, Causes::ZERO, 9 * SEC));
+    now.blame.insert(pair(1, 2, 77), ("report".into(), 5 * SEC));
+    let rec = fx.record(&now, None);
+
+    let shop = entry(&rec, &svc);
+    assert_eq!(shop.name(), "shop/api-7f9c/app");
+    let w = shop.workload.as_ref().unwrap();
+    assert_eq!(w.kind, WorkloadKind::Container);
+    assert_eq!(w.qos.as_deref(), Some("burstable"));
+    assert_eq!(w.pod_uid.as_deref(), Some(UID_A));
+    assert_eq!(shop.wait.blame[0].name(), "batch/nightly-report/worker");
+    assert!(
+        shop.verdict.text.contains("batch/nightly-report/worker"),
+        "{}",
+        shop.verdict.text
+    );
+    assert_eq!(entry(&rec, &batch).name(), "batch/nightly-report/worker");
+
+    fx.filter = CgroupFilter {
+        include: vec![Selector::Namespace("shop".into())],
+        ..CgroupFilter::default()
+    };
+    let rec = fx.record(&now, None);
+    let names: Vec<String> = rec.cgroups.iter().map(CgroupEntry::name).collect();
+    assert_eq!(names, ["shop/api-7f9c/app"]);
 }

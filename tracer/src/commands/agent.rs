@@ -23,6 +23,9 @@ pub fn config(args: &AgentArgs) -> anyhow::Result<Config> {
     if let Some(web) = &args.web_config {
         c.web_config = Some(web.clone());
     }
+    if let Some(dir) = &args.pods_log_dir {
+        c.pods_log_dir = dir.clone();
+    }
     if args.no_dumps {
         c.dumps = None;
     } else if args.dump_dir.is_some() || args.dump_every.is_some() {

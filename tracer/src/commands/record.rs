@@ -12,7 +12,7 @@ use super::note;
 use crate::{
     cli::RecordArgs,
     dump,
-    filter::CgroupFilter,
+    filter::{CgroupFilter, Selector},
     redact,
     report::{self, TextOptions},
     sample::Sample,
@@ -44,7 +44,15 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         }
     }
     let plan = Session::prepare(Config {
-        filter: CgroupFilter::only(args.cgroups.clone()),
+        filter: CgroupFilter {
+            include: (args.cgroups.iter().cloned().map(Selector::Path))
+                .chain(args.pods.iter().cloned())
+                .chain(args.namespaces.iter().cloned())
+                .chain(args.containers.iter().cloned())
+                .collect(),
+            ..CgroupFilter::default()
+        },
+        pods_log_dir: args.pods_log_dir.clone(),
         pids: args.pids.clone(),
         threads,
         max_cgroups: args.max_cgroups,
@@ -106,7 +114,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
                 Ok(now) => {
                     let i = session.interval(&now, &last);
                     if let Some(lines) = &mut lines {
-                        lines.print(&i)?;
+                        lines.print(&i, &session)?;
                     }
                     timeline.push(i);
                     last = now;
@@ -122,7 +130,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     let i = session.interval(&end, &last);
     if i.duration_ns > 0 {
         if let Some(lines) = &mut lines {
-            lines.print(&i)?;
+            lines.print(&i, &session)?;
         }
         timeline.push(i);
     }
@@ -191,7 +199,9 @@ fn print_stalls(session: &mut Session, printed: &mut bool) -> anyhow::Result<()>
         *printed = true;
     }
     for s in &new {
-        text.push_str(&stall::line(s));
+        text.push_str(&stall::line(s, &|path: &str| {
+            session.identify(path).display(path)
+        }));
     }
     super::print(&text)
 }
@@ -213,13 +223,14 @@ impl Lines {
         }
     }
 
-    fn print(&mut self, i: &Interval) -> anyhow::Result<()> {
+    fn print(&mut self, i: &Interval, session: &Session) -> anyhow::Result<()> {
         let mut text = String::new();
         if !self.printed {
             text.push_str(&render::header());
             self.printed = true;
         }
-        text.push_str(&render::lines(self.started_unix_ns, i, self.top));
+        let name = |path: &str| session.identify(path).display(path);
+        text.push_str(&render::lines(self.started_unix_ns, i, self.top, &name));
         super::print(&text)
     }
 }

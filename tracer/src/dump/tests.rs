@@ -213,6 +213,7 @@ fn two_hundred_cgroups_fit_in_a_mebibyte() {
             path: format!("/kubepods/burstable/pod{i:032x}/{:064x}", i * 7919),
             id: 1_000 + i,
             ns: 1_000_000 * (i + 1),
+            workload: None,
             processes: (0..3)
                 .map(|p| BlamedProcess {
                     tgid: 100_000 + p,

@@ -233,8 +233,14 @@ fn blame_table(out: &mut String, w: &WaitSplit) {
             .collect();
         let _ = writeln!(
             out,
-            "<tr><td class=\"path\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            escape(&b.path),
+            "<tr><td class=\"path\"{}>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            // A workload's name, with its path where a pointer rests on it.
+            if b.name() == b.path {
+                String::new()
+            } else {
+                format!(" title=\"{}\"", escape(&b.path))
+            },
+            escape(&b.name()),
             fmt_ns(b.ns),
             processes.join(", ")
         );
@@ -315,10 +321,11 @@ pub fn render(rec: &Recording, top: usize) -> String {
         for (i, c) in rec.cgroups.iter().enumerate() {
             let s = shares(&c.wait, &c.on_cpu, rec.duration_ns);
             let waited: f64 = s[1..].iter().sum();
+            let name = escape(&c.name());
             let link = if i < top {
-                format!("<a href=\"#cgroup-{i}\">{}</a>", escape(&c.path))
+                format!("<a href=\"#cgroup-{i}\">{name}</a>")
             } else {
-                escape(&c.path)
+                name
             };
             let _ = writeln!(
                 out,
@@ -338,8 +345,15 @@ pub fn render(rec: &Recording, top: usize) -> String {
         let _ = writeln!(
             out,
             "<section class=\"group\" id=\"cgroup-{i}\"><h3>{}</h3>",
-            escape(&c.path)
+            escape(&c.name())
         );
+        let name = c.name();
+        if name != c.path {
+            let _ = writeln!(out, "<p class=\"path\">cgroup {}</p>", escape(&c.path));
+        }
+        if let Some(facts) = c.identity().facts() {
+            let _ = writeln!(out, "<p class=\"workload\">{}</p>", escape(&facts));
+        }
         verdict_html(&mut out, &c.verdict);
         let _ = writeln!(
             out,

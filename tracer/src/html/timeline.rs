@@ -62,6 +62,7 @@ pub fn figures(rec: &Recording, path: &str) -> String {
         .iter()
         .map(|i| (i, i.cgroups.iter().find(|c| c.path == path)))
         .collect();
+    let names = rec.names();
     // A scale of at least 100 % of one thread's time: several threads can
     // wait at once.
     let top = rows
@@ -97,7 +98,7 @@ pub fn figures(rec: &Recording, path: &str) -> String {
                     fmt_ns(c.p99_ns),
                     c.top_occupant
                         .as_ref()
-                        .map(|o| format!("; behind {} ({})", o.cgroup, o.comm))
+                        .map(|o| format!("; behind {} ({})", names.of(&o.cgroup), o.comm))
                         .unwrap_or_default()
                 ))
             );
@@ -218,6 +219,8 @@ fn stall_points(rec: &Recording, path: &str, end_ns: u64) -> String {
         .skip(1)
         .map(|(name, colour, _)| (name, colour))
         .collect();
+    let names = rec.names();
+    let name_of = |path: &str| names.of(path);
     let mut out = String::new();
     for s in ours {
         let by_cause = [s.throttled_ns, s.contended_ns, s.other_ns];
@@ -231,7 +234,7 @@ fn stall_points(rec: &Recording, path: &str, end_ns: u64) -> String {
             "<circle class=\"stall\" data-at-ns=\"{}\" data-cause=\"{name}\" cx=\"{x:.2}\" cy=\"5\" \
              r=\"3.5\" fill=\"{colour}\" stroke=\"#1f2328\" stroke-width=\"0.5\"><title>{}</title></circle>",
             s.at_ns,
-            escape(stall::line(s).trim_end())
+            escape(stall::line(s, &name_of).trim_end())
         );
     }
     out
@@ -247,6 +250,7 @@ fn pause_bands(rec: &Recording, path: &str, end_ns: u64) -> String {
         .collect();
     ours.sort_by_key(|p| std::cmp::Reverse(p.duration_ns));
     ours.truncate(MAX_DOTS);
+    let names = rec.names();
     let mut out = String::new();
     for p in ours {
         let x = x_of(p.at_ns, end_ns);
@@ -265,12 +269,12 @@ fn pause_bands(rec: &Recording, path: &str, end_ns: u64) -> String {
                 fmt_ns(p.throttled_ns),
                 p.throttled_by
                     .as_ref()
-                    .map(|b| format!(" by {b}"))
+                    .map(|b| format!(" by {}", names.of(b)))
                     .unwrap_or_default(),
                 fmt_ns(p.contended_ns),
                 p.top_occupant
                     .as_ref()
-                    .map(|o| format!(" behind {} ({})", o.comm, o.cgroup))
+                    .map(|o| format!(" behind {} ({})", o.comm, names.of(&o.cgroup)))
                     .unwrap_or_default(),
                 fmt_ns(p.other_ns)
             ))

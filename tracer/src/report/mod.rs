@@ -126,7 +126,7 @@ fn blame_lines(out: &mut String, w: &WaitSplit) {
             line,
             "{} {} {} ({})",
             if i == 0 { "" } else { ";" },
-            visible(&b.path),
+            visible(&b.name()),
             fmt_ns(b.ns),
             processes.join(", ")
         );
@@ -172,7 +172,15 @@ fn split_line(out: &mut String, w: &WaitSplit, on_cpu: &WaitHistogram) {
 
 fn cgroup_details(out: &mut String, c: &CgroupEntry, intervals: &[Interval]) {
     let _ = writeln!(out);
-    let _ = writeln!(out, "{}", visible(&c.path));
+    let name = c.name();
+    let _ = writeln!(out, "{}", visible(&name));
+    if name != c.path {
+        // The path stays findable: it is what the kernel and cpu.stat use.
+        let _ = writeln!(out, "  cgroup: {}", visible(&c.path));
+    }
+    if let Some(facts) = c.identity().facts() {
+        let _ = writeln!(out, "  {}", visible(&facts));
+    }
     verdict_lines(out, &c.verdict);
     split_line(out, &c.wait, &c.on_cpu);
     // Steady or in bursts: the same total reads differently.
@@ -330,7 +338,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         .cgroups
         .iter()
         .take(options.top)
-        .map(|c| visible(&c.path).chars().count())
+        .map(|c| visible(&c.name()).chars().count())
         .chain(
             rec.pids
                 .iter()
@@ -360,7 +368,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         for c in rec.cgroups.iter().take(options.top) {
             wait_row(
                 &mut out,
-                &c.path,
+                &c.name(),
                 width,
                 &c.wait.runnable_wait,
                 rec.duration_ns,
@@ -372,7 +380,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         for c in rec.cgroups.iter().take(options.top) {
             cause_row(
                 &mut out,
-                &c.path,
+                &c.name(),
                 width,
                 &c.wait,
                 &c.on_cpu,
@@ -440,7 +448,13 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
     // When: the moments that waited most, with who held the CPU then.
     if rec.intervals.len() > 1 && !rec.cgroups.is_empty() {
         let _ = writeln!(out);
-        out.push_str(&worst(rec.started_unix_ns, &rec.intervals, WORST_MOMENTS));
+        let names = rec.names();
+        out.push_str(&worst(
+            rec.started_unix_ns,
+            &rec.intervals,
+            WORST_MOMENTS,
+            &|path: &str| names.of(path),
+        ));
     }
 
     stalls::section(&mut out, rec);

@@ -58,7 +58,8 @@ pub(super) fn section(out: &mut String, rec: &Recording) {
         longest.len().min(LISTED)
     );
     out.push_str(&stall::header());
+    let names = rec.names();
     for s in longest.into_iter().take(LISTED) {
-        out.push_str(&stall::line(s));
+        out.push_str(&stall::line(s, &|path: &str| names.of(path)));
     }
 }

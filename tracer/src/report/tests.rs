@@ -46,6 +46,7 @@ fn recording() -> Recording {
         path: "/neighbour".into(),
         id: 9,
         ns: 1_000_000_000,
+        workload: None,
         processes: vec![BlamedProcess {
             tgid: 4242,
             comm: "apt-get".into(),
@@ -139,6 +140,7 @@ fn recording() -> Recording {
                     throttled_by: BTreeMap::from([("/limited".into(), 20)]),
                 }),
                 verdict: limited_verdict,
+                workload: None,
             },
             CgroupEntry {
                 path: "/busy".into(),
@@ -149,6 +151,7 @@ fn recording() -> Recording {
                 cpu_stat: None,
                 throttle_episodes: None,
                 verdict: busy_verdict,
+                workload: None,
             },
         ],
         pids: vec![PidEntry {

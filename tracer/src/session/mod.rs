@@ -10,12 +10,13 @@ mod accumulate;
 mod changed;
 mod hot;
 mod maps;
+mod pods;
 mod quotas;
 mod selections;
 
 use std::{
     collections::{HashMap, HashSet},
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -27,7 +28,7 @@ use tracer_common::{
 
 pub use self::maps::{Record, nul_terminated};
 use self::{
-    accumulate::Accumulated, changed::ChangedReader, maps::Kernel, quotas::Quotas,
+    accumulate::Accumulated, changed::ChangedReader, maps::Kernel, pods::Pods, quotas::Quotas,
     selections::Selections,
 };
 use crate::{
@@ -42,6 +43,7 @@ use crate::{
     stall::{Stall, Stalls},
     timeline::Interval,
     verdict,
+    workload::Workload,
 };
 
 /// What to trace and report.
@@ -71,6 +73,9 @@ pub struct Config {
     /// Also send every wait of the threads `threads` selects, however short
     /// (`--gc-log`: the GC threads' waits in each pause).
     pub slow_selected: bool,
+    /// The kubelet's pod log directory, whose names name pods and containers
+    /// (`--pods-log-dir`; see [`crate::workload::names`]).
+    pub pods_log_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -87,6 +92,7 @@ impl Default for Config {
             slower: None,
             slow_rate: crate::stall::DEFAULT_RATE,
             slow_selected: false,
+            pods_log_dir: PathBuf::from(crate::workload::names::PODS_LOG_DIR),
         }
     }
 }
@@ -115,6 +121,8 @@ pub struct Session {
     resolver: Resolver,
     /// Leaf names from new-cgroup records, for cgroups gone before the end.
     names: HashMap<u64, String>,
+    /// Pod and container names, read again with each rescan.
+    pods: Pods,
     selections: Selections,
     quotas: Quotas,
     acc: Accumulated,
@@ -173,7 +181,7 @@ impl Session {
         let layout =
             layout::from_btf(&btf).context("this kernel lacks a field the tracer reads")?;
         let hierarchy = CpuHierarchy::detect()?;
-        for path in &config.filter.include {
+        for path in config.filter.paths() {
             hierarchy.id_of(path)?;
         }
         let selections = Selections::new(&config.pids, &config.threads, &hierarchy)?;
@@ -234,6 +242,7 @@ impl Plan {
             filter: config.filter,
             resolver: Resolver::new(hierarchy),
             names: HashMap::new(),
+            pods: Pods::new(config.pods_log_dir),
             selections,
             quotas: Quotas::default(),
             acc: Accumulated::default(),
@@ -425,6 +434,7 @@ impl Session {
             self.changed.forget(id);
         }
         self.quotas.refresh(&self.resolver);
+        self.pods.rescan();
         Ok(gone)
     }
 
@@ -466,6 +476,12 @@ impl Session {
         path_of(&mut self.resolver, &self.names, id)
     }
 
+    /// Who the cgroup at `path` is: its path's workload, named from the
+    /// node's pods.
+    pub fn identify(&self, path: &str) -> Workload {
+        self.pods.names().identify(path)
+    }
+
     /// The quota a cgroup is under, by path.
     pub fn quota_of(&self, path: &str) -> Option<&QuotaInfo> {
         self.quotas.of(path)
@@ -476,16 +492,19 @@ impl Session {
     pub fn interval(&mut self, now: &Sample, since: &Sample) -> Interval {
         let window = now.since(since);
         let (resolver, names, filter) = (&mut self.resolver, &self.names, &self.filter);
+        let pods = self.pods.names();
         Interval::from_window(
             &window,
             since.elapsed_ns,
             |id| path_of(resolver, names, id),
-            |path| filter.allows(path),
+            |path| filter.allows(path, &pods.identify(path)),
         )
     }
 
     /// The recording of `now`, or of the window from `since` to `now`.
     pub fn recording(&mut self, now: &Sample, since: Option<&Sample>) -> Recording {
+        // Pods started during the session have their names by now.
+        self.pods.rescan();
         let window = Window::new(now, since, self.quotas.start_stats());
         let ids: Vec<u64> = window.ids_named().collect();
         let paths: HashMap<u64, String> = ids
@@ -530,6 +549,7 @@ impl Session {
                 selections: &selections,
                 filter: &self.filter,
                 shared: &shared,
+                pods: self.pods.names(),
             },
         );
         rec.slower_ns = self.slower_ns;

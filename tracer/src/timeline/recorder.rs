@@ -111,7 +111,7 @@ impl Recorder {
         for (t, trigger) in self.triggers.iter().enumerate() {
             let mut met: Option<&IntervalCgroup> = None;
             for c in &interval.cgroups {
-                if !trigger.cgroups.allows(&c.path) {
+                if !trigger.cgroups.allows_path(&c.path) {
                     continue;
                 }
                 let key = (t, c.path.clone());

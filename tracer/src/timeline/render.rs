@@ -44,16 +44,20 @@ pub fn header() -> String {
     )
 }
 
+/// What a row calls the cgroup at a path: its workload's name where it has
+/// one (`namespace/pod/container`), else the path.
+pub type NameOf<'a> = &'a dyn Fn(&str) -> String;
+
 /// One row: a cgroup in an interval.
-fn row(out: &mut String, started_unix_ns: u64, i: &Interval, c: &IntervalCgroup) {
+fn row(out: &mut String, started_unix_ns: u64, i: &Interval, c: &IntervalCgroup, name: NameOf) {
     let d = i.duration_ns;
     let behind = c.top_occupant.as_ref().map_or(String::new(), |o| {
-        format!("{} ({})", visible(&o.cgroup), visible(&o.comm))
+        format!("{} ({})", visible(&name(&o.cgroup)), visible(&o.comm))
     });
     let line = format!(
         "{}  {:<w$} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>7}  {behind}",
         when(started_unix_ns, i),
-        fit(&c.path, CGROUP_WIDTH),
+        fit(&name(&c.path), CGROUP_WIDTH),
         group_digits(c.waits),
         fmt_ns(c.wait_ns),
         percent_cell(c.wait_ns, d),
@@ -68,7 +72,7 @@ fn row(out: &mut String, started_unix_ns: u64, i: &Interval, c: &IntervalCgroup)
 
 /// An interval's rows: the `top` cgroups that waited most in it, and how many
 /// more there were; a row that says so when none waited.
-pub fn lines(started_unix_ns: u64, interval: &Interval, top: usize) -> String {
+pub fn lines(started_unix_ns: u64, interval: &Interval, top: usize, name: NameOf) -> String {
     let mut out = String::new();
     if interval.cgroups.is_empty() && interval.omitted_cgroups == 0 {
         let _ = writeln!(
@@ -79,7 +83,7 @@ pub fn lines(started_unix_ns: u64, interval: &Interval, top: usize) -> String {
         return out;
     }
     for c in interval.cgroups.iter().take(top) {
-        row(&mut out, started_unix_ns, interval, c);
+        row(&mut out, started_unix_ns, interval, c, name);
     }
     let more = interval.cgroups.len().saturating_sub(top) as u64 + interval.omitted_cgroups;
     if more > 0 {
@@ -95,16 +99,18 @@ pub fn timeline(rec: &crate::recording::Recording, top: usize) -> String {
         return "This dump has no timeline (it was written by a tracer from before intervals).\n"
             .into();
     }
+    let names = rec.names();
+    let name = |path: &str| names.of(path);
     let mut out = header();
     for i in &rec.intervals {
-        out.push_str(&lines(rec.started_unix_ns, i, top));
+        out.push_str(&lines(rec.started_unix_ns, i, top, &name));
     }
     out
 }
 
 /// The `top` moments when a cgroup waited most, over the whole timeline: the
 /// report's answer to "when".
-pub fn worst(started_unix_ns: u64, intervals: &[Interval], top: usize) -> String {
+pub fn worst(started_unix_ns: u64, intervals: &[Interval], top: usize, name: NameOf) -> String {
     let mut rows: Vec<(&Interval, &IntervalCgroup)> = intervals
         .iter()
         .flat_map(|i| i.cgroups.iter().map(move |c| (i, c)))
@@ -132,7 +138,7 @@ pub fn worst(started_unix_ns: u64, intervals: &[Interval], top: usize) -> String
     );
     out.push_str(&header());
     for (i, c) in rows.into_iter().take(top) {
-        row(&mut out, started_unix_ns, i, c);
+        row(&mut out, started_unix_ns, i, c, name);
     }
     out
 }

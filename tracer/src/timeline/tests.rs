@@ -282,7 +282,7 @@ fn lines_show_the_split_as_shares_of_the_interval() {
     w.cgroups.insert(3, totals(&[500], 0, 500, 1));
     let i = Interval::from_window(&w, 2_000_000_000, path_of, |_| true);
     // 1970-01-01 00:01:40 UTC, two seconds in.
-    let text = lines(100_000_000_000, &i, 2);
+    let text = lines(100_000_000_000, &i, 2, &|p: &str| p.to_owned());
     let first = text.lines().next().unwrap();
     assert!(first.starts_with("00:01:42    +2.0s  /c1 "), "{text}");
     let cells: Vec<&str> = first
@@ -334,7 +334,7 @@ fn a_dumps_timeline_prints_as_record_printed_it() {
 }
 
 fn lines_of(i: &Interval) -> String {
-    lines(0, i, 5)
+    lines(0, i, 5, &|p: &str| p.to_owned())
 }
 
 #[test]
@@ -346,7 +346,8 @@ fn escapes_in_names_do_not_reach_the_terminal() {
         comm: "\u{1b}[31mred".into(),
         ..Occupant::default()
     });
-    let text = lines(0, &i, 5) + &worst(0, &[i], 5);
+    let text =
+        lines(0, &i, 5, &|p: &str| p.to_owned()) + &worst(0, &[i], 5, &|p: &str| p.to_owned());
     assert!(
         !text.contains('\u{1b}') && !text.contains('\u{7}'),
         "{text:?}"
@@ -360,7 +361,7 @@ fn the_worst_moments_and_the_spread_come_from_shares() {
     for s in 0..10 {
         t.push(one(s, 1, if s == 7 { 600_000_000 } else { 10_000_000 }));
     }
-    let text = worst(0, t.intervals(), 1);
+    let text = worst(0, t.intervals(), 1, &|p: &str| p.to_owned());
     assert!(
         text.starts_with("When: the 1 worst moments of 10 intervals of 1.00 s"),
         "{text}"
@@ -371,7 +372,7 @@ fn the_worst_moments_and_the_spread_come_from_shares() {
     assert!((s.median_share - 1.0).abs() < 1e-9 && (s.worst_share - 60.0).abs() < 1e-9);
     assert_eq!(s.worst_p99_ns, 600_000_000);
     assert!(spread(t.intervals(), "/none").is_none());
-    assert_eq!(worst(0, &[], 3), "");
+    assert_eq!(worst(0, &[], 3, &|p: &str| p.to_owned()), "");
 }
 
 /// 200 busy cgroups, each with waits spread over 30 buckets, every second.

@@ -12,7 +12,7 @@ use super::{
     export::{LE_NS, OTHER, Series},
     program_cost::ProgramCost,
 };
-use crate::cpustat::CpuStat;
+use crate::{cpustat::CpuStat, workload::Workload};
 
 /// One exported cgroup.
 #[derive(Clone, Debug, Default)]
@@ -25,6 +25,8 @@ pub struct CgroupSeries {
     pub quota_cpus: Option<f64>,
     /// Who held the CPU while it waited: occupant cgroup path and ns, largest first.
     pub occupants: Vec<(String, u64)>,
+    /// Who it is, for `tracer_cgroup_info`.
+    pub workload: Workload,
 }
 
 /// Everything `/metrics` shows.
@@ -251,6 +253,32 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         if let Some(q) = c.quota_cpus {
             w.sample("tracer_cpu_quota_cpus", &[("cgroup", &c.path)], q);
         }
+    }
+
+    w.family(
+        "tracer_cgroup_info",
+        "gauge",
+        "Who each exported cgroup is, always 1: join on `cgroup` for pod and container names (a series keeps its identity when names resolve late).",
+    );
+    for c in &s.cgroups {
+        let wl = &c.workload;
+        let field = |v: &Option<String>| v.clone().unwrap_or_default();
+        w.sample(
+            "tracer_cgroup_info",
+            &[
+                ("cgroup", &c.path),
+                ("kind", wl.kind.name()),
+                ("namespace", &field(&wl.namespace)),
+                ("pod", &field(&wl.pod)),
+                ("container", &field(&wl.container)),
+                ("qos", &field(&wl.qos)),
+                ("runtime", &field(&wl.runtime)),
+                ("container_id", &field(&wl.container_id)),
+                ("pod_uid", &field(&wl.pod_uid)),
+                ("unit", &field(&wl.unit)),
+            ],
+            1,
+        );
     }
 
     w.family(

@@ -30,6 +30,7 @@ fn snapshot() -> Snapshot {
             }),
             quota_cpus: Some(0.2),
             occupants: vec![("/system.slice/cron.service".into(), 400_000_000)],
+            workload: crate::workload::Workload::from_path("/kube\"pods\"/a"),
         }],
         other: Some(series),
         counters,
