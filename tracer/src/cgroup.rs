@@ -47,6 +47,10 @@ pub struct CpuHierarchy {
     /// The hierarchy path of the mount's root (`/` unless the mount is a subtree,
     /// as inside a container).
     pub mount_root: String,
+    /// Where this process's cgroup namespace is rooted in the hierarchy: `/`
+    /// unless it runs in a private one (see [`crate::cgroupns`]). Paths read
+    /// from `/proc/<pid>/cgroup` are relative to it.
+    pub ns_root: String,
 }
 
 /// One line of `/proc/self/mountinfo`, the fields that matter here.
@@ -116,6 +120,7 @@ fn find_cpu_hierarchy(
             mode: if v2.is_some() { Mode::Hybrid } else { Mode::V1 },
             mount: m.mount_point.clone(),
             mount_root: m.root.clone(),
+            ns_root: "/".into(),
         });
     }
     if let Some(m) = v2 {
@@ -125,6 +130,7 @@ fn find_cpu_hierarchy(
                 mode: Mode::V2,
                 mount: m.mount_point.clone(),
                 mount_root: m.root.clone(),
+                ns_root: "/".into(),
             });
         }
         bail!(
@@ -141,9 +147,54 @@ impl CpuHierarchy {
     pub fn detect() -> anyhow::Result<Self> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .context("reading /proc/self/mountinfo")?;
-        find_cpu_hierarchy(&mountinfo, |mount| {
+        let mut h = find_cpu_hierarchy(&mountinfo, |mount| {
             std::fs::read_to_string(mount.join("cgroup.controllers")).ok()
-        })
+        })?;
+        h.place_namespace();
+        Ok(h)
+    }
+
+    /// In a private cgroup namespace, takes the mount's root and the
+    /// namespace's root on the host's terms (see [`crate::cgroupns`]); says
+    /// once on stderr when that cannot be done, and the paths reported are
+    /// then the namespace's.
+    fn place_namespace(&mut self) {
+        let (ups, rest) = crate::cgroupns::climb(&self.mount_root);
+        if ups == 0 {
+            // No namespace between us and the mount's root.
+            return;
+        }
+        if !rest.is_empty() || !crate::cgroupns::is_hierarchy_root(&self.mount, self.mode) {
+            eprintln!(
+                "warning: the cpu hierarchy at {} is a part of the host's ({}) seen from a cgroup \
+                 namespace: cgroups are named by paths within it, not the host's (mount the \
+                 host's cgroup hierarchy root there)",
+                self.mount.display(),
+                self.mount_root
+            );
+            self.mount_root = if rest.is_empty() { "/".into() } else { rest };
+            return;
+        }
+        self.mount_root = "/".into();
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|text| crate::process::cpu_cgroup_in(&text, self.mode));
+        match own
+            .and_then(|own| crate::cgroupns::find_root(&self.mount, ups, &own, std::process::id()))
+        {
+            Some(root) => self.ns_root = root,
+            None => eprintln!(
+                "warning: this process runs in a cgroup namespace whose root could not be \
+                 found in {}: cgroups of --pid selections are named by paths within it",
+                self.mount.display()
+            ),
+        }
+    }
+
+    /// The host path of a cgroup path read from `/proc/<pid>/cgroup`
+    /// (relative to this process's cgroup namespace).
+    pub fn host_path(&self, shown: &str) -> String {
+        crate::cgroupns::to_host(&self.ns_root, shown)
     }
 
     /// The directory of a cgroup given by its hierarchy path (`/a/b`).
@@ -414,6 +465,7 @@ mod tests {
             mode: Mode::V2,
             mount: root.to_path_buf(),
             mount_root: "/".into(),
+            ns_root: "/".into(),
         };
         let ino = |p: &str| std::fs::metadata(root.join(p)).unwrap().ino();
         let mut r = Resolver::new(hierarchy.clone());
@@ -450,6 +502,7 @@ mod tests {
             mode: Mode::V2,
             mount: root.clone(),
             mount_root: "/".into(),
+            ns_root: "/".into(),
         });
         assert!(r.is_present(a) && r.is_present(b));
         let away = tmp.path().join("away");

@@ -152,6 +152,7 @@ mod tests {
             mode,
             mount: dir.path().to_owned(),
             mount_root: "/".into(),
+            ns_root: "/".into(),
         };
         let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
         write("cpu.cfs_quota_us", "-1\n");

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod assemble;
 pub mod btf;
 pub mod cgroup;
+pub mod cgroupns;
 pub mod cli;
 pub mod commands;
 pub mod cpustat;

@@ -49,7 +49,7 @@ pub fn describe(id: u32) -> anyhow::Result<PidInfo> {
 }
 
 /// The cpu-controller cgroup path in a `/proc/<id>/cgroup` text.
-fn cpu_cgroup_in(text: &str, mode: Mode) -> Option<String> {
+pub fn cpu_cgroup_in(text: &str, mode: Mode) -> Option<String> {
     text.lines().find_map(|line| {
         let mut fields = line.splitn(3, ':');
         let (hierarchy, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
@@ -61,10 +61,12 @@ fn cpu_cgroup_in(text: &str, mode: Mode) -> Option<String> {
     })
 }
 
-/// The cpu-controller cgroup of a process or thread, if it can be read.
+/// The cpu-controller cgroup of a process or thread, if it can be read, as
+/// a host path (`/proc` shows it relative to this process's cgroup
+/// namespace).
 pub fn cpu_cgroup(id: u32, hierarchy: &CpuHierarchy) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{id}/cgroup")).ok()?;
-    cpu_cgroup_in(&text, hierarchy.mode)
+    cpu_cgroup_in(&text, hierarchy.mode).map(|shown| hierarchy.host_path(&shown))
 }
 
 #[cfg(test)]

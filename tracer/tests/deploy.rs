@@ -219,3 +219,50 @@ fn the_daemonset_is_reachable_by_prometheus_only() {
     // Plain HTTP behind the policy: no web configuration to mount.
     assert_eq!(c.web_config, None);
 }
+
+/// The Containerfile's image runs the binary the DaemonSet expects: its
+/// entrypoint is the tracer, its default command parses and reads the
+/// configuration where the DaemonSet mounts the ConfigMap, and it builds the
+/// way the README does (`cargo xtask setup`, then a release build).
+#[test]
+fn the_containerfile_agrees_with_the_daemonset() {
+    let file = deploy("Containerfile");
+    let yaml = deploy("kubernetes/daemonset.yaml");
+    assert!(
+        yaml.contains("deploy/Containerfile"),
+        "the DaemonSet names it"
+    );
+    let json_list = |key: &str| -> Vec<String> {
+        let line = file
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key}"));
+        serde_json::from_str(line.trim_start_matches(key).trim()).unwrap()
+    };
+    let entrypoint = json_list("ENTRYPOINT");
+    assert_eq!(entrypoint, ["/usr/local/bin/tracer"]);
+    assert!(file.contains("COPY --from=build /src/target/release/tracer /usr/local/bin/tracer"));
+    assert!(file.contains("RUN cargo xtask setup && cargo build --release -p tracer"));
+    // Its default command is the DaemonSet's: an agent reading the mounted
+    // configuration.
+    let cmd = json_list("CMD");
+    let cli = Cli::try_parse_from(std::iter::once("tracer".to_owned()).chain(cmd.clone())).unwrap();
+    let Command::Agent(args) = cli.command else {
+        panic!("CMD runs {cmd:?}, not the agent")
+    };
+    let config = args.config.expect("CMD names a configuration");
+    let mount = config.parent().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        yaml.contains(&format!("mountPath: {mount}")),
+        "{mount} is mounted"
+    );
+    let args_line = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("args:"))
+        .unwrap();
+    let quoted: Vec<String> = cmd.iter().map(|a| format!("\"{a}\"")).collect();
+    assert!(
+        args_line.contains(&format!("[{}]", quoted.join(", "))),
+        "the DaemonSet's {args_line} is the image's CMD {cmd:?}"
+    );
+}

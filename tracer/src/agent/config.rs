@@ -10,6 +10,7 @@
 //!                             # or namespace:NS, pod:NS/NAME, container:NAME
 //! exclude = ["/kubepods/besteffort", "namespace:kube-system"]
 //! pods_log_dir = "/var/log/pods"  # the kubelet's, whose entries name pods and containers
+//! labels = []                 # also on every series: namespace, pod, container, qos, kind
 //! top_occupants = 3           # occupants named per cgroup
 //! program_stats = true        # sample the programs' own cost (kernel BPF statistics)
 //!
@@ -41,6 +42,7 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use crate::{
+    agent::metrics::WORKLOAD_LABELS,
     filter::{CgroupFilter, Selector},
     format::parse_duration,
     timeline::recorder::{Trigger, Watched},
@@ -66,6 +68,8 @@ pub struct Config {
     pub recorder: Option<Recorder>,
     /// The kubelet's pod log directory (see [`crate::workload::names`]).
     pub pods_log_dir: PathBuf,
+    /// Workload labels put on every per-cgroup series (`labels`).
+    pub labels: Vec<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -120,6 +124,7 @@ impl Default for Config {
             web_config: None,
             recorder: None,
             pods_log_dir: PathBuf::from(crate::workload::names::PODS_LOG_DIR),
+            labels: Vec::new(),
         }
     }
 }
@@ -138,6 +143,7 @@ struct File {
     lock_file: Option<PathBuf>,
     web_config: Option<PathBuf>,
     pods_log_dir: Option<PathBuf>,
+    labels: Option<Vec<String>>,
     dumps: Option<DumpsFile>,
     recorder: Option<RecorderFile>,
 }
@@ -276,6 +282,23 @@ impl Config {
         if let Some(d) = file.pods_log_dir {
             c.pods_log_dir = d;
         }
+        if let Some(v) = file.labels {
+            c.labels = v
+                .iter()
+                .map(|l| {
+                    WORKLOAD_LABELS
+                        .iter()
+                        .find(|&&known| known == l)
+                        .copied()
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "labels: {l:?} is not one of {}",
+                                WORKLOAD_LABELS.join(", ")
+                            )
+                        })
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
         if let Some(n) = file.top_occupants {
             c.top_occupants = n;
         }
@@ -392,6 +415,7 @@ mod tests {
             include = ["/kubepods", "namespace:shop"]
             exclude = ["/kubepods/besteffort", "pod:shop/canary", "container:istio-proxy"]
             pods_log_dir = "/host/var/log/pods"
+            labels = ["namespace", "pod", "container"]
             top_occupants = 5
             program_stats = false
             [dumps]
@@ -423,6 +447,7 @@ mod tests {
             ]
         );
         assert_eq!(c.pods_log_dir, PathBuf::from("/host/var/log/pods"));
+        assert_eq!(c.labels, ["namespace", "pod", "container"]);
         let d = c.dumps.unwrap();
         assert_eq!((d.every, d.keep), (Duration::from_secs(300), 3));
     }
@@ -496,6 +521,7 @@ mod tests {
         assert!(err("listen = \"nowhere\"").contains("listen"));
         assert!(err("interval = \"soon\"").contains("interval"));
         assert!(err("include = [\"kubepods\"]").contains("starting with /"));
+        assert!(err("labels = [\"node\"]").contains("not one of namespace, pod"));
         assert!(
             err("colour = \"blue\"").contains("colour"),
             "unknown keys are refused"

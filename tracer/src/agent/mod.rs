@@ -140,6 +140,7 @@ impl Agent {
             throttle_method: self.session.throttle_method().into(),
             tier: self.session.tier().name().into(),
             recorder: self.flight.as_ref().map(flight::Flight::stats),
+            labels: self.config.labels.clone(),
         })
     }
 

@@ -304,6 +304,7 @@ mod tests {
             mode: Mode::V2,
             mount: root.clone(),
             mount_root: "/".into(),
+            ns_root: "/".into(),
         });
         // A cgroup created after the first walk, as the kernel's map has it.
         std::fs::create_dir(root.join("newer")).unwrap();

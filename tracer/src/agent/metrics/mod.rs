@@ -29,6 +29,31 @@ pub struct CgroupSeries {
     pub workload: Workload,
 }
 
+/// The workload labels `labels` may put on every per-cgroup series.
+pub const WORKLOAD_LABELS: [&str; 5] = ["namespace", "pod", "container", "qos", "kind"];
+
+impl CgroupSeries {
+    /// The labels that say which cgroup a series is: `cgroup`, then the
+    /// workload labels asked for (empty where unknown: a series keeps one
+    /// set of label names).
+    fn identity<'a>(&'a self, extra: &[&'static str]) -> Vec<(&'static str, &'a str)> {
+        let w = &self.workload;
+        let mut labels = vec![("cgroup", self.path.as_str())];
+        for &name in extra {
+            let value = match name {
+                "namespace" => w.namespace.as_deref(),
+                "pod" => w.pod.as_deref(),
+                "container" => w.container.as_deref(),
+                "qos" => w.qos.as_deref(),
+                "kind" => Some(w.kind.name()),
+                _ => None,
+            };
+            labels.push((name, value.unwrap_or("")));
+        }
+        labels
+    }
+}
+
 /// Everything `/metrics` shows.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -58,6 +83,9 @@ pub struct Snapshot {
     pub tier: String,
     /// The flight recorder, when configured.
     pub recorder: Option<RecorderStats>,
+    /// Workload labels on every per-cgroup series (`labels`; see
+    /// [`WORKLOAD_LABELS`]), beside `cgroup`.
+    pub labels: Vec<&'static str>,
 }
 
 /// What the flight recorder holds and has done.
@@ -69,6 +97,11 @@ pub struct RecorderStats {
     pub triggers: u64,
     /// Trigger dumps written since the start.
     pub dumps: u64,
+}
+
+/// A series' identity labels and more.
+fn with<'a>(id: &[(&'a str, &'a str)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    id.iter().chain(more).copied().collect()
 }
 
 /// Escapes a label value (backslash, double quote, newline).
@@ -130,11 +163,16 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         out: String::new(),
         openmetrics,
     };
-    let groups: Vec<(&str, &Series)> = s
+    // Each group's identity labels: `cgroup`, and the workload labels asked
+    // for (empty for "other", which sums many).
+    let other: Vec<(&str, &str)> = std::iter::once(("cgroup", OTHER))
+        .chain(s.labels.iter().map(|&l| (l, "")))
+        .collect();
+    let groups: Vec<(Vec<(&str, &str)>, &Series)> = s
         .cgroups
         .iter()
-        .map(|c| (c.path.as_str(), &c.series))
-        .chain(s.other.as_ref().map(|o| (OTHER, o)))
+        .map(|c| (c.identity(&s.labels), &c.series))
+        .chain(s.other.as_ref().map(|o| (other.clone(), o)))
         .collect();
 
     w.family(
@@ -149,18 +187,18 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
             let le = LE_NS.get(i).map_or("+Inf".to_owned(), |&ns| seconds(ns));
             w.sample(
                 "tracer_runnable_wait_seconds_bucket",
-                &[("cgroup", cgroup), ("le", &le)],
+                &with(cgroup, &[("le", &le)]),
                 cumulative,
             );
         }
         w.sample(
             "tracer_runnable_wait_seconds_sum",
-            &[("cgroup", cgroup)],
+            cgroup,
             seconds(series.wait_ns),
         );
         w.sample(
             "tracer_runnable_wait_seconds_count",
-            &[("cgroup", cgroup)],
+            cgroup,
             series.wait_count,
         );
     }
@@ -174,7 +212,7 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         for cause in Cause::ALL {
             w.sample(
                 "tracer_wait_seconds_total",
-                &[("cgroup", cgroup), ("cause", cause.name())],
+                &with(cgroup, &[("cause", cause.name())]),
                 seconds(series.causes.ns(cause)),
             );
         }
@@ -199,14 +237,14 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
     ] {
         w.family(name, "counter", help);
         for (cgroup, series) in &groups {
-            w.sample(name, &[("cgroup", cgroup)], get(series));
+            w.sample(name, cgroup, get(series));
         }
     }
 
-    let limited: Vec<(&str, &CpuStat)> = s
+    let limited: Vec<(Vec<(&str, &str)>, &CpuStat)> = s
         .cgroups
         .iter()
-        .filter_map(|c| Some((c.path.as_str(), c.cpu_stat.as_ref()?)))
+        .filter_map(|c| Some((c.identity(&s.labels), c.cpu_stat.as_ref()?)))
         .collect();
     for (name, help, get) in [
         (
@@ -227,7 +265,7 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
     ] {
         w.family(name, "counter", help);
         for (cgroup, stat) in &limited {
-            w.sample(name, &[("cgroup", cgroup)], get(stat));
+            w.sample(name, cgroup, get(stat));
         }
     }
     w.family(
@@ -239,7 +277,7 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         if let Some(ns) = stat.local_throttled_ns {
             w.sample(
                 "tracer_cpu_stat_local_throttled_seconds_total",
-                &[("cgroup", cgroup)],
+                cgroup,
                 seconds(ns),
             );
         }
@@ -251,7 +289,7 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
     );
     for c in &s.cgroups {
         if let Some(q) = c.quota_cpus {
-            w.sample("tracer_cpu_quota_cpus", &[("cgroup", &c.path)], q);
+            w.sample("tracer_cpu_quota_cpus", &c.identity(&s.labels), q);
         }
     }
 
@@ -290,7 +328,7 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         for (occupant, ns) in &c.occupants {
             w.sample(
                 "tracer_contended_by_seconds_total",
-                &[("cgroup", &c.path), ("occupant", occupant)],
+                &with(&c.identity(&s.labels), &[("occupant", occupant)]),
                 seconds(*ns),
             );
         }

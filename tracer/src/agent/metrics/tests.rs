@@ -57,6 +57,53 @@ fn snapshot() -> Snapshot {
             triggers: 3,
             dumps: 1,
         }),
+        labels: Vec::new(),
+    }
+}
+
+/// A pod's container: `tracer_cgroup_info` names it, and `labels` puts the
+/// names asked for on every series of it ("other" gets them empty, so that
+/// a family keeps one set of label names).
+#[test]
+fn workload_labels_name_a_pod() {
+    let path = "/kubepods/burstable/pod1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d/\
+                0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let mut s = snapshot();
+    let mut w = crate::workload::Workload::from_path(path);
+    w.namespace = Some("shop".into());
+    w.pod = Some("api".into());
+    w.container = Some("app".into());
+    s.cgroups[0].path = path.into();
+    s.cgroups[0].workload = w;
+    let cg = format!("cgroup=\"{path}\"");
+    let plain = render(&s, false);
+    assert!(
+        plain.contains(&format!(
+            "tracer_cgroup_info{{{cg},kind=\"container\",namespace=\"shop\",pod=\"api\",\
+             container=\"app\",qos=\"burstable\",runtime=\"\",\
+             container_id=\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\",\
+             pod_uid=\"1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c5d\",unit=\"\"}} 1\n"
+        )),
+        "{plain}"
+    );
+    assert!(plain.contains(&format!(
+        "tracer_wait_seconds_total{{{cg},cause=\"throttled\"}} 2\n"
+    )));
+    s.labels = vec!["namespace", "pod", "container"];
+    let labelled = render(&s, false);
+    let ids = format!("{cg},namespace=\"shop\",pod=\"api\",container=\"app\"");
+    for line in [
+        format!("tracer_wait_seconds_total{{{ids},cause=\"throttled\"}} 2\n"),
+        format!("tracer_runnable_wait_seconds_count{{{ids}}} 3\n"),
+        format!("tracer_cpu_quota_cpus{{{ids}}} 0.2\n"),
+        format!(
+            "tracer_contended_by_seconds_total{{{ids},occupant=\"/system.slice/cron.service\"}} 0.4\n"
+        ),
+        "tracer_wait_seconds_total{cgroup=\"other\",namespace=\"\",pod=\"\",container=\"\",\
+         cause=\"contended\"} 0.5\n"
+            .to_owned(),
+    ] {
+        assert!(labelled.contains(&line), "{line}not in\n{labelled}");
     }
 }
 
