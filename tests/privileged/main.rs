@@ -6,6 +6,7 @@
 mod agent;
 mod agent_clients;
 mod agent_life;
+mod alerts;
 mod attribution;
 mod bursts;
 mod cli;
@@ -61,6 +62,7 @@ fn main() {
     tests.extend(pods::tests());
     tests.extend(namespace::tests());
     tests.extend(image::tests());
+    tests.extend(alerts::tests());
     tests.extend(attribution::tests());
     tests.extend(bursts::tests());
     tests.extend(stalls::tests());

@@ -277,16 +277,30 @@ impl Prometheus {
     }
 
     pub fn start_jobs(jobs: &[Job], dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_rules(jobs, &[], dir)
+    }
+
+    /// Scrapes `jobs`, evaluating the rule files `rules` every second.
+    pub fn start_with_rules(jobs: &[Job], rules: &[PathBuf], dir: &Path) -> anyhow::Result<Self> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let dir = dir.join("prometheus");
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("prometheus.yml");
         let jobs: String = jobs.iter().map(Job::yaml).collect();
+        let rule_files: String = rules
+            .iter()
+            .map(|r| format!("  - '{}'\n", r.display()))
+            .collect();
+        let rule_files = if rule_files.is_empty() {
+            String::new()
+        } else {
+            format!("rule_files:\n{rule_files}")
+        };
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-                 scrape_configs:\n{jobs}"
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 {rule_files}scrape_configs:\n{jobs}"
             ),
         )?;
         let child = Command::new(PROMETHEUS)
