@@ -18,6 +18,7 @@ mod losses;
 mod migration;
 mod namespace;
 mod pods;
+mod psi;
 mod recorder;
 mod scale;
 mod stalls;
@@ -63,6 +64,7 @@ fn main() {
     tests.extend(namespace::tests());
     tests.extend(image::tests());
     tests.extend(alerts::tests());
+    tests.extend(psi::tests());
     tests.extend(attribution::tests());
     tests.extend(bursts::tests());
     tests.extend(stalls::tests());

@@ -103,6 +103,18 @@ impl TestCgroup {
         Ok(())
     }
 
+    /// Lets the group carry up to `burst_us` of unused quota into a later
+    /// period (`cpu.max.burst` on v2, `cpu.cfs_burst_us` on v1, 5.14+).
+    pub fn set_burst(&self, burst_us: u64) -> anyhow::Result<()> {
+        let file = if self.cpu_max().is_some() {
+            "cpu.max.burst"
+        } else {
+            "cpu.cfs_burst_us"
+        };
+        std::fs::write(self.dir.join(file), burst_us.to_string())
+            .with_context(|| format!("writing {file} of {}", self.dir.display()))
+    }
+
     /// Removes its CPU quota: the group is unthrottled at once and never
     /// throttled again.
     pub fn lift_quota(&self) -> anyhow::Result<()> {

@@ -311,6 +311,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
         stalls: Vec::new(),
         stalls_omitted: 0,
         gc_pauses: Vec::new(),
+        host_psi: None,
     }
 }
 
@@ -414,6 +415,9 @@ fn quota_facts(
             0 => 0.0,
             active => used as f64 / active as f64,
         },
+        burst_us: q.quota.burst_us,
+        nr_bursts: owner_stat.nr_bursts,
+        burst_ns: owner_stat.burst_ns,
     }
 }
 

@@ -150,45 +150,8 @@ impl CpuHierarchy {
         let mut h = find_cpu_hierarchy(&mountinfo, |mount| {
             std::fs::read_to_string(mount.join("cgroup.controllers")).ok()
         })?;
-        h.place_namespace();
+        crate::cgroupns::place(&mut h);
         Ok(h)
-    }
-
-    /// In a private cgroup namespace, takes the mount's root and the
-    /// namespace's root on the host's terms (see [`crate::cgroupns`]); says
-    /// once on stderr when that cannot be done, and the paths reported are
-    /// then the namespace's.
-    fn place_namespace(&mut self) {
-        let (ups, rest) = crate::cgroupns::climb(&self.mount_root);
-        if ups == 0 {
-            // No namespace between us and the mount's root.
-            return;
-        }
-        if !rest.is_empty() || !crate::cgroupns::is_hierarchy_root(&self.mount, self.mode) {
-            eprintln!(
-                "warning: the cpu hierarchy at {} is a part of the host's ({}) seen from a cgroup \
-                 namespace: cgroups are named by paths within it, not the host's (mount the \
-                 host's cgroup hierarchy root there)",
-                self.mount.display(),
-                self.mount_root
-            );
-            self.mount_root = if rest.is_empty() { "/".into() } else { rest };
-            return;
-        }
-        self.mount_root = "/".into();
-        let own = std::fs::read_to_string("/proc/self/cgroup")
-            .ok()
-            .and_then(|text| crate::process::cpu_cgroup_in(&text, self.mode));
-        match own
-            .and_then(|own| crate::cgroupns::find_root(&self.mount, ups, &own, std::process::id()))
-        {
-            Some(root) => self.ns_root = root,
-            None => eprintln!(
-                "warning: this process runs in a cgroup namespace whose root could not be \
-                 found in {}: cgroups of --pid selections are named by paths within it",
-                self.mount.display()
-            ),
-        }
     }
 
     /// The host path of a cgroup path read from `/proc/<pid>/cgroup`

@@ -18,7 +18,7 @@
 
 use std::path::Path;
 
-use crate::cgroup::Mode;
+use crate::cgroup::{CpuHierarchy, Mode};
 
 /// How many levels a path shown relative to a namespace's root climbs above
 /// that root, and the rest: `/../..` is `(2, "")`, `/../x` is `(1, "/x")`,
@@ -93,6 +93,41 @@ pub fn find_root(root: &Path, ups: usize, own: &str, pid: u32) -> Option<String>
     match (found.next(), found.next()) {
         (Some(only), None) => Some(if only.is_empty() { "/".into() } else { only }),
         _ => None,
+    }
+}
+
+/// In a private cgroup namespace, takes the mount's root and the
+/// namespace's root on the host's terms (see [`crate::cgroupns`]); says
+/// once on stderr when that cannot be done, and the paths reported are
+/// then the namespace's.
+pub fn place(h: &mut CpuHierarchy) {
+    let (ups, rest) = climb(&h.mount_root);
+    if ups == 0 {
+        // No namespace between us and the mount's root.
+        return;
+    }
+    if !rest.is_empty() || !is_hierarchy_root(&h.mount, h.mode) {
+        eprintln!(
+            "warning: the cpu hierarchy at {} is a part of the host's ({}) seen from a cgroup \
+             namespace: cgroups are named by paths within it, not the host's (mount the \
+             host's cgroup hierarchy root there)",
+            h.mount.display(),
+            h.mount_root
+        );
+        h.mount_root = if rest.is_empty() { "/".into() } else { rest };
+        return;
+    }
+    h.mount_root = "/".into();
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|text| crate::process::cpu_cgroup_in(&text, h.mode));
+    match own.and_then(|own| find_root(&h.mount, ups, &own, std::process::id())) {
+        Some(root) => h.ns_root = root,
+        None => eprintln!(
+            "warning: this process runs in a cgroup namespace whose root could not be \
+             found in {}: cgroups of --pid selections are named by paths within it",
+            h.mount.display()
+        ),
     }
 }
 

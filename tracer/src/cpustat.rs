@@ -38,6 +38,13 @@ pub struct CpuStat {
     /// throttled, its ancestors' quotas included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_throttled_ns: Option<u64>,
+    /// Periods in which the group ran into its burst (`nr_bursts`, 5.14+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nr_bursts: Option<u64>,
+    /// CPU time it used beyond its quota, out of the burst (`burst_time` on
+    /// v1, in ns; `burst_usec` on v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst_ns: Option<u64>,
 }
 
 impl CpuStat {
@@ -47,12 +54,16 @@ impl CpuStat {
             nr_periods: end.nr_periods.saturating_sub(self.nr_periods),
             nr_throttled: end.nr_throttled.saturating_sub(self.nr_throttled),
             throttled_ns: end.throttled_ns.saturating_sub(self.throttled_ns),
-            local_throttled_ns: match (self.local_throttled_ns, end.local_throttled_ns) {
-                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-                _ => None,
-            },
+            local_throttled_ns: since(self.local_throttled_ns, end.local_throttled_ns),
+            nr_bursts: since(self.nr_bursts, end.nr_bursts),
+            burst_ns: since(self.burst_ns, end.burst_ns),
         }
     }
+}
+
+/// A counter's growth, where both readings have it.
+fn since(start: Option<u64>, end: Option<u64>) -> Option<u64> {
+    Some(end?.saturating_sub(start?))
 }
 
 fn keyed(text: &str) -> HashMap<&str, u64> {
@@ -78,6 +89,11 @@ pub fn parse_cpu_stat(stat: &str, local: Option<&str>) -> Option<CpuStat> {
         nr_throttled: *s.get("nr_throttled")?,
         throttled_ns: throttled(&s)?,
         local_throttled_ns: local.and_then(|l| throttled(&keyed(l))),
+        nr_bursts: s.get("nr_bursts").copied(),
+        burst_ns: s
+            .get("burst_time")
+            .copied()
+            .or_else(|| s.get("burst_usec").map(|us| us * 1_000)),
     })
 }
 
@@ -186,8 +202,22 @@ mod tests {
                 nr_throttled: 38,
                 throttled_ns: 6_471_666_428,
                 local_throttled_ns: Some(5_603_036_534),
+                nr_bursts: Some(0),
+                burst_ns: Some(0),
             }
         );
+        let bursts = parse_cpu_stat(
+            "nr_periods 40\nnr_throttled 38\nthrottled_time 1\nnr_bursts 12\nburst_time 240000000\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (bursts.nr_bursts, bursts.burst_ns),
+            (Some(12), Some(240_000_000))
+        );
+        // Before 5.14 there are no burst counters.
+        let old = parse_cpu_stat("nr_periods 1\nnr_throttled 1\nthrottled_time 1\n", None).unwrap();
+        assert_eq!((old.nr_bursts, old.burst_ns), (None, None));
     }
 
     #[test]
@@ -197,6 +227,15 @@ mod tests {
         assert_eq!(s.throttled_ns, 4_203_581_000);
         assert_eq!(s.local_throttled_ns, None);
         assert_eq!((s.nr_periods, s.nr_throttled), (48, 47));
+        let bursts = parse_cpu_stat(
+            "nr_periods 4\nnr_throttled 1\nthrottled_usec 1\nnr_bursts 3\nburst_usec 20000\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (bursts.nr_bursts, bursts.burst_ns),
+            (Some(3), Some(20_000_000))
+        );
         // A kernel without CFS bandwidth has no such lines.
         assert_eq!(parse_cpu_stat("usage_usec 5\n", None), None);
     }
@@ -208,12 +247,16 @@ mod tests {
             nr_throttled: 5,
             throttled_ns: 1_000,
             local_throttled_ns: Some(500),
+            nr_bursts: Some(1),
+            burst_ns: None,
         };
         let b = CpuStat {
             nr_periods: 40,
             nr_throttled: 30,
             throttled_ns: 9_000,
             local_throttled_ns: Some(4_500),
+            nr_bursts: Some(4),
+            burst_ns: Some(7),
         };
         assert_eq!(
             a.delta(&b),
@@ -222,6 +265,8 @@ mod tests {
                 nr_throttled: 25,
                 throttled_ns: 8_000,
                 local_throttled_ns: Some(4_000),
+                nr_bursts: Some(3),
+                burst_ns: None,
             }
         );
     }

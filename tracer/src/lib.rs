@@ -27,6 +27,7 @@ pub mod layout;
 pub mod privilege;
 pub mod process;
 pub mod programs;
+pub mod psi;
 pub mod recording;
 pub mod redact;
 pub mod report;

@@ -137,6 +137,12 @@ impl QuotaInfo {
             fmt_ns(self.quota.period_us.saturating_mul(1_000)),
             self.quota.cpus()
         );
+        if self.quota.burst_us > 0 {
+            s.push_str(&format!(
+                ", burst {}",
+                fmt_ns(self.quota.burst_us.saturating_mul(1_000))
+            ));
+        }
         if self.owner != path {
             s.push_str(&format!(", set on {}", self.owner));
         }
@@ -358,6 +364,9 @@ pub struct Recording {
     /// `record --gc-log`: the JVM's pauses in the recording, explained.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gc_pauses: Vec<GcPause>,
+    /// The host's CPU pressure (PSI) over the recording, wall time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_psi: Option<crate::psi::PsiWindow>,
 }
 
 impl Recording {

@@ -222,6 +222,8 @@ pub struct Sample {
     pub episodes: BTreeMap<u64, EpisodeTotals>,
     /// `cpu.stat` of the cgroups under a quota, by path.
     pub cpu_stats: BTreeMap<String, crate::cpustat::CpuStat>,
+    /// The host's CPU pressure totals then.
+    pub psi: Option<crate::psi::Pressure>,
 }
 
 impl Sample {
@@ -264,6 +266,7 @@ impl Sample {
             blame_epoch: self.blame_epoch,
             episodes,
             cpu_stats: self.cpu_stats.clone(),
+            psi: self.psi,
         }
     }
 }

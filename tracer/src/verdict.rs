@@ -102,6 +102,12 @@ pub struct QuotaFacts {
     /// Average CPUs used by the owner's whole subtree while its quota was in
     /// force (the periods `cpu.stat` counted, at most the session).
     pub used_cpus: f64,
+    /// The burst it may use beyond its quota (`cpu.max.burst`,
+    /// `cpu.cfs_burst_us`), and how often and how much it did, where
+    /// `cpu.stat` says.
+    pub burst_us: u64,
+    pub nr_bursts: Option<u64>,
+    pub burst_ns: Option<u64>,
 }
 
 /// In JSON, flattened into its owner as `verdict` (the kind), `verdict_text` and
@@ -242,6 +248,17 @@ fn describe(kind: Kind, ns: u64, f: &Facts) -> String {
                     " by {}'s quota of {:.2} CPUs; cpu.stat: {} of {} periods throttled",
                     q.owner, q.cpus, q.nr_throttled, q.nr_periods
                 ));
+                if q.burst_us > 0 {
+                    // A burst only carries over what earlier periods left
+                    // unused: it cannot cover a steady excess.
+                    s.push_str(&format!(
+                        ", although a burst of {} is allowed",
+                        fmt_ns(q.burst_us.saturating_mul(1_000))
+                    ));
+                    if let (Some(n), Some(ns)) = (q.nr_bursts, q.burst_ns) {
+                        s.push_str(&format!(" ({n} periods used {} of it)", fmt_ns(ns)));
+                    }
+                }
             }
             s
         }
@@ -373,6 +390,9 @@ mod tests {
                 nr_periods: 100,
                 nr_throttled: 3,
                 used_cpus: 1.9,
+                burst_us: 0,
+                nr_bursts: None,
+                burst_ns: None,
             }),
             ..facts()
         });
@@ -476,6 +496,9 @@ mod tests {
                 nr_periods: 100,
                 nr_throttled: 100,
                 used_cpus: 0.2,
+                burst_us: 0,
+                nr_bursts: None,
+                burst_ns: None,
             }),
             ..facts()
         });
@@ -574,6 +597,9 @@ mod tests {
                 nr_periods: 100,
                 nr_throttled: 60,
                 used_cpus: 4.8,
+                burst_us: 0,
+                nr_bursts: None,
+                burst_ns: None,
             }),
             ..facts()
         });
@@ -599,5 +625,39 @@ mod tests {
             ..facts()
         });
         assert_eq!(v.kind, Kind::WakeupLatency);
+    }
+
+    /// A quota with a burst: the verdict says the burst was allowed, and how
+    /// much of it `cpu.stat` saw used, so that "raise the burst" is not the
+    /// first answer to a steady excess.
+    #[test]
+    fn quota_expiry_names_the_burst_it_was_allowed() {
+        let v = judge(&Facts {
+            wait_ns: 4 * SEC,
+            run_ns: 2 * SEC,
+            causes: Causes {
+                throttled_ns: 4 * SEC,
+                throttled_waits: 40,
+                ..Causes::ZERO
+            },
+            quota: Some(QuotaFacts {
+                owner: "/svc".into(),
+                cpus: 0.2,
+                nr_periods: 100,
+                nr_throttled: 90,
+                used_cpus: 0.2,
+                burst_us: 20_000,
+                nr_bursts: Some(12),
+                burst_ns: Some(240_000_000),
+            }),
+            ..facts()
+        });
+        assert_eq!(v.kind, Kind::QuotaExpiry);
+        assert!(
+            v.text
+                .contains("although a burst of 20.0 ms is allowed (12 periods used 240 ms of it)"),
+            "{}",
+            v.text
+        );
     }
 }

@@ -98,6 +98,10 @@ impl Agent {
                         // Read for the cgroups under a quota only.
                         cpu_stat: now.cpu_stats.get(&path).copied(),
                         quota_cpus: self.session.quota_of(&path).map(|q| q.quota.cpus()),
+                        quota_burst_seconds: self
+                            .session
+                            .quota_of(&path)
+                            .map(|q| q.quota.burst_us as f64 / 1e6),
                         series: series(),
                         path,
                         workload,
@@ -121,6 +125,7 @@ impl Agent {
         let (agent_cpu_ns, agent_resident_bytes) = own_usage();
         let agent_heap_bytes = heap_in_use();
         let counters = now.counters;
+        let psi = now.psi;
         self.last_refresh = now;
         Ok(Snapshot {
             other: self.exporter.other(),
@@ -141,6 +146,7 @@ impl Agent {
             tier: self.session.tier().name().into(),
             recorder: self.flight.as_ref().map(flight::Flight::stats),
             labels: self.config.labels.clone(),
+            psi,
         })
     }
 

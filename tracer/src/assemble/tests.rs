@@ -368,6 +368,7 @@ fn a_window_covers_the_time_and_counters_between_two_samples() {
             nr_throttled: 10,
             throttled_ns: SEC,
             local_throttled_ns: None,
+            ..CpuStat::default()
         },
     );
     earlier.counters[Counter::Switch as usize] = 100;

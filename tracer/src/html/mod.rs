@@ -310,6 +310,10 @@ pub fn render(rec: &Recording, top: usize) -> String {
         );
     }
 
+    if let Some(psi) = crate::report::psi_line(rec) {
+        let _ = writeln!(out, "<p class=\"psi\">{}</p>", escape(&psi));
+    }
+
     let _ = writeln!(out, "<h2>Cgroups</h2>");
     if rec.cgroups.is_empty() {
         out.push_str("<p>No runnable waits were recorded.</p>\n");

@@ -209,6 +209,11 @@ fn cgroup_details(out: &mut String, c: &CgroupEntry, intervals: &[Interval]) {
                 " ({} of {} periods throttled)",
                 s.nr_throttled, s.nr_periods
             );
+            if let (Some(n), Some(ns)) = (s.nr_bursts, s.burst_ns)
+                && n > 0
+            {
+                let _ = write!(line, " | {n} bursts used {}", fmt_ns(ns));
+            }
         }
         let _ = writeln!(out, "{line}");
     }
@@ -332,6 +337,9 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
             .map(|(c, n)| format!("{} {}", group_digits(*n), c.name()))
             .collect();
         let _ = writeln!(out, "; LOST: {}", lost.join(", "));
+    }
+    if let Some(line) = psi_line(rec) {
+        let _ = writeln!(out, "{line}");
     }
 
     let width = rec
@@ -517,6 +525,8 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
     out
 }
 
+mod pressure;
+pub use pressure::psi_line;
 mod stalls;
 #[cfg(test)]
 mod tests;

@@ -131,6 +131,7 @@ fn recording() -> Recording {
                     nr_throttled: 20,
                     throttled_ns: 1_600_000_000,
                     local_throttled_ns: Some(1_600_000_000),
+                    ..CpuStat::default()
                 }),
                 throttle_episodes: Some(Episodes {
                     count: 20,
@@ -182,6 +183,7 @@ fn recording() -> Recording {
         stalls: Vec::new(),
         stalls_omitted: 0,
         gc_pauses: Vec::new(),
+        host_psi: None,
     }
 }
 

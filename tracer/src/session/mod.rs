@@ -38,6 +38,7 @@ use crate::{
     filter::CgroupFilter,
     host, layout, privilege,
     programs::{self, LoadOptions, Store, StoreChoice, Tier, TierChoice},
+    psi::Pressure,
     recording::{ProbeStatus, QuotaInfo, Recording},
     sample::Sample,
     stall::{Stall, Stalls},
@@ -145,6 +146,8 @@ pub struct Session {
     slow_selected: bool,
     /// Slow waits (`--slower`), and those not yet taken to be shown.
     stalls: Stalls,
+    /// The host's CPU pressure when the programs were attached.
+    start_psi: Option<Pressure>,
     new_stalls: Vec<Stall>,
 }
 
@@ -263,6 +266,7 @@ impl Plan {
             slow_selected,
             stalls: Stalls::default(),
             new_stalls: Vec::new(),
+            start_psi: Pressure::host(),
         };
         session.selections.select_pids(&mut session.kernel)?;
         session.selections.scan_threads(&mut session.kernel);
@@ -389,6 +393,7 @@ impl Session {
         // cpu.stat first: when the programs were just detached, a throttle
         // ending meanwhile must not count on one side only.
         let cpu_stats = self.quotas.read_stats(&self.resolver);
+        let psi = Pressure::host();
         let end = self.detached_at.unwrap_or_else(Instant::now);
         let elapsed_ns = end.duration_since(self.started).as_nanos() as u64;
         let counters = self.kernel.counters()?;
@@ -417,6 +422,7 @@ impl Session {
             blame_epoch: self.acc.blame_epoch,
             episodes: self.acc.episodes.clone(),
             cpu_stats,
+            psi,
         })
     }
 
@@ -553,6 +559,8 @@ impl Session {
             },
         );
         rec.slower_ns = self.slower_ns;
+        let from = since.map_or(self.start_psi, |s| s.psi);
+        rec.host_psi = from.zip(now.psi).map(|(a, b)| a.until(&b));
         rec.stalls_of_selected = self.slow_selected;
         rec.stalls = self.stalls.sorted();
         rec.stalls_omitted = self.stalls.omitted;

@@ -23,6 +23,8 @@ pub struct CgroupSeries {
     pub cpu_stat: Option<CpuStat>,
     /// The quota it is under, in CPUs.
     pub quota_cpus: Option<f64>,
+    /// The burst it may use beyond that quota, in seconds (0: none).
+    pub quota_burst_seconds: Option<f64>,
     /// Who held the CPU while it waited: occupant cgroup path and ns, largest first.
     pub occupants: Vec<(String, u64)>,
     /// Who it is, for `tracer_cgroup_info`.
@@ -86,6 +88,8 @@ pub struct Snapshot {
     /// Workload labels on every per-cgroup series (`labels`; see
     /// [`WORKLOAD_LABELS`]), beside `cgroup`.
     pub labels: Vec<&'static str>,
+    /// The host's CPU pressure totals (`/proc/pressure/cpu`).
+    pub psi: Option<crate::psi::Pressure>,
 }
 
 /// What the flight recorder holds and has done.
@@ -268,6 +272,25 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
             w.sample(name, cgroup, get(stat));
         }
     }
+    for (name, help, get) in [
+        (
+            "tracer_cpu_stat_bursts_total",
+            "cpu.stat nr_bursts: periods in which the cgroup used its burst (5.14+).",
+            (|s: &CpuStat| s.nr_bursts.map(|n| n.to_string())) as fn(&CpuStat) -> Option<String>,
+        ),
+        (
+            "tracer_cpu_stat_burst_seconds_total",
+            "cpu.stat burst time: CPU time used beyond the quota, out of the burst (5.14+).",
+            |s: &CpuStat| s.burst_ns.map(seconds),
+        ),
+    ] {
+        w.family(name, "counter", help);
+        for (cgroup, stat) in &limited {
+            if let Some(v) = get(stat) {
+                w.sample(name, cgroup, v);
+            }
+        }
+    }
     w.family(
         "tracer_cpu_stat_local_throttled_seconds_total",
         "counter",
@@ -290,6 +313,16 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
     for c in &s.cgroups {
         if let Some(q) = c.quota_cpus {
             w.sample("tracer_cpu_quota_cpus", &c.identity(&s.labels), q);
+        }
+    }
+    w.family(
+        "tracer_cpu_quota_burst_seconds",
+        "gauge",
+        "The burst the cgroup's quota allows beyond it each period (cpu.max.burst, cpu.cfs_burst_us), in seconds.",
+    );
+    for c in &s.cgroups {
+        if let Some(b) = c.quota_burst_seconds {
+            w.sample("tracer_cpu_quota_burst_seconds", &c.identity(&s.labels), b);
         }
     }
 
@@ -330,6 +363,26 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
                 "tracer_contended_by_seconds_total",
                 &with(&c.identity(&s.labels), &[("occupant", occupant)]),
                 seconds(*ns),
+            );
+        }
+    }
+
+    if let Some(p) = s.psi {
+        w.family(
+            "tracer_psi_cpu_seconds_total",
+            "counter",
+            "The host's CPU pressure (/proc/pressure/cpu): wall time during which some (or, for full, every non-idle) runnable task waited for a CPU. PSI cannot tell a quota from a neighbour; tracer_wait_seconds_total splits the same waits by cause, in thread time.",
+        );
+        w.sample(
+            "tracer_psi_cpu_seconds_total",
+            &[("kind", "some")],
+            seconds(p.some_us * 1_000),
+        );
+        if let Some(full) = p.full_us {
+            w.sample(
+                "tracer_psi_cpu_seconds_total",
+                &[("kind", "full")],
+                seconds(full * 1_000),
             );
         }
     }

@@ -27,8 +27,10 @@ fn snapshot() -> Snapshot {
                 nr_throttled: 38,
                 throttled_ns: 2_500_000_000,
                 local_throttled_ns: Some(2_500_000_000),
+                ..CpuStat::default()
             }),
             quota_cpus: Some(0.2),
+            quota_burst_seconds: Some(0.02),
             occupants: vec![("/system.slice/cron.service".into(), 400_000_000)],
             workload: crate::workload::Workload::from_path("/kube\"pods\"/a"),
         }],
@@ -58,6 +60,10 @@ fn snapshot() -> Snapshot {
             dumps: 1,
         }),
         labels: Vec::new(),
+        psi: Some(crate::psi::Pressure {
+            some_us: 2_500_000,
+            full_us: Some(0),
+        }),
     }
 }
 
@@ -135,6 +141,7 @@ fn prometheus_text() {
         "tracer_cpu_stat_throttled_periods_total{{{cg}}} 38\n"
     )));
     assert!(text.contains(&format!("tracer_cpu_quota_cpus{{{cg}}} 0.2\n")));
+    assert!(text.contains(&format!("tracer_cpu_quota_burst_seconds{{{cg}}} 0.02\n")));
     assert!(text.contains(&format!(
         "tracer_contended_by_seconds_total{{{cg},occupant=\"/system.slice/cron.service\"}} 0.4\n"
     )));
@@ -144,6 +151,8 @@ fn prometheus_text() {
     assert!(text.contains("tracer_program_cpu_ratio{program=\"sched_switch\"} 0.02\n"));
     assert!(text.contains("tracer_program_run_seconds{program=\"sched_switch\"} 0.0000002\n"));
     assert!(text.contains("tracer_recorder_bytes 4096\n"));
+    assert!(text.contains("tracer_psi_cpu_seconds_total{kind=\"some\"} 2.5\n"));
+    assert!(text.contains("tracer_psi_cpu_seconds_total{kind=\"full\"} 0\n"));
     assert!(text.contains("tracer_recorder_triggers_total 3\n"));
     assert!(text.contains("tracer_recorder_trigger_dumps_total 1\n"));
     let without = render(
