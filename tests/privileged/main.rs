@@ -197,6 +197,14 @@ fn record(config: Config, duration: Duration) -> Result<Recording, Failed> {
     Ok(session.stop()?)
 }
 
+/// The cgroup paths a dump's JSON reports.
+fn dump_paths(dump: &serde_json::Value) -> Vec<&str> {
+    dump["cgroups"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["path"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 fn cgroup_in<'a>(rec: &'a Recording, cg: &TestCgroup) -> Result<&'a CgroupEntry, Failed> {
     rec.cgroups
         .iter()

@@ -94,10 +94,7 @@ fn in_a_namespace() -> TestResult {
         )
     })?;
     let dump: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_file)?)?;
-    let paths: Vec<&str> = dump["cgroups"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|c| c["path"].as_str()).collect())
-        .unwrap_or_default();
+    let paths = crate::dump_paths(&dump);
     check(paths.contains(&hogs.path.as_str()), || {
         format!("record's cgroups are {paths:?}, not {}", hogs.path)
     })?;

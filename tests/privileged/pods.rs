@@ -221,10 +221,7 @@ fn pods_in_record() -> TestResult {
         "shop.json",
         &["--pods-log-dir", &logs, "--namespace", "shop"],
     )?;
-    let paths: Vec<&str> = by_ns["cgroups"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|c| c["path"].as_str()).collect())
-        .unwrap_or_default();
+    let paths = crate::dump_paths(&by_ns);
     check(
         paths.contains(&pods.shop.leaf().path.as_str())
             && paths.contains(&pods.cart.leaf().path.as_str())
@@ -241,10 +238,7 @@ fn pods_in_record() -> TestResult {
         "batch.json",
         &["--pods-log-dir", &logs, "--pod", &pod],
     )?;
-    let paths: Vec<&str> = by_pod["cgroups"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|c| c["path"].as_str()).collect())
-        .unwrap_or_default();
+    let paths = crate::dump_paths(&by_pod);
     check(paths == [pods.batch.leaf().path.as_str()], || {
         format!("--pod {pod} reported {paths:?}")
     })?;

@@ -129,6 +129,21 @@ fn the_systemd_unit_runs_a_valid_command() {
     }
 }
 
+/// The container's `args: [...]` in the DaemonSet.
+fn daemonset_args(yaml: &str) -> Vec<String> {
+    let line = yaml
+        .lines()
+        .find(|l| l.trim_start().starts_with("args:"))
+        .expect("the DaemonSet's container has args");
+    line.split_once('[')
+        .expect("args are a flow list")
+        .1
+        .trim_end_matches(']')
+        .split(',')
+        .map(|a| a.trim().trim_matches('"').to_owned())
+        .collect()
+}
+
 #[test]
 fn the_daemonset_runs_a_valid_command_with_its_config_map() {
     let yaml = deploy("kubernetes/daemonset.yaml");
@@ -170,19 +185,9 @@ fn the_daemonset_runs_a_valid_command_with_its_config_map() {
             "{dir} is a hostPath"
         );
     }
-    let args_line = yaml
-        .lines()
-        .find(|l| l.trim_start().starts_with("args:"))
-        .unwrap();
-    let args: Vec<String> = args_line
-        .split_once('[')
-        .unwrap()
-        .1
-        .trim_end_matches(']')
-        .split(',')
-        .map(|a| a.trim().trim_matches('"').to_owned())
-        .collect();
-    let cli = Cli::try_parse_from(std::iter::once("tracer".to_owned()).chain(args)).unwrap();
+    let cli =
+        Cli::try_parse_from(std::iter::once("tracer".to_owned()).chain(daemonset_args(&yaml)))
+            .unwrap();
     assert!(matches!(cli.command, Command::Agent(_)));
 }
 
@@ -256,13 +261,6 @@ fn the_containerfile_agrees_with_the_daemonset() {
         yaml.contains(&format!("mountPath: {mount}")),
         "{mount} is mounted"
     );
-    let args_line = yaml
-        .lines()
-        .find(|l| l.trim_start().starts_with("args:"))
-        .unwrap();
-    let quoted: Vec<String> = cmd.iter().map(|a| format!("\"{a}\"")).collect();
-    assert!(
-        args_line.contains(&format!("[{}]", quoted.join(", "))),
-        "the DaemonSet's {args_line} is the image's CMD {cmd:?}"
-    );
+    let args = daemonset_args(&yaml);
+    assert_eq!(args, cmd, "the DaemonSet's args are the image's CMD");
 }

@@ -94,14 +94,12 @@ impl Agent {
                         .into_iter()
                         .map(|(occupant, ns)| (self.session.path_of(occupant), ns))
                         .collect();
+                    let quota = self.session.quota_of(&path).map(|q| q.quota);
                     cgroups.push(CgroupSeries {
                         // Read for the cgroups under a quota only.
                         cpu_stat: now.cpu_stats.get(&path).copied(),
-                        quota_cpus: self.session.quota_of(&path).map(|q| q.quota.cpus()),
-                        quota_burst_seconds: self
-                            .session
-                            .quota_of(&path)
-                            .map(|q| q.quota.burst_us as f64 / 1e6),
+                        quota_cpus: quota.map(|q| q.cpus()),
+                        quota_burst_seconds: quota.map(|q| q.burst_us as f64 / 1e6),
                         series: series(),
                         path,
                         workload,

@@ -172,11 +172,14 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
     let other: Vec<(&str, &str)> = std::iter::once(("cgroup", OTHER))
         .chain(s.labels.iter().map(|&l| (l, "")))
         .collect();
-    let groups: Vec<(Vec<(&str, &str)>, &Series)> = s
+    // Built once: every per-cgroup family below labels its series with them.
+    let ids: Vec<Vec<(&str, &str)>> = s.cgroups.iter().map(|c| c.identity(&s.labels)).collect();
+    let groups: Vec<(&[(&str, &str)], &Series)> = s
         .cgroups
         .iter()
-        .map(|c| (c.identity(&s.labels), &c.series))
-        .chain(s.other.as_ref().map(|o| (other.clone(), o)))
+        .zip(&ids)
+        .map(|(c, id)| (id.as_slice(), &c.series))
+        .chain(s.other.as_ref().map(|o| (other.as_slice(), o)))
         .collect();
 
     w.family(
@@ -245,10 +248,11 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         }
     }
 
-    let limited: Vec<(Vec<(&str, &str)>, &CpuStat)> = s
+    let limited: Vec<(&[(&str, &str)], &CpuStat)> = s
         .cgroups
         .iter()
-        .filter_map(|c| Some((c.identity(&s.labels), c.cpu_stat.as_ref()?)))
+        .zip(&ids)
+        .filter_map(|(c, id)| Some((id.as_slice(), c.cpu_stat.as_ref()?)))
         .collect();
     for (name, help, get) in [
         (
@@ -310,9 +314,9 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         "gauge",
         "The CFS quota the cgroup is under (its own or an ancestor's), in CPUs.",
     );
-    for c in &s.cgroups {
+    for (c, id) in s.cgroups.iter().zip(&ids) {
         if let Some(q) = c.quota_cpus {
-            w.sample("tracer_cpu_quota_cpus", &c.identity(&s.labels), q);
+            w.sample("tracer_cpu_quota_cpus", id, q);
         }
     }
     w.family(
@@ -320,9 +324,9 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         "gauge",
         "The burst the cgroup's quota allows beyond it each period (cpu.max.burst, cpu.cfs_burst_us), in seconds.",
     );
-    for c in &s.cgroups {
+    for (c, id) in s.cgroups.iter().zip(&ids) {
         if let Some(b) = c.quota_burst_seconds {
-            w.sample("tracer_cpu_quota_burst_seconds", &c.identity(&s.labels), b);
+            w.sample("tracer_cpu_quota_burst_seconds", id, b);
         }
     }
 
@@ -357,11 +361,11 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
         "counter",
         "Contended wait of the cgroup charged to the cgroups that held the CPU, by how long each ran (top occupants).",
     );
-    for c in &s.cgroups {
+    for (c, id) in s.cgroups.iter().zip(&ids) {
         for (occupant, ns) in &c.occupants {
             w.sample(
                 "tracer_contended_by_seconds_total",
-                &with(&c.identity(&s.labels), &[("occupant", occupant)]),
+                &with(id, &[("occupant", occupant)]),
                 seconds(*ns),
             );
         }
