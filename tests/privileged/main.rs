@@ -25,6 +25,7 @@ mod stalls;
 mod timeline;
 mod verdicts;
 mod waits;
+mod weights;
 
 use std::time::Duration;
 
@@ -65,6 +66,7 @@ fn main() {
     tests.extend(image::tests());
     tests.extend(alerts::tests());
     tests.extend(psi::tests());
+    tests.extend(weights::tests());
     tests.extend(attribution::tests());
     tests.extend(bursts::tests());
     tests.extend(stalls::tests());

@@ -115,6 +115,20 @@ impl TestCgroup {
             .with_context(|| format!("writing {file} of {}", self.dir.display()))
     }
 
+    /// Sets its CPU weight to `shares` in `cpu.shares` units (1024 is the
+    /// default): `cpu.shares` on v1, or the same weight on v2's scale
+    /// (`cpu.weight`, 100 for 1024). Returns the file and the value written.
+    pub fn set_shares(&self, shares: u64) -> anyhow::Result<(&'static str, u64)> {
+        let (file, value) = if self.cpu_max().is_some() {
+            ("cpu.weight", shares * 100 / 1024)
+        } else {
+            ("cpu.shares", shares)
+        };
+        std::fs::write(self.dir.join(file), value.to_string())
+            .with_context(|| format!("writing {file} of {}", self.dir.display()))?;
+        Ok((file, value))
+    }
+
     /// Removes its CPU quota: the group is unthrottled at once and never
     /// throttled again.
     pub fn lift_quota(&self) -> anyhow::Result<()> {

@@ -22,6 +22,7 @@ use crate::{
     sample::{BlamePair, EpisodeTotals, Sample, Totals},
     selection::{MatchedThread, Target},
     verdict::{self, Facts, QuotaFacts},
+    weight::Weight,
     workload::names::PodNames,
 };
 use tracer_common::maps::{Counter, VICTIM_SELECTION};
@@ -82,6 +83,9 @@ pub struct Context<'a> {
     pub shared: &'a HashSet<String>,
     /// The names of the node's pods and containers.
     pub pods: &'a PodNames,
+    /// The CPU weight of the cgroups named, by path, and what each
+    /// guarantees.
+    pub weights: &'a HashMap<String, Weight>,
 }
 
 /// What a recording covers: the whole session up to a sample, or the window
@@ -159,6 +163,13 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
     let data = &*window.data;
     let duration_ns = data.elapsed_ns;
     let stat_delta = |path: &str| window.cpu_stat(path);
+    // What every cgroup ran, for blame rows: an occupant may not be shown.
+    let ran: HashMap<u64, u64> = data
+        .cgroups
+        .iter()
+        .map(|(&id, t)| (id, t.on_cpu.total_ns))
+        .collect();
+    let split = |totals: &Totals, victim: u64| wait_split(totals, &data.blame, victim, &ran, ctx);
 
     let mut cgroups: Vec<CgroupEntry> = data
         .cgroups
@@ -169,10 +180,11 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
                 cpu_stat: stat_delta(&path),
                 quota: ctx.quotas.get(&path).cloned(),
                 throttle_episodes: data.episodes.get(&id).map(|e| episodes(e, ctx)),
-                wait: wait_split(totals, &data.blame, id, ctx),
+                wait: split(totals, id),
                 on_cpu: WaitHistogram::from_hist(&totals.on_cpu.to_hist()),
                 verdict: verdict::judge(&Facts::default()),
                 workload: Some(ctx.pods.identify(&path)),
+                weight: ctx.weights.get(&path).cloned(),
                 path,
                 id,
             }
@@ -200,6 +212,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
             quota_facts(c.quota.as_ref()),
             duration_ns,
             Some(c.id),
+            c.weight.clone(),
         );
         facts.slice_ns = ctx.header.slice_ns;
         facts.shared = c.path == "/" || ctx.shared.contains(&c.path);
@@ -211,12 +224,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
     for (index, s) in ctx.selections.iter().enumerate() {
         let index = index as u32;
         let totals = data.selections.get(&index).cloned().unwrap_or_default();
-        let wait = wait_split(
-            &totals,
-            &data.blame,
-            VICTIM_SELECTION | u64::from(index),
-            ctx,
-        );
+        let wait = split(&totals, VICTIM_SELECTION | u64::from(index));
         let on_cpu = WaitHistogram::from_hist(&totals.on_cpu.to_hist());
         let quota = s.cgroup.as_ref().and_then(|c| ctx.quotas.get(c));
         let verdict = verdict::judge(&Facts {
@@ -226,6 +234,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
                 on_cpu.summary.total_ns,
                 quota_facts(quota),
                 duration_ns,
+                None,
                 None,
             )
         });
@@ -322,6 +331,7 @@ fn wait_split(
     totals: &Totals,
     blame: &BTreeMap<BlamePair, (String, u64)>,
     victim: u64,
+    ran: &HashMap<u64, u64>,
     ctx: &Context,
 ) -> WaitSplit {
     let from = BlamePair {
@@ -350,6 +360,8 @@ fn wait_split(
             let workload = ctx.pods.identify(&path);
             Blame {
                 workload: workload.name().is_some().then_some(workload),
+                ran_ns: ran.get(&id).copied().unwrap_or(0),
+                weight: ctx.weights.get(&path).cloned(),
                 path,
                 id,
                 ns,
@@ -447,6 +459,7 @@ fn facts(
     quota: Option<QuotaFacts>,
     duration_ns: u64,
     own_cgroup: Option<u64>,
+    weight: Option<Weight>,
 ) -> Facts {
     let (self_charged, others_charged): (u64, u64) = match own_cgroup {
         Some(id) => w.blame.iter().fold((0, 0), |(s, o), b| {
@@ -470,6 +483,11 @@ fn facts(
             .unwrap_or_default();
         (b.name(), b.ns as f64 / charged_others as f64, process)
     });
+    let top_other_weight = w
+        .blame
+        .iter()
+        .find(|b| Some(b.id) != own_cgroup)
+        .and_then(|b| Some((b.ran_ns, b.weight.clone()?)));
     Facts {
         duration_ns,
         wait_ns: w.runnable_wait.summary.total_ns,
@@ -479,6 +497,8 @@ fn facts(
         self_charged_ns: self_charged,
         others_charged_ns: others_charged,
         top_other,
+        top_other_weight,
+        weight,
         quota,
         slice_ns: 0,
         shared: false,

@@ -37,5 +37,6 @@ pub mod session;
 pub mod stall;
 pub mod timeline;
 pub mod verdict;
+pub mod weight;
 pub mod windows;
 pub mod workload;

@@ -22,6 +22,7 @@ use crate::{
     stall::Stall,
     timeline::{Interval, recorder::Fired},
     verdict::Verdict,
+    weight::Weight,
     windows::GcPause,
     workload::Workload,
 };
@@ -86,6 +87,14 @@ pub struct Blame {
     /// The pod, container or unit it is, where the path tells one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<Workload>,
+    /// How long it ran over the recording, on any CPU and whoever waited
+    /// (absent in dumps from before it was written).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ran_ns: u64,
+    /// Its CPU weight and what that guarantees: whether it took more than
+    /// its share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Weight>,
 }
 
 impl Blame {
@@ -188,6 +197,9 @@ pub struct CgroupEntry {
     /// before it was written; the path tells some of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<Workload>,
+    /// Its CPU weight and what that guarantees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Weight>,
 }
 
 impl CgroupEntry {

@@ -74,6 +74,8 @@ const VM_TESTS: &[&str] = &[
     "a_parent_quota_throttles_the_child_as_cpu_stat_local_says_on_tracepoints",
     "a_parent_quota_throttles_the_child_as_cpu_stat_local_says_on_fentry",
     "bursts_throttled_below_the_average_quota_are_flagged",
+    // weights.rs (cpu.weight on the guests' cgroup v2)
+    "contention_blame_weighs_the_occupant_as_cfs_does",
     // stalls.rs
     "slow_waits_of_a_quota_name_it_and_hold_its_throttled_time_on_tracepoints",
     "slow_waits_of_a_quota_name_it_and_hold_its_throttled_time_on_fentry",

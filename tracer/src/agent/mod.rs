@@ -100,6 +100,7 @@ impl Agent {
                         cpu_stat: now.cpu_stats.get(&path).copied(),
                         quota_cpus: quota.map(|q| q.cpus()),
                         quota_burst_seconds: quota.map(|q| q.burst_us as f64 / 1e6),
+                        guaranteed_cpus: None,
                         series: series(),
                         path,
                         workload,
@@ -109,6 +110,11 @@ impl Agent {
                 Slot::Own | Slot::Skipped => {}
                 Slot::Other => self.exporter.update_summed(id, series()),
             }
+        }
+        // Weights are read for the exported cgroups only (and kept a while).
+        let weights = self.session.weights_of(cgroups.iter().map(|c| &c.path));
+        for c in &mut cgroups {
+            c.guaranteed_cpus = weights.get(&c.path).map(|w| w.guaranteed_cpus());
         }
         self.evicted += gone.len() as u64;
         for &id in &gone {

@@ -80,6 +80,7 @@ struct Fixture {
     start_stats: BTreeMap<String, CpuStat>,
     shared: HashSet<String>,
     pods: PodNames,
+    weights: HashMap<String, Weight>,
 }
 
 impl Fixture {
@@ -93,6 +94,7 @@ impl Fixture {
             start_stats: BTreeMap::new(),
             shared: HashSet::new(),
             pods: PodNames::default(),
+            weights: HashMap::new(),
         }
     }
 
@@ -108,6 +110,7 @@ impl Fixture {
                 filter: &self.filter,
                 shared: &self.shared,
                 pods: &self.pods,
+                weights: &self.weights,
             },
         )
     }
@@ -168,6 +171,56 @@ fn blame_is_grouped_by_cgroup_largest_first_and_trimmed() {
         w.unattributed_ns, 5_000,
         "what no occupant was charged, over all ten cgroups before trimming"
     );
+}
+
+#[test]
+fn blame_carries_the_occupants_run_and_weight_into_the_verdict() {
+    // /svc waited 2 s behind /batch, which ran 18 s in 10: 1.8 CPUs.
+    let mut now = Sample {
+        elapsed_ns: 10 * SEC,
+        ..Sample::default()
+    };
+    now.cgroups
+        .insert(1, totals(200, 10_000_000, contended(2 * SEC), 3 * SEC));
+    now.cgroups
+        .insert(2, totals(10, 1_000_000, Causes::ZERO, 18 * SEC));
+    now.blame.insert(pair(1, 2, 77), ("stress".into(), 2 * SEC));
+    let mut fx = Fixture::new(&[(1, "/svc"), (2, "/batch")]);
+    let weight = |value, guaranteed_mcpu| Weight {
+        file: "cpu.shares".into(),
+        value,
+        guaranteed_mcpu,
+    };
+    fx.weights.insert("/batch".into(), weight(256, 400));
+    fx.weights.insert("/svc".into(), weight(1024, 1_600));
+    let rec = fx.record(&now, None);
+    let svc = entry(&rec, "/svc");
+    assert_eq!(svc.weight, Some(weight(1024, 1_600)));
+    let batch = &svc.wait.blame[0];
+    assert_eq!(
+        batch.ran_ns,
+        18 * SEC,
+        "the occupant's whole run, not its blamed part"
+    );
+    assert_eq!(batch.weight, Some(weight(256, 400)));
+    assert_eq!(svc.verdict.kind, Kind::HostContention);
+    let text = &svc.verdict.text;
+    assert!(
+        text.contains("behind /batch (stress pid 77), which ran 1.80 CPUs, 4.5× the 0.40 guaranteed by its cpu.shares of 256"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "this group ran 0.30 CPUs, within the 1.60 guaranteed by its cpu.shares of 1024"
+        ),
+        "{text}"
+    );
+    // An occupant whose weight is unknown (gone, or an old dump) is named
+    // without it.
+    fx.weights.clear();
+    let rec = fx.record(&now, None);
+    let text = &entry(&rec, "/svc").verdict.text;
+    assert!(text.ends_with("behind /batch (stress pid 77)"), "{text}");
 }
 
 #[test]
@@ -320,7 +373,7 @@ fn a_verdict_gets_its_own_and_others_blame_apart() {
     let rec = fx.record(&now, None);
 
     let svc = entry(&rec, "/svc");
-    let f = facts(&svc.wait, 5 * SEC, None, 10 * SEC, Some(1));
+    let f = facts(&svc.wait, 5 * SEC, None, 10 * SEC, Some(1), None);
     assert_eq!((f.self_charged_ns, f.others_charged_ns), (SEC, 4 * SEC));
     let (top, share, process) = f.top_other.clone().unwrap();
     assert_eq!(
@@ -347,7 +400,7 @@ fn a_verdict_gets_its_own_and_others_blame_apart() {
     assert_eq!(entry(&rec, "/batch").verdict.kind, Kind::SelfContention);
 
     // A task selection has no cgroup of its own: all of its blame is others'.
-    let f = facts(&svc.wait, 5 * SEC, None, 10 * SEC, None);
+    let f = facts(&svc.wait, 5 * SEC, None, 10 * SEC, None, None);
     assert_eq!((f.self_charged_ns, f.others_charged_ns), (0, 5 * SEC));
 }
 

@@ -214,6 +214,8 @@ fn two_hundred_cgroups_fit_in_a_mebibyte() {
             id: 1_000 + i,
             ns: 1_000_000 * (i + 1),
             workload: None,
+            ran_ns: 0,
+            weight: None,
             processes: (0..3)
                 .map(|p| BlamedProcess {
                     tgid: 100_000 + p,

@@ -14,6 +14,7 @@ use crate::{
     histogram::log2_rows,
     recording::{Recording, WaitHistogram, WaitSplit},
     verdict::{Kind, Verdict},
+    weight::compared,
 };
 
 /// Escapes text for HTML element content and attribute values, control
@@ -212,14 +213,14 @@ fn wait_table(out: &mut String, w: &WaitSplit, on_cpu: &WaitHistogram) {
     );
 }
 
-fn blame_table(out: &mut String, w: &WaitSplit) {
+fn blame_table(out: &mut String, w: &WaitSplit, duration_ns: u64) {
     if w.blame.is_empty() {
         return;
     }
     let _ = writeln!(
         out,
         "<table class=\"blame\"><caption class=\"note\" style=\"text-align:left\">Who held the CPU while it waited (contended time charged by how long each ran)</caption>\
-         <tr><th>cgroup</th><th>time</th><th>processes</th></tr>"
+         <tr><th>cgroup</th><th>time</th><th>processes</th><th>its weight</th></tr>"
     );
     for b in w.blame.iter().take(5) {
         let processes: Vec<String> = b
@@ -233,7 +234,7 @@ fn blame_table(out: &mut String, w: &WaitSplit) {
             .collect();
         let _ = writeln!(
             out,
-            "<tr><td class=\"path\"{}>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td class=\"path\"{}>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
             // A workload's name, with its path where a pointer rests on it.
             if b.name() == b.path {
                 String::new()
@@ -242,7 +243,12 @@ fn blame_table(out: &mut String, w: &WaitSplit) {
             },
             escape(&b.name()),
             fmt_ns(b.ns),
-            processes.join(", ")
+            processes.join(", "),
+            // Whether it took more than its weight's share.
+            b.weight
+                .as_ref()
+                .map(|w| escape(&compared(b.ran_ns, duration_ns, w)))
+                .unwrap_or_default()
         );
     }
     if w.unattributed_ns > w.causes.contended_ns / 100 {
@@ -398,7 +404,7 @@ pub fn render(rec: &Recording, top: usize) -> String {
             "<figure>{}<figcaption>How long its threads waited for a CPU: number of waits per duration range.</figcaption></figure>",
             histogram_svg(&c.wait.runnable_wait)
         );
-        blame_table(&mut out, &c.wait);
+        blame_table(&mut out, &c.wait, rec.duration_ns);
         out.push_str("</section>\n");
     }
     if rec.cgroups.len() > top {
@@ -454,7 +460,7 @@ pub fn render(rec: &Recording, top: usize) -> String {
             "<figure>{}</figure>",
             histogram_svg(&wait.runnable_wait)
         );
-        blame_table(&mut out, wait);
+        blame_table(&mut out, wait, rec.duration_ns);
         out.push_str("</section>\n");
     }
 

@@ -13,6 +13,7 @@ use crate::{
         render::{clock, spread, worst},
     },
     verdict::Verdict,
+    weight::compared,
 };
 
 /// Rows of the report's "When" table.
@@ -107,7 +108,7 @@ fn cause_row(
 }
 
 /// Who held the CPU, top occupants with their top processes.
-fn blame_lines(out: &mut String, w: &WaitSplit) {
+fn blame_lines(out: &mut String, w: &WaitSplit, duration_ns: u64) {
     if w.causes.contended_ns == 0 {
         return;
     }
@@ -135,6 +136,23 @@ fn blame_lines(out: &mut String, w: &WaitSplit) {
         let _ = write!(line, "; not attributed {}", fmt_ns(w.unattributed_ns));
     }
     let _ = writeln!(out, "{line}");
+    // Whether they took more than their weights' share.
+    let weights: Vec<String> = w
+        .blame
+        .iter()
+        .take(3)
+        .filter_map(|b| {
+            let weight = b.weight.as_ref()?;
+            Some(format!(
+                "{} {}",
+                visible(&b.name()),
+                compared(b.ran_ns, duration_ns, weight)
+            ))
+        })
+        .collect();
+    if !weights.is_empty() {
+        let _ = writeln!(out, "  their weights: {}", weights.join("; "));
+    }
 }
 
 fn verdict_lines(out: &mut String, v: &Verdict) {
@@ -170,7 +188,7 @@ fn split_line(out: &mut String, w: &WaitSplit, on_cpu: &WaitHistogram) {
     }
 }
 
-fn cgroup_details(out: &mut String, c: &CgroupEntry, intervals: &[Interval]) {
+fn cgroup_details(out: &mut String, c: &CgroupEntry, intervals: &[Interval], duration_ns: u64) {
     let _ = writeln!(out);
     let name = c.name();
     let _ = writeln!(out, "{}", visible(&name));
@@ -234,7 +252,7 @@ fn cgroup_details(out: &mut String, c: &CgroupEntry, intervals: &[Interval]) {
             by.join(", ")
         );
     }
-    blame_lines(out, &c.wait);
+    blame_lines(out, &c.wait, duration_ns);
     let _ = writeln!(out, "  runnable wait:");
     out.push_str(&render_text(&c.wait.runnable_wait.buckets, "    "));
 }
@@ -469,7 +487,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
     out.push_str(&crate::windows::render::recorded(rec));
 
     for c in rec.cgroups.iter().take(options.details) {
-        cgroup_details(&mut out, c, &rec.intervals);
+        cgroup_details(&mut out, c, &rec.intervals, rec.duration_ns);
     }
     for p in &rec.pids {
         let _ = writeln!(out);
@@ -489,7 +507,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         );
         verdict_lines(&mut out, &p.verdict);
         split_line(&mut out, &p.wait, &p.on_cpu);
-        blame_lines(&mut out, &p.wait);
+        blame_lines(&mut out, &p.wait, rec.duration_ns);
         let _ = writeln!(out, "  runnable wait:");
         out.push_str(&render_text(&p.wait.runnable_wait.buckets, "    "));
     }
@@ -518,7 +536,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
         }
         verdict_lines(&mut out, &t.verdict);
         split_line(&mut out, &t.wait, &t.on_cpu);
-        blame_lines(&mut out, &t.wait);
+        blame_lines(&mut out, &t.wait, rec.duration_ns);
         let _ = writeln!(out, "  runnable wait:");
         out.push_str(&render_text(&t.wait.runnable_wait.buckets, "    "));
     }

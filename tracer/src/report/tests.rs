@@ -12,6 +12,7 @@ use crate::{
     },
     selection::MatchedThread,
     verdict::{Facts, judge},
+    weight::Weight,
 };
 
 fn hist(values: &[u64]) -> WaitHistogram {
@@ -37,6 +38,14 @@ fn split(values: &[u64], throttled: u64, contended: u64) -> WaitSplit {
     }
 }
 
+fn busy_weight() -> Weight {
+    Weight {
+        file: "cpu.shares".into(),
+        value: 1024,
+        guaranteed_mcpu: 1_000,
+    }
+}
+
 fn recording() -> Recording {
     let mut events = Events::default();
     events.set(Counter::Switch, 123_456);
@@ -47,6 +56,12 @@ fn recording() -> Recording {
         id: 9,
         ns: 1_000_000_000,
         workload: None,
+        ran_ns: 1_800_000_000,
+        weight: Some(Weight {
+            file: "cpu.shares".into(),
+            value: 512,
+            guaranteed_mcpu: 500,
+        }),
         processes: vec![BlamedProcess {
             tgid: 4242,
             comm: "apt-get".into(),
@@ -63,6 +78,8 @@ fn recording() -> Recording {
         },
         others_charged_ns: 1_000_000_000,
         top_other: Some(("/neighbour".into(), 1.0, "apt-get pid 4242".into())),
+        top_other_weight: Some((1_800_000_000, busy.blame[0].weight.clone().unwrap())),
+        weight: Some(busy_weight()),
         ..Facts::default()
     });
     let limited = split(&[80_000_000; 20], 1_590_000_000, 0);
@@ -142,6 +159,7 @@ fn recording() -> Recording {
                 }),
                 verdict: limited_verdict,
                 workload: None,
+                weight: None,
             },
             CgroupEntry {
                 path: "/busy".into(),
@@ -153,6 +171,7 @@ fn recording() -> Recording {
                 throttle_episodes: None,
                 verdict: busy_verdict,
                 workload: None,
+                weight: Some(busy_weight()),
             },
         ],
         pids: vec![PidEntry {

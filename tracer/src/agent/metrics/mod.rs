@@ -25,6 +25,8 @@ pub struct CgroupSeries {
     pub quota_cpus: Option<f64>,
     /// The burst it may use beyond that quota, in seconds (0: none).
     pub quota_burst_seconds: Option<f64>,
+    /// What its CPU weight guarantees, in CPUs.
+    pub guaranteed_cpus: Option<f64>,
     /// Who held the CPU while it waited: occupant cgroup path and ns, largest first.
     pub occupants: Vec<(String, u64)>,
     /// Who it is, for `tracer_cgroup_info`.
@@ -327,6 +329,17 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
     for (c, id) in s.cgroups.iter().zip(&ids) {
         if let Some(b) = c.quota_burst_seconds {
             w.sample("tracer_cpu_quota_burst_seconds", id, b);
+        }
+    }
+
+    w.family(
+        "tracer_cpu_weight_guaranteed_cpus",
+        "gauge",
+        "The CPUs the cgroup's weight (cpu.shares, cpu.weight) guarantees when every sibling, and every ancestor's sibling, wants all the CPUs: its request, on Kubernetes.",
+    );
+    for (c, id) in s.cgroups.iter().zip(&ids) {
+        if let Some(g) = c.guaranteed_cpus {
+            w.sample("tracer_cpu_weight_guaranteed_cpus", id, g);
         }
     }
 

@@ -31,6 +31,7 @@ fn snapshot() -> Snapshot {
             }),
             quota_cpus: Some(0.2),
             quota_burst_seconds: Some(0.02),
+            guaranteed_cpus: Some(0.25),
             occupants: vec![("/system.slice/cron.service".into(), 400_000_000)],
             workload: crate::workload::Workload::from_path("/kube\"pods\"/a"),
         }],
@@ -142,6 +143,7 @@ fn prometheus_text() {
     )));
     assert!(text.contains(&format!("tracer_cpu_quota_cpus{{{cg}}} 0.2\n")));
     assert!(text.contains(&format!("tracer_cpu_quota_burst_seconds{{{cg}}} 0.02\n")));
+    assert!(text.contains(&format!("tracer_cpu_weight_guaranteed_cpus{{{cg}}} 0.25\n")));
     assert!(text.contains(&format!(
         "tracer_contended_by_seconds_total{{{cg},occupant=\"/system.slice/cron.service\"}} 0.4\n"
     )));
