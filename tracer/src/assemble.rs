@@ -15,6 +15,7 @@ use crate::{
     cgroup::{Mode, is_within},
     cpustat::CpuStat,
     filter::CgroupFilter,
+    psi::{Pressure, PsiWindow},
     recording::{
         Blame, BlamedProcess, CgroupEntry, Episodes, Events, PidEntry, ProbeStatus, QuotaInfo,
         Recording, ThreadsEntry, WaitHistogram, WaitSplit,
@@ -94,29 +95,38 @@ pub struct Window<'a> {
     data: Cow<'a, Sample>,
     start_stats: &'a BTreeMap<String, CpuStat>,
     end_stats: &'a BTreeMap<String, CpuStat>,
+    /// Cgroups' own PSI readings at the two ends.
+    start_psi: &'a BTreeMap<String, Pressure>,
+    end_psi: &'a BTreeMap<String, Pressure>,
     /// From the start of the session to the start of the window.
     offset_ns: u64,
 }
 
 impl<'a> Window<'a> {
     /// The session up to `now` (`cpu.stat` from `start_stats`, read when the
-    /// programs were attached), or the window from `since` to `now`.
+    /// programs were attached, and cgroups' PSI from `start_psi`, read then
+    /// or when each was first seen), or the window from `since` to `now`.
     pub fn new(
         now: &'a Sample,
         since: Option<&'a Sample>,
         start_stats: &'a BTreeMap<String, CpuStat>,
+        start_psi: &'a BTreeMap<String, Pressure>,
     ) -> Self {
         match since {
             Some(earlier) => Self {
                 data: Cow::Owned(now.since(earlier)),
                 start_stats: &earlier.cpu_stats,
                 end_stats: &now.cpu_stats,
+                start_psi: &earlier.cgroup_psi,
+                end_psi: &now.cgroup_psi,
                 offset_ns: earlier.elapsed_ns,
             },
             None => Self {
                 data: Cow::Borrowed(now),
                 start_stats,
                 end_stats: &now.cpu_stats,
+                start_psi,
+                end_psi: &now.cgroup_psi,
                 offset_ns: 0,
             },
         }
@@ -146,6 +156,11 @@ impl<'a> Window<'a> {
     /// `cpu.stat` of a cgroup under a quota, over the window.
     fn cpu_stat(&self, path: &str) -> Option<CpuStat> {
         Some(self.start_stats.get(path)?.delta(self.end_stats.get(path)?))
+    }
+
+    /// A cgroup's own CPU pressure over the window, where both ends were read.
+    fn psi(&self, path: &str) -> Option<PsiWindow> {
+        Some(self.start_psi.get(path)?.until(self.end_psi.get(path)?))
     }
 }
 
@@ -178,6 +193,7 @@ pub fn recording(window: &Window, ctx: &Context) -> Recording {
             let path = ctx.path_of(id);
             CgroupEntry {
                 cpu_stat: stat_delta(&path),
+                psi: window.psi(&path),
                 quota: ctx.quotas.get(&path).cloned(),
                 throttle_episodes: data.episodes.get(&id).map(|e| episodes(e, ctx)),
                 wait: split(totals, id),

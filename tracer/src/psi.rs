@@ -53,6 +53,12 @@ impl Pressure {
         Self::parse(&std::fs::read_to_string(HOST).ok()?)
     }
 
+    /// A cgroup v2 cgroup's own (`cpu.pressure` in its directory): the
+    /// stall of its tasks only, its descendants' included.
+    pub fn of_cgroup(dir: &std::path::Path) -> Option<Self> {
+        Self::parse(&std::fs::read_to_string(dir.join("cpu.pressure")).ok()?)
+    }
+
     /// What stalled from `self` to `later`.
     pub fn until(&self, later: &Self) -> PsiWindow {
         PsiWindow {

@@ -18,6 +18,7 @@ use crate::{
     hdr,
     histogram::{Summary, sparse_buckets, summarize},
     process::PidKind,
+    psi::PsiWindow,
     selection::MatchedThread,
     stall::Stall,
     timeline::{Interval, recorder::Fired},
@@ -200,6 +201,10 @@ pub struct CgroupEntry {
     /// Its CPU weight and what that guarantees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<Weight>,
+    /// Its own CPU pressure over the recording (`cpu.pressure`, cgroup v2):
+    /// wall time during which some (or all) of its runnable tasks waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psi: Option<PsiWindow>,
 }
 
 impl CgroupEntry {

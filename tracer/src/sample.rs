@@ -224,6 +224,9 @@ pub struct Sample {
     pub cpu_stats: BTreeMap<String, crate::cpustat::CpuStat>,
     /// The host's CPU pressure totals then.
     pub psi: Option<crate::psi::Pressure>,
+    /// Each cgroup's own CPU pressure totals as last read (cgroup v2), by
+    /// path.
+    pub cgroup_psi: BTreeMap<String, crate::psi::Pressure>,
 }
 
 impl Sample {
@@ -267,6 +270,7 @@ impl Sample {
             episodes,
             cpu_stats: self.cpu_stats.clone(),
             psi: self.psi,
+            cgroup_psi: self.cgroup_psi.clone(),
         }
     }
 }

@@ -76,6 +76,8 @@ const VM_TESTS: &[&str] = &[
     "bursts_throttled_below_the_average_quota_are_flagged",
     // weights.rs (cpu.weight on the guests' cgroup v2)
     "contention_blame_weighs_the_occupant_as_cfs_does",
+    // psi.rs: cgroups' own cpu.pressure exists on v2 only
+    "a_cgroups_own_psi_is_the_kernels_in_the_recording_and_on_metrics",
     // stalls.rs
     "slow_waits_of_a_quota_name_it_and_hold_its_throttled_time_on_tracepoints",
     "slow_waits_of_a_quota_name_it_and_hold_its_throttled_time_on_fentry",

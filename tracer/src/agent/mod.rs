@@ -101,6 +101,7 @@ impl Agent {
                         quota_cpus: quota.map(|q| q.cpus()),
                         quota_burst_seconds: quota.map(|q| q.burst_us as f64 / 1e6),
                         guaranteed_cpus: None,
+                        psi: now.cgroup_psi.get(&path).copied(),
                         series: series(),
                         path,
                         workload,

@@ -7,6 +7,7 @@ use super::*;
 use crate::{
     cpustat::Quota,
     filter::Selector,
+    psi::{Pressure, PsiWindow},
     sample::SparseHist,
     verdict::Kind,
     workload::{Kind as WorkloadKind, names::PodNames},
@@ -81,6 +82,7 @@ struct Fixture {
     shared: HashSet<String>,
     pods: PodNames,
     weights: HashMap<String, Weight>,
+    start_psi: BTreeMap<String, Pressure>,
 }
 
 impl Fixture {
@@ -95,11 +97,12 @@ impl Fixture {
             shared: HashSet::new(),
             pods: PodNames::default(),
             weights: HashMap::new(),
+            start_psi: BTreeMap::new(),
         }
     }
 
     fn record(&self, now: &Sample, since: Option<&Sample>) -> Recording {
-        let window = Window::new(now, since, &self.start_stats);
+        let window = Window::new(now, since, &self.start_stats, &self.start_psi);
         recording(
             &window,
             &Context {
@@ -221,6 +224,51 @@ fn blame_carries_the_occupants_run_and_weight_into_the_verdict() {
     let rec = fx.record(&now, None);
     let text = &entry(&rec, "/svc").verdict.text;
     assert!(text.ends_with("behind /batch (stress pid 77)"), "{text}");
+}
+
+#[test]
+fn a_cgroups_psi_is_the_difference_of_its_readings_at_the_window_ends() {
+    let reading = |some_us, full_us| Pressure {
+        some_us,
+        full_us: Some(full_us),
+    };
+    let sample = |elapsed_s: u64, a: Pressure| {
+        let mut s = Sample {
+            elapsed_ns: elapsed_s * SEC,
+            ..Sample::default()
+        };
+        // Waits keep coming: the cgroup is active in every window.
+        s.cgroups.insert(
+            1,
+            totals(elapsed_s, 1_000_000, contended(elapsed_s * 1_000_000), SEC),
+        );
+        s.cgroup_psi.insert("/a".into(), a);
+        s
+    };
+    let mut fx = Fixture::new(&[(1, "/a"), (2, "/b")]);
+    fx.start_psi
+        .insert("/a".into(), reading(1_000_000, 500_000));
+    let (earlier, now) = (
+        sample(4, reading(3_000_000, 600_000)),
+        sample(10, reading(4_500_000, 700_000)),
+    );
+    // The session: from the first reading.
+    let a = entry(&fx.record(&now, None), "/a").psi;
+    assert_eq!(
+        a,
+        Some(PsiWindow {
+            some_ns: 3_500 * 1_000_000,
+            full_ns: Some(200 * 1_000_000),
+        })
+    );
+    // A window: from the earlier sample's reading.
+    let a = entry(&fx.record(&now, Some(&earlier)), "/a").psi;
+    assert_eq!(a.map(|w| w.some_ns), Some(1_500 * 1_000_000));
+    // A cgroup never read (v1, or no PSI) has none.
+    let mut now = now;
+    now.cgroups
+        .insert(2, totals(10, 1_000_000, contended(10_000_000), SEC));
+    assert_eq!(entry(&fx.record(&now, None), "/b").psi, None);
 }
 
 #[test]
@@ -477,7 +525,7 @@ fn unresolved_ids_and_unknown_quota_owners_are_named_so() {
     let episodes = c.throttle_episodes.as_ref().unwrap();
     assert_eq!(episodes.throttled_by.get("(unknown)"), Some(&2));
     assert_eq!(episodes.per_cpu, [[1, 2, 50]]);
-    let window = Window::new(&now, None, &fx.start_stats);
+    let window = Window::new(&now, None, &fx.start_stats, &fx.start_psi);
     let mut ids: Vec<u64> = window.ids_named().collect();
     ids.sort_unstable();
     assert_eq!(ids, [9, 9], "the cgroup and its episodes; never 0");

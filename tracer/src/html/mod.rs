@@ -371,6 +371,9 @@ pub fn render(rec: &Recording, top: usize) -> String {
             stacked_bar(shares(&c.wait, &c.on_cpu, rec.duration_ns), 640.0)
         );
         out.push_str(&timeline::figures(rec, &c.path));
+        if let Some(psi) = crate::report::cgroup_psi_line(c, rec.duration_ns) {
+            let _ = writeln!(out, "<p class=\"psi\">{}</p>", escape(&psi));
+        }
         wait_table(&mut out, &c.wait, &c.on_cpu);
         if c.quota.is_some() || c.cpu_stat.is_some() {
             out.push_str("<table class=\"kernel\"><tr><th>quota</th><th>throttled (traced)</th><th>cpu.stat throttled</th><th>cpu.stat.local</th><th>periods throttled</th></tr><tr>");

@@ -201,6 +201,9 @@ fn cgroup_details(out: &mut String, c: &CgroupEntry, intervals: &[Interval], dur
     }
     verdict_lines(out, &c.verdict);
     split_line(out, &c.wait, &c.on_cpu);
+    if let Some(psi) = cgroup_psi_line(c, duration_ns) {
+        let _ = writeln!(out, "  {psi}");
+    }
     // Steady or in bursts: the same total reads differently.
     if intervals.len() > 1
         && let Some(s) = spread(intervals, &c.path)
@@ -544,7 +547,7 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
 }
 
 mod pressure;
-pub use pressure::psi_line;
+pub use pressure::{cgroup_psi_line, psi_line};
 mod stalls;
 #[cfg(test)]
 mod tests;

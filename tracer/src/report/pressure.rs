@@ -1,10 +1,13 @@
-//! The host's CPU pressure (PSI) beside the traced split, for the terminal
-//! report and the HTML page.
+//! CPU pressure (PSI), the host's and a cgroup's own, beside the traced
+//! split, for the terminal report and the HTML page.
 
 use std::fmt::Write as _;
 
+use tracer_common::causes::Causes;
+
 use crate::{
     format::fmt_ns,
+    psi::PsiWindow,
     recording::{CgroupEntry, Recording},
 };
 
@@ -19,23 +22,53 @@ pub fn psi_line(rec: &Recording) -> Option<String> {
         fmt_ns(rec.duration_ns)
     );
     let sum = |f: fn(&CgroupEntry) -> u64| -> u64 { rec.cgroups.iter().map(f).sum() };
-    let (throttled, contended, other) = (
-        sum(|c| c.wait.causes.throttled_ns),
-        sum(|c| c.wait.causes.contended_ns),
-        sum(|c| c.wait.causes.other_ns),
+    let causes = Causes {
+        throttled_ns: sum(|c| c.wait.causes.throttled_ns),
+        contended_ns: sum(|c| c.wait.causes.contended_ns),
+        other_ns: sum(|c| c.wait.causes.other_ns),
+        ..Causes::ZERO
+    };
+    split(&mut line, "the reported cgroups' waits", &causes);
+    Some(line)
+}
+
+/// A cgroup's own CPU pressure (cgroup v2) beside its traced split.
+pub fn cgroup_psi_line(c: &CgroupEntry, duration_ns: u64) -> Option<String> {
+    let psi = c.psi?;
+    let mut line = format!(
+        "CPU pressure (PSI, wall time): some {}",
+        share_of(psi.some_ns, duration_ns)
     );
+    if let Some(full) = psi.full_ns {
+        let _ = write!(line, ", full {}", share_of(full, duration_ns));
+    }
+    let _ = write!(line, " of the {}", fmt_ns(duration_ns));
+    split(&mut line, "its traced waits", &c.wait.causes);
+    Some(line)
+}
+
+fn share_of(ns: u64, duration_ns: u64) -> String {
+    let w = PsiWindow {
+        some_ns: ns,
+        full_ns: None,
+    };
+    format!("{:.1} %", w.some_share(duration_ns) * 100.0)
+}
+
+/// `; <whose> (thread time, 1.84 s): throttled 88 %, contended 12 %, other 0 %`:
+/// what PSI cannot say, the causes.
+fn split(line: &mut String, whose: &str, causes: &Causes) {
+    let (throttled, contended, other) = (causes.throttled_ns, causes.contended_ns, causes.other_ns);
     let waited = throttled + contended + other;
     if waited > 0 {
         let share = |ns: u64| ns as f64 * 100.0 / waited as f64;
         let _ = write!(
             line,
-            "; the reported cgroups' waits (thread time, {}): throttled {:.0} %, contended {:.0} %, \
-             other {:.0} %",
+            "; {whose} (thread time, {}): throttled {:.0} %, contended {:.0} %, other {:.0} %",
             fmt_ns(waited),
             share(throttled),
             share(contended),
             share(other)
         );
     }
-    Some(line)
 }

@@ -160,6 +160,10 @@ fn recording() -> Recording {
                 verdict: limited_verdict,
                 workload: None,
                 weight: None,
+                psi: Some(crate::psi::PsiWindow {
+                    some_ns: 1_600_000_000,
+                    full_ns: Some(1_500_000_000),
+                }),
             },
             CgroupEntry {
                 path: "/busy".into(),
@@ -172,6 +176,7 @@ fn recording() -> Recording {
                 verdict: busy_verdict,
                 workload: None,
                 weight: Some(busy_weight()),
+                psi: None,
             },
         ],
         pids: vec![PidEntry {

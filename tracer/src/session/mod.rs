@@ -11,6 +11,7 @@ mod changed;
 mod hot;
 mod maps;
 mod pods;
+mod pressures;
 mod quotas;
 mod recordings;
 mod selections;
@@ -30,8 +31,9 @@ use tracer_common::{
 
 pub use self::maps::{Record, nul_terminated};
 use self::{
-    accumulate::Accumulated, changed::ChangedReader, maps::Kernel, pods::Pods, quotas::Quotas,
-    recordings::path_of, selections::Selections, weights::Weights,
+    accumulate::Accumulated, changed::ChangedReader, maps::Kernel, pods::Pods,
+    pressures::Pressures, quotas::Quotas, recordings::path_of, selections::Selections,
+    weights::Weights,
 };
 use crate::{
     btf::Btf,
@@ -149,6 +151,8 @@ pub struct Session {
     stalls: Stalls,
     /// The host's CPU pressure when the programs were attached.
     start_psi: Option<Pressure>,
+    /// Each cgroup's own CPU pressure (cgroup v2).
+    pressures: Pressures,
     new_stalls: Vec<Stall>,
 }
 
@@ -269,7 +273,9 @@ impl Plan {
             stalls: Stalls::default(),
             new_stalls: Vec::new(),
             start_psi: Pressure::host(),
+            pressures: Pressures::default(),
         };
+        session.pressures = Pressures::start(&session.resolver);
         session.selections.select_pids(&mut session.kernel)?;
         session.selections.scan_threads(&mut session.kernel);
         session.quotas.refresh(&session.resolver);
@@ -415,6 +421,20 @@ impl Session {
             .kernel
             .claim_hot_slots(self.changed.moved().iter().copied());
         self.acc.complete(&mut cgroups, &slots);
+        // Cgroups whose figures moved: their own PSI moved too, likely.
+        // Cgroups the last scan found only: an unknown id would rescan.
+        let present: Vec<u64> = self
+            .changed
+            .moved()
+            .iter()
+            .copied()
+            .filter(|&id| self.resolver.is_present(id))
+            .collect();
+        let moved: Vec<String> = present
+            .into_iter()
+            .filter_map(|id| self.resolver.resolve(id))
+            .collect();
+        self.pressures.moved(&self.resolver, moved.iter());
         Ok(Sample {
             elapsed_ns,
             counters,
@@ -425,6 +445,7 @@ impl Session {
             episodes: self.acc.episodes.clone(),
             cpu_stats,
             psi,
+            cgroup_psi: self.pressures.last().clone(),
         })
     }
 
@@ -442,6 +463,7 @@ impl Session {
             self.changed.forget(id);
         }
         self.quotas.refresh(&self.resolver);
+        self.pressures.retain_present(&self.resolver);
         self.pods.rescan();
         Ok(gone)
     }

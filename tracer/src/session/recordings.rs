@@ -59,7 +59,12 @@ impl Session {
     pub fn recording(&mut self, now: &Sample, since: Option<&Sample>) -> Recording {
         // Pods started during the session have their names by now.
         self.pods.rescan();
-        let window = Window::new(now, since, self.quotas.start_stats());
+        let window = Window::new(
+            now,
+            since,
+            self.quotas.start_stats(),
+            self.pressures.first(),
+        );
         let ids: Vec<u64> = window.ids_named().collect();
         let paths: HashMap<u64, String> = ids
             .into_iter()

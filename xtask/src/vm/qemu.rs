@@ -151,8 +151,11 @@ pub fn run(boot: &Boot) -> anyhow::Result<Outcome> {
 /// QEMU's disabled ACPI processor entries as hotpluggable ("Allowing 2
 /// present CPUs plus 0 hotplug CPUs"), and before 6.9 `possible_cpus` sets
 /// the possible CPUs whatever the tables say (from 6.9 it only lowers them).
+/// psi=1: Debian builds its kernels with PSI off unless asked
+/// (`CONFIG_PSI_DEFAULT_DISABLED`), and the cgroups' own `cpu.pressure` is
+/// what the guests test.
 fn command_line(maxcpus: Option<u32>) -> String {
-    let mut line = "console=ttyS0 panic=-1 quiet tsc=reliable".to_owned();
+    let mut line = "console=ttyS0 panic=-1 quiet tsc=reliable psi=1".to_owned();
     if let Some(n) = maxcpus {
         line.push_str(&format!(" possible_cpus={n}"));
     }
@@ -210,7 +213,7 @@ mod tests {
     fn a_scale_guest_is_told_its_possible_cpus() {
         assert_eq!(
             command_line(None),
-            "console=ttyS0 panic=-1 quiet tsc=reliable"
+            "console=ttyS0 panic=-1 quiet tsc=reliable psi=1"
         );
         assert!(command_line(Some(192)).ends_with(" possible_cpus=192"));
     }

@@ -27,6 +27,8 @@ pub struct CgroupSeries {
     pub quota_burst_seconds: Option<f64>,
     /// What its CPU weight guarantees, in CPUs.
     pub guaranteed_cpus: Option<f64>,
+    /// Its own CPU pressure totals (`cpu.pressure`, cgroup v2).
+    pub psi: Option<crate::psi::Pressure>,
     /// Who held the CPU while it waited: occupant cgroup path and ns, largest first.
     pub occupants: Vec<(String, u64)>,
     /// Who it is, for `tracer_cgroup_info`.
@@ -401,6 +403,29 @@ pub fn render(s: &Snapshot, openmetrics: bool) -> String {
                 &[("kind", "full")],
                 seconds(full * 1_000),
             );
+        }
+    }
+
+    if s.cgroups.iter().any(|c| c.psi.is_some()) {
+        w.family(
+            "tracer_cgroup_psi_cpu_seconds_total",
+            "counter",
+            "A cgroup's own CPU pressure (cpu.pressure, cgroup v2): wall time during which some (or, for full, all) of its runnable tasks waited for a CPU, whatever the cause. tracer_wait_seconds_total splits the same waits by cause, in thread time.",
+        );
+        for (c, id) in s.cgroups.iter().zip(&ids) {
+            let Some(p) = c.psi else { continue };
+            w.sample(
+                "tracer_cgroup_psi_cpu_seconds_total",
+                &with(id, &[("kind", "some")]),
+                seconds(p.some_us * 1_000),
+            );
+            if let Some(full) = p.full_us {
+                w.sample(
+                    "tracer_cgroup_psi_cpu_seconds_total",
+                    &with(id, &[("kind", "full")]),
+                    seconds(full * 1_000),
+                );
+            }
         }
     }
 

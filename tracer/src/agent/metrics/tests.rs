@@ -32,6 +32,10 @@ fn snapshot() -> Snapshot {
             quota_cpus: Some(0.2),
             quota_burst_seconds: Some(0.02),
             guaranteed_cpus: Some(0.25),
+            psi: Some(crate::psi::Pressure {
+                some_us: 3_000_000,
+                full_us: Some(1_250_000),
+            }),
             occupants: vec![("/system.slice/cron.service".into(), 400_000_000)],
             workload: crate::workload::Workload::from_path("/kube\"pods\"/a"),
         }],
@@ -144,6 +148,12 @@ fn prometheus_text() {
     assert!(text.contains(&format!("tracer_cpu_quota_cpus{{{cg}}} 0.2\n")));
     assert!(text.contains(&format!("tracer_cpu_quota_burst_seconds{{{cg}}} 0.02\n")));
     assert!(text.contains(&format!("tracer_cpu_weight_guaranteed_cpus{{{cg}}} 0.25\n")));
+    assert!(text.contains(&format!(
+        "tracer_cgroup_psi_cpu_seconds_total{{{cg},kind=\"some\"}} 3\n"
+    )));
+    assert!(text.contains(&format!(
+        "tracer_cgroup_psi_cpu_seconds_total{{{cg},kind=\"full\"}} 1.25\n"
+    )));
     assert!(text.contains(&format!(
         "tracer_contended_by_seconds_total{{{cg},occupant=\"/system.slice/cron.service\"}} 0.4\n"
     )));
