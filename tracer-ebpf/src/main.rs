@@ -24,6 +24,7 @@ mod blame;
 mod fentry;
 mod kernel;
 mod maps;
+mod migrate;
 mod programs;
 mod record;
 mod resync;

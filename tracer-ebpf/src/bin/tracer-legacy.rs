@@ -14,6 +14,8 @@ mod fentry;
 mod kernel;
 #[path = "../maps.rs"]
 mod maps;
+#[path = "../migrate.rs"]
+mod migrate;
 #[path = "../pid_map.rs"]
 mod pid_map;
 #[path = "../programs.rs"]

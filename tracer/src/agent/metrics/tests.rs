@@ -1,4 +1,4 @@
-use tracer_common::causes::Causes;
+use tracer_common::{causes::Causes, maps::CounterKind};
 
 use super::*;
 
