@@ -7,7 +7,7 @@ use std::time::Duration;
 use libtest_mimic::{Completion, Trial};
 use tracer::{session::Config, verdict::Kind};
 use tracer_tests::{
-    Load, TestCgroup, Worker,
+    Load, TestCgroup, Worker, ran_ns,
     services::{sample_value, wait_for},
 };
 
@@ -18,16 +18,6 @@ pub fn tests() -> Vec<Trial> {
         "contention_blame_weighs_the_occupant_as_cfs_does",
         weighed,
     )]
-}
-
-/// The kernel's `sum_exec_runtime` of a task: how long it ran.
-fn ran_ns(pid: u32) -> Result<u64, String> {
-    let text =
-        std::fs::read_to_string(format!("/proc/{pid}/schedstat")).map_err(|e| e.to_string())?;
-    text.split_whitespace()
-        .next()
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| format!("schedstat of {pid}: {text:?}"))
 }
 
 /// Two sibling cgroups, weighted 3 to 1, each with a hog pinned to one CPU.

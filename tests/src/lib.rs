@@ -217,17 +217,26 @@ impl Drop for CgroupPath {
     }
 }
 
-/// `/proc/<pid>/schedstat` run delay: nanoseconds spent runnable on a run queue.
-/// The kernel's count of the time a task was runnable: on a CPU
-/// (`sum_exec_runtime`) plus waiting for one (run delay), from
-/// `/proc/<pid>/schedstat`.
-pub fn runnable_ns(pid: u32) -> anyhow::Result<u64> {
+/// A task's `/proc/<pid>/schedstat`: how long it ran on a CPU
+/// (`sum_exec_runtime`) and waited for one (run delay), in ns.
+pub fn schedstat(pid: u32) -> anyhow::Result<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
     let mut fields = text.split_whitespace().map(str::parse::<u64>);
     match (fields.next(), fields.next()) {
-        (Some(Ok(ran)), Some(Ok(waited))) => Ok(ran + waited),
+        (Some(Ok(ran)), Some(Ok(waited))) => Ok((ran, waited)),
         _ => bail!("short schedstat: {text:?}"),
     }
+}
+
+/// The kernel's count of the time a task was runnable: on a CPU plus
+/// waiting for one.
+pub fn runnable_ns(pid: u32) -> anyhow::Result<u64> {
+    schedstat(pid).map(|(ran, waited)| ran + waited)
+}
+
+/// The kernel's count of the time a task ran (`sum_exec_runtime`).
+pub fn ran_ns(pid: u32) -> anyhow::Result<u64> {
+    schedstat(pid).map(|(ran, _)| ran)
 }
 
 /// Each thread of `pid` by id: the kernel's run delay and how many times it
@@ -253,13 +262,10 @@ pub fn thread_schedstats(pid: u32) -> anyhow::Result<std::collections::BTreeMap<
     Ok(threads)
 }
 
+/// The kernel's run delay of a task: nanoseconds spent runnable on a run
+/// queue.
 pub fn run_delay_ns(pid: u32) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
-    text.split_whitespace()
-        .nth(1)
-        .ok_or_else(|| anyhow!("short schedstat: {text:?}"))?
-        .parse()
-        .context("schedstat run delay")
+    schedstat(pid).map(|(_, waited)| waited)
 }
 
 /// The tracer's programs currently loaded in the kernel, by name (the kernel

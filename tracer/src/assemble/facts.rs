@@ -76,7 +76,8 @@ pub(super) fn facts(
         None => (0, w.blame.iter().map(|b| b.ns).sum()),
     };
     let charged_others: u64 = others_charged.max(1);
-    let top_other = w.blame.iter().find(|b| Some(b.id) != own_cgroup).map(|b| {
+    let top = w.blame.iter().find(|b| Some(b.id) != own_cgroup);
+    let top_other = top.map(|b| {
         let process = b
             .processes
             .first()
@@ -87,11 +88,7 @@ pub(super) fn facts(
             .unwrap_or_default();
         (b.name(), b.ns as f64 / charged_others as f64, process)
     });
-    let top_other_weight = w
-        .blame
-        .iter()
-        .find(|b| Some(b.id) != own_cgroup)
-        .and_then(|b| Some((b.ran_ns, b.weight.clone()?)));
+    let top_other_weight = top.and_then(|b| Some((b.ran_ns, b.weight.clone()?)));
     Facts {
         duration_ns,
         wait_ns: w.runnable_wait.summary.total_ns,

@@ -13,7 +13,6 @@ use crate::{
         render::{clock, spread, worst},
     },
     verdict::Verdict,
-    weight::compared,
 };
 
 /// Rows of the report's "When" table.
@@ -105,54 +104,6 @@ fn cause_row(
         percent_cell(on_cpu.summary.total_ns, duration_ns),
         verdict.kind.label(),
     );
-}
-
-/// Who held the CPU, top occupants with their top processes.
-fn blame_lines(out: &mut String, w: &WaitSplit, duration_ns: u64) {
-    if w.causes.contended_ns == 0 {
-        return;
-    }
-    let mut line = String::from("  waited behind:");
-    for (i, b) in w.blame.iter().take(3).enumerate() {
-        let processes: Vec<String> = b
-            .processes
-            .iter()
-            .take(2)
-            .map(|p| match p.pid() {
-                None => format!("{} {}", visible(&p.comm), fmt_ns(p.ns)),
-                Some(pid) => format!("{} {pid} {}", visible(&p.comm), fmt_ns(p.ns)),
-            })
-            .collect();
-        let _ = write!(
-            line,
-            "{} {} {} ({})",
-            if i == 0 { "" } else { ";" },
-            visible(&b.name()),
-            fmt_ns(b.ns),
-            processes.join(", ")
-        );
-    }
-    if w.unattributed_ns > w.causes.contended_ns / 100 {
-        let _ = write!(line, "; not attributed {}", fmt_ns(w.unattributed_ns));
-    }
-    let _ = writeln!(out, "{line}");
-    // Whether they took more than their weights' share.
-    let weights: Vec<String> = w
-        .blame
-        .iter()
-        .take(3)
-        .filter_map(|b| {
-            let weight = b.weight.as_ref()?;
-            Some(format!(
-                "{} {}",
-                visible(&b.name()),
-                compared(b.ran_ns, duration_ns, weight)
-            ))
-        })
-        .collect();
-    if !weights.is_empty() {
-        let _ = writeln!(out, "  their weights: {}", weights.join("; "));
-    }
 }
 
 fn verdict_lines(out: &mut String, v: &Verdict) {
@@ -546,6 +497,8 @@ pub fn render(rec: &Recording, options: TextOptions) -> String {
     out
 }
 
+mod blame;
+use blame::blame_lines;
 mod pressure;
 pub use pressure::{cgroup_psi_line, psi_line};
 mod stalls;

@@ -6,8 +6,7 @@ use std::fmt::Write as _;
 use tracer_common::causes::Causes;
 
 use crate::{
-    format::fmt_ns,
-    psi::PsiWindow,
+    format::{fmt_ns, percent},
     recording::{CgroupEntry, Recording},
 };
 
@@ -36,23 +35,15 @@ pub fn psi_line(rec: &Recording) -> Option<String> {
 pub fn cgroup_psi_line(c: &CgroupEntry, duration_ns: u64) -> Option<String> {
     let psi = c.psi?;
     let mut line = format!(
-        "CPU pressure (PSI, wall time): some {}",
-        share_of(psi.some_ns, duration_ns)
+        "CPU pressure (PSI, wall time): some {:.1} %",
+        percent(psi.some_ns, duration_ns)
     );
     if let Some(full) = psi.full_ns {
-        let _ = write!(line, ", full {}", share_of(full, duration_ns));
+        let _ = write!(line, ", full {:.1} %", percent(full, duration_ns));
     }
     let _ = write!(line, " of the {}", fmt_ns(duration_ns));
     split(&mut line, "its traced waits", &c.wait.causes);
     Some(line)
-}
-
-fn share_of(ns: u64, duration_ns: u64) -> String {
-    let w = PsiWindow {
-        some_ns: ns,
-        full_ns: None,
-    };
-    format!("{:.1} %", w.some_share(duration_ns) * 100.0)
 }
 
 /// `; <whose> (thread time, 1.84 s): throttled 88 %, contended 12 %, other 0 %`:
