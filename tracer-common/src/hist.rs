@@ -94,10 +94,11 @@ pub const fn bucket_range(index: usize) -> (u64, u64) {
 
 /// A histogram of nanosecond durations with exact count, sum and maximum.
 ///
-/// It is part of the kernel's statistics entries, so it is `repr(C)` with no
-/// implicit padding. The count is the buckets' sum ([`LatencyHist::count`])
-/// rather than a field of its own: a field would cost the kernel one more
-/// atomic add per run and per wait, on every context switch.
+/// Userspace's form of one histogram; the kernel's statistics entries keep
+/// two of them interleaved (`crate::stats::CgroupStats`), with the same
+/// buckets. The count is the buckets' sum ([`LatencyHist::count`]) rather
+/// than a field of its own: a field would cost the kernel one more atomic add
+/// per run and per wait, on every context switch.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct LatencyHist {

@@ -12,15 +12,15 @@ pub mod counters;
 pub mod hist;
 pub mod layout;
 pub mod maps;
+pub mod stats;
 pub mod wake_stamp;
 
 #[cfg(feature = "user")]
 mod user {
-    use crate::{hist::LatencyHist, layout::KernelLayout, maps};
+    use crate::{layout::KernelLayout, maps};
 
     // SAFETY: all of these are repr(C), Copy, and have no implicit padding.
     unsafe impl aya::Pod for KernelLayout {}
-    unsafe impl aya::Pod for LatencyHist {}
     unsafe impl aya::Pod for maps::CgroupStats {}
     unsafe impl aya::Pod for maps::TaggedStats {}
     unsafe impl aya::Pod for maps::TaskWait {}

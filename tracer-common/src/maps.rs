@@ -3,7 +3,7 @@
 
 // The counters index `CpuState::counters`; the contract re-exports them here.
 pub use crate::counters::{Counter, CounterInfo, CounterKind};
-use crate::{causes::Causes, hist::LatencyHist};
+pub use crate::stats::CgroupStats;
 
 /// Per-cgroup statistics, one entry per cgroup shared by every CPU (updated
 /// with atomic adds): `u64` cgroup id -> [`CgroupStats`]. Per-CPU entries
@@ -304,47 +304,6 @@ pub struct SlowWait {
     pub thread: u64,
 }
 
-/// Everything the kernel aggregates for one cgroup (or one selection): every
-/// CPU adds to the same entry, with atomic adds (the maximum alone is a plain
-/// compare-and-store, which two CPUs racing may leave at the smaller value).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct CgroupStats {
-    /// Run-queue wait: from becoming runnable (woken, or switched out while still
-    /// runnable) to being switched in.
-    pub runnable_wait: LatencyHist,
-    /// How long a task ran each time it got the CPU.
-    pub on_cpu: LatencyHist,
-    /// The wait split: throttled by CFS bandwidth, runnable while other tasks ran,
-    /// and the rest (runnable on an idle CPU: wake-up latency).
-    pub causes: Causes,
-}
-
-impl CgroupStats {
-    pub const ZERO: Self = Self {
-        runnable_wait: LatencyHist::ZERO,
-        on_cpu: LatencyHist::ZERO,
-        causes: Causes::ZERO,
-    };
-
-    pub fn merge(&mut self, other: &Self) {
-        let Self {
-            runnable_wait,
-            on_cpu,
-            causes,
-        } = self;
-        runnable_wait.merge(&other.runnable_wait);
-        on_cpu.merge(&other.on_cpu);
-        causes.merge(&other.causes);
-    }
-}
-
-impl Default for CgroupStats {
-    fn default() -> Self {
-        Self::ZERO
-    }
-}
-
 /// One cfs_rq's throttled time as the fentry programs see it: a throttle
 /// clock for kernels whose own counter is approximate (before 6.6), and the
 /// episode in progress.
@@ -558,7 +517,6 @@ const _: () = assert!(core::mem::size_of::<EpisodeRecord>() == 48);
 const _: () = assert!(core::mem::size_of::<StallRecord>() == 120 + 4 * 40);
 const _: () = assert!(core::mem::size_of::<ThrottleClock>() == 32);
 const _: () = assert!(core::mem::size_of::<Interval>() == 48);
-const _: () = assert!(core::mem::size_of::<CgroupStats>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<TaskWait>() == 80);
 
 #[cfg(test)]

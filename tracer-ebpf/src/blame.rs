@@ -69,7 +69,7 @@ pub(crate) fn charge(
         && let Some(cache) = BLAME_CACHE.get_ptr_mut(0)
     {
         // SAFETY: this CPU's cache; preemption is off in a tracepoint.
-        blame(unsafe { &mut *cache }, victims.cgroup, who, contended, now);
+        add_row(unsafe { &mut *cache }, victims.cgroup, who, contended, now);
         return;
     }
     let window = Window {
@@ -176,11 +176,21 @@ pub(crate) fn blame_due(now: u64, idle: bool) -> bool {
     BLAME_CACHE.get(0).is_some_and(|cache| cache.due(now, idle))
 }
 
-/// Adds `ns` to the row of `victim` and occupant `who` in this CPU's cache.
-/// Out of line: its key on the stack would count in the frame of every
-/// caller, and 5.10 limits the frames of a chain of calls to 512 bytes.
+/// Adds `ns` to the row of `victim` and occupant `who` in this CPU's cache,
+/// for the walk over a CPU's runs. Out of line: its key on the stack would
+/// count in the frame of every caller, and 5.10 limits the frames of a chain
+/// of calls to 512 bytes (inlined here, the walk's frame took a chain of
+/// five calls to 544).
 #[inline(never)]
 fn blame(cache: &mut BlameCache, victim: u64, who: &Occupant, ns: u64, now: u64) {
+    add_row(cache, victim, who, ns, now);
+}
+
+/// [`blame`], inlined where a wait lies within one run (most waits): a call
+/// and its return cost more than the row's update where returns go through a
+/// return thunk (as with the SRSO mitigation on AMD).
+#[inline(always)]
+fn add_row(cache: &mut BlameCache, victim: u64, who: &Occupant, ns: u64, now: u64) {
     if ns == 0 {
         return;
     }

@@ -259,7 +259,7 @@ fn end_wait(
                 if let Some(since) = queued_since(stamp, &cs.clock, now, cs.first_switch) {
                     let (total, parts) = woken_wait(since, now, cpu, cs);
                     record_wait(stats, total, parts);
-                    count(Counter::WaitRecorded);
+                    cs.count(Counter::WaitRecorded);
                     let cgroup = cs.runs.current.cgroup_id;
                     note_slow(cs, task, cgroup, 0, now, total, parts, NO_SELECTION);
                     report_noted(cpu);
@@ -284,7 +284,7 @@ fn end_wait(
     };
     let (total, parts) = state.finish(now, last);
     record_wait(stats, total, parts);
-    count(Counter::WaitRecorded);
+    cs.count(Counter::WaitRecorded);
     let throttled_by = state.throttled_by;
     note_slow(
         cs,

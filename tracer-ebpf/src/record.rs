@@ -12,8 +12,9 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use tracer_common::{
     causes::{Causes, Split},
-    hist::{LatencyHist, bucket_index},
-    maps::{CgroupStats, stamp_at, stamp_slot},
+    hist::bucket_index,
+    maps::{stamp_at, stamp_slot},
+    stats::{CgroupStats, HistHead, RUN, WAIT},
 };
 
 use crate::maps::CGROUP_STAMPS;
@@ -26,16 +27,19 @@ fn add(counter: *mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, v) };
 }
 
-/// Adds one duration to a shared histogram (whose count is its buckets' sum).
+/// Adds one duration to a histogram of a shared entry: its head, and its
+/// bucket in `column` (see `tracer_common::stats` for the layout).
 #[inline(always)]
-fn record(h: *mut LatencyHist, ns: u64) {
-    // SAFETY: a field of a map value (see `add`).
+fn record(stats: *mut CgroupStats, head: *mut HistHead, column: usize, ns: u64) {
+    // SAFETY: fields of a map value (see `add`).
     unsafe {
-        add(&raw mut (*h).total_ns, ns);
-        if ns > (*h).max_ns {
-            (*h).max_ns = ns;
+        add(&raw mut (*head).total_ns, ns);
+        if ns > (*head).max_ns {
+            (*head).max_ns = ns;
         }
-        if let Some(bucket) = (*h).buckets.get_mut(bucket_index(ns)) {
+        if let Some(pair) = (*stats).buckets.get_mut(bucket_index(ns))
+            && let Some(bucket) = pair.get_mut(column)
+        {
             add(bucket, 1);
         }
     }
@@ -44,13 +48,13 @@ fn record(h: *mut LatencyHist, ns: u64) {
 /// Adds a finished run of `ran` ns.
 #[inline(always)]
 pub(crate) fn record_run(stats: *mut CgroupStats, ran: u64) {
-    record(unsafe { &raw mut (*stats).on_cpu }, ran);
+    record(stats, unsafe { &raw mut (*stats).run }, RUN, ran);
 }
 
 /// Adds a finished wait of `total` ns, split into `parts`.
 #[inline(always)]
 pub(crate) fn record_wait(stats: *mut CgroupStats, total: u64, parts: Split) {
-    record(unsafe { &raw mut (*stats).runnable_wait }, total);
+    record(stats, unsafe { &raw mut (*stats).wait }, WAIT, total);
     // Names every field, so that a new one fails to compile here until it is
     // added below (the kernel cannot use `Causes::add`, which is not atomic).
     let Causes {

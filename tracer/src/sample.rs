@@ -124,8 +124,8 @@ pub struct Totals {
 impl Totals {
     pub fn from_stats(s: &CgroupStats) -> Self {
         Self {
-            wait: SparseHist::from_hist(&s.runnable_wait),
-            on_cpu: SparseHist::from_hist(&s.on_cpu),
+            wait: SparseHist::from_hist(&s.runnable_wait()),
+            on_cpu: SparseHist::from_hist(&s.on_cpu()),
             causes: s.causes,
         }
     }
@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn sample_windows_leave_idle_groups_out() {
         let mut stats = CgroupStats::ZERO;
-        stats.runnable_wait.record(1_000);
+        stats.record_wait(1_000, Default::default());
         stats.causes.throttled_ns = 10;
         let mut earlier = Sample::default();
         earlier.cgroups.insert(7, Totals::from_stats(&stats));
@@ -329,7 +329,7 @@ mod tests {
         earlier.counters[0] = 100;
         earlier.elapsed_ns = 1_000;
         let mut now = earlier.clone();
-        stats.runnable_wait.record(2_000);
+        stats.record_wait(2_000, Default::default());
         stats.causes.throttled_ns = 25;
         now.cgroups.insert(7, Totals::from_stats(&stats));
         now.counters[0] = 150;
@@ -355,14 +355,14 @@ mod tests {
     fn totals_add_up() {
         let mut a = Totals::from_stats(&{
             let mut s = CgroupStats::ZERO;
-            s.runnable_wait.record(1_000);
-            s.on_cpu.record(5_000);
+            s.record_wait(1_000, Default::default());
+            s.record_run(5_000);
             s.causes.contended_ns = 7;
             s
         });
         let b = Totals::from_stats(&{
             let mut s = CgroupStats::ZERO;
-            s.runnable_wait.record(3_000_000);
+            s.record_wait(3_000_000, Default::default());
             s.causes.throttled_ns = 9;
             s.causes.throttled_waits = 1;
             s

@@ -6,9 +6,9 @@ use crate::sample::Totals;
 fn totals(waits: &[u64], throttled: u64, contended: u64, on_cpu: u64) -> Totals {
     let mut s = CgroupStats::ZERO;
     for &w in waits {
-        s.runnable_wait.record(w);
+        s.record_wait(w, Default::default());
     }
-    s.on_cpu.record(on_cpu);
+    s.record_run(on_cpu);
     s.causes.throttled_ns = throttled;
     s.causes.contended_ns = contended;
     s.causes.other_ns = waits.iter().sum::<u64>() - throttled - contended;
