@@ -128,7 +128,14 @@ pub unsafe extern "C" fn tracer_charge_runs(cpu: u32) -> i32 {
             if ns == 0 {
                 return;
             }
-            blame(cache, victims.cgroup, who, ns, w.to);
+            // Inlined but in the object for kernels before 6.1, whose
+            // `sched_switch` frame leaves no room for the larger frame (see
+            // `blame`).
+            if crate::LEGACY {
+                blame(cache, victims.cgroup, who, ns, w.to);
+            } else {
+                add_row(cache, victims.cgroup, who, ns, w.to);
+            }
             if victims.process != NO_SELECTION {
                 blame(
                     cache,
@@ -177,18 +184,19 @@ pub(crate) fn blame_due(now: u64, idle: bool) -> bool {
 }
 
 /// Adds `ns` to the row of `victim` and occupant `who` in this CPU's cache,
-/// for the walk over a CPU's runs. Out of line: its key on the stack would
-/// count in the frame of every caller, and 5.10 limits the frames of a chain
-/// of calls to 512 bytes (inlined here, the walk's frame took a chain of
-/// five calls to 544).
+/// for the walk over a CPU's runs: its selections' rows, and in the object
+/// for kernels before 6.1 every row. Out of line: its key on the stack
+/// would count in the frame of every caller, and the verifier limits the
+/// frames of a chain of calls to 512 bytes (with every row inlined in the
+/// walk, that object's chain of five calls took 544).
 #[inline(never)]
 fn blame(cache: &mut BlameCache, victim: u64, who: &Occupant, ns: u64, now: u64) {
     add_row(cache, victim, who, ns, now);
 }
 
-/// [`blame`], inlined where a wait lies within one run (most waits): a call
-/// and its return cost more than the row's update where returns go through a
-/// return thunk (as with the SRSO mitigation on AMD).
+/// [`blame`], inlined for a wait's cgroup: a call and its return cost more
+/// than the row's update where returns go through a return thunk (as with
+/// the SRSO mitigation on AMD).
 #[inline(always)]
 fn add_row(cache: &mut BlameCache, victim: u64, who: &Occupant, ns: u64, now: u64) {
     if ns == 0 {

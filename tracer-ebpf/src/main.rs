@@ -34,3 +34,7 @@ mod task_storage;
 mod throttle;
 
 use task_storage as store;
+
+/// Whether this is the object for kernels before 6.1 (`bin/tracer-legacy.rs`),
+/// whose `sched_switch` has the larger frame (see `blame.rs`).
+pub(crate) const LEGACY: bool = false;

@@ -32,3 +32,6 @@ mod stats;
 mod throttle;
 
 use pid_map as store;
+
+/// This is the object for kernels before 6.1 (see `main.rs`).
+pub(crate) const LEGACY: bool = true;
