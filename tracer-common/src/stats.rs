@@ -24,8 +24,22 @@ pub struct HistHead {
     pub max_ns: u64,
 }
 
-/// Which histogram of an entry a bucket column belongs to.
+impl HistHead {
+    /// Adds one duration (not atomic, as [`CgroupStats::record_wait`]).
+    fn add(&mut self, ns: u64) {
+        self.total_ns = self.total_ns.wrapping_add(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    fn merge(&mut self, other: &Self) {
+        self.total_ns = self.total_ns.wrapping_add(other.total_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+}
+
+/// The wait histogram's column of [`CgroupStats::buckets`].
 pub const WAIT: usize = 0;
+/// The run histogram's column of [`CgroupStats::buckets`].
 pub const RUN: usize = 1;
 
 /// Everything the kernel aggregates for one cgroup (or one selection): every
@@ -63,15 +77,20 @@ impl CgroupStats {
 
     /// The run-queue wait histogram.
     pub fn runnable_wait(&self) -> LatencyHist {
-        self.hist(&self.wait, WAIT)
+        self.hist(WAIT)
     }
 
     /// The on-CPU histogram.
     pub fn on_cpu(&self) -> LatencyHist {
-        self.hist(&self.run, RUN)
+        self.hist(RUN)
     }
 
-    fn hist(&self, head: &HistHead, column: usize) -> LatencyHist {
+    fn hist(&self, column: usize) -> LatencyHist {
+        let head = if column == WAIT {
+            &self.wait
+        } else {
+            &self.run
+        };
         let mut h = LatencyHist::ZERO;
         h.total_ns = head.total_ns;
         h.max_ns = head.max_ns;
@@ -100,8 +119,7 @@ impl CgroupStats {
         } else {
             &mut self.run
         };
-        head.total_ns = head.total_ns.wrapping_add(ns);
-        head.max_ns = head.max_ns.max(ns);
+        head.add(ns);
         if let Some(pair) = self.buckets.get_mut(bucket_index(ns)) {
             pair[column] = pair[column].wrapping_add(1);
         }
@@ -116,10 +134,8 @@ impl CgroupStats {
             causes,
             buckets,
         } = self;
-        for (head, theirs) in [(wait, &other.wait), (run, &other.run)] {
-            head.total_ns = head.total_ns.wrapping_add(theirs.total_ns);
-            head.max_ns = head.max_ns.max(theirs.max_ns);
-        }
+        wait.merge(&other.wait);
+        run.merge(&other.run);
         causes.merge(&other.causes);
         for (pair, theirs) in buckets.iter_mut().zip(other.buckets.iter()) {
             pair[WAIT] = pair[WAIT].wrapping_add(theirs[WAIT]);
